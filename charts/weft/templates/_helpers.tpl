@@ -1,0 +1,551 @@
+{{/*
+Names and labels.
+*/}}
+{{- define "weft.name" -}}weft{{- end }}
+
+{{- define "weft.fullname" -}}
+{{- if contains "weft" .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-weft" .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end }}
+
+{{/* weft.componentName: (dict "root" $ "name" COMPONENT) → fullname-COMPONENT. */}}
+{{- define "weft.componentName" -}}
+{{- printf "%s-%s" (include "weft.fullname" .root) .name | trunc 63 | trimSuffix "-" -}}
+{{- end }}
+
+{{- define "weft.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "weft.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: weft
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* weft.selectorLabels: (dict "root" $ "component" NAME) */}}
+{{- define "weft.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "weft.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* weft.releaseSelector selects every pod of the release. */}}
+{{- define "weft.releaseSelector" -}}
+app.kubernetes.io/name: {{ include "weft.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "weft.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end }}
+
+{{/*
+Stage kinds and the deploy modes each can use; the first is the kind's
+default when a stage names none. This mirrors the kinds cmd/weft registers
+(stage.Kind.Deploy): a collector needs a node, so it is a DaemonSet, runs in
+process, or joins an application's pods; the graph writer and the
+correlator are never one per node.
+*/}}
+{{- define "weft.kinds" -}}
+collector: [daemonset, inprocess, sidecar]
+correlator: [deployment, statefulset, inprocess, sidecar]
+graph: [deployment, statefulset, inprocess, sidecar]
+otlp: [deployment, daemonset, statefulset, inprocess, sidecar]
+synthetic: [deployment, daemonset, inprocess, sidecar]
+sink: [deployment, statefulset, daemonset, inprocess, sidecar]
+{{- end }}
+
+{{/* weft.stageDeploy: a stage → its deploy mode, defaulted by kind. */}}
+{{- define "weft.stageDeploy" -}}
+{{- $kinds := include "weft.kinds" . | fromYaml -}}
+{{- if .stage.deploy -}}
+{{- .stage.deploy -}}
+{{- else -}}
+{{- $modes := get $kinds (toString .stage.kind) | default (list "deployment") -}}
+{{- first $modes -}}
+{{- end -}}
+{{- end }}
+
+{{/* weft.stageByName: (dict "root" $ "name" N) → the stage as JSON ("{}" if none). */}}
+{{- define "weft.stageByName" -}}
+{{- $found := dict -}}
+{{- range .root.Values.topology.stages -}}
+{{- if eq (toString .name) (toString $.name) -}}{{- $found = . -}}{{- end -}}
+{{- end -}}
+{{- toJson $found -}}
+{{- end }}
+
+{{/*
+weft.workloads computes the Kubernetes workloads from the topology, as JSON
+{"items": [...]}. Each item: name (component name), mode (daemonset |
+deployment | statefulset), stages (the stage names its main container runs),
+kinds, sidecars (stages with sidecarOf one of its stages), replicas,
+autoscale. Stages deployed `inprocess` share one workload, `inprocess`,
+which is a DaemonSet when it holds a collector. `sidecarOf: app` stages make
+no workload: they join the user's pods.
+*/}}
+{{- define "weft.workloads" -}}
+{{- $root := . -}}
+{{- $items := list -}}
+{{- $inproc := list -}}
+{{- $inprocKinds := list -}}
+{{- range $s := .Values.topology.stages -}}
+{{- $mode := include "weft.stageDeploy" (dict "stage" $s) -}}
+{{- if eq $mode "inprocess" -}}
+{{- $inproc = append $inproc $s.name -}}
+{{- $inprocKinds = append $inprocKinds $s.kind -}}
+{{- else if ne $mode "sidecar" -}}
+{{- $items = append $items (dict "name" $s.name "mode" $mode "stages" (list $s.name) "kinds" (list $s.kind) "replicas" (int ($s.replicas | default 1)) "autoscale" ($s.autoscale | default dict)) -}}
+{{- end -}}
+{{- end -}}
+{{- if $inproc -}}
+{{- $mode := ternary "daemonset" "deployment" (has "collector" $inprocKinds) -}}
+{{- $items = append $items (dict "name" "inprocess" "mode" $mode "stages" $inproc "kinds" (uniq $inprocKinds) "replicas" 1 "autoscale" dict) -}}
+{{- end -}}
+{{- range $w := $items -}}
+{{- $sidecars := list -}}
+{{- $kinds := $w.kinds -}}
+{{- range $s := $root.Values.topology.stages -}}
+{{- if and (eq (include "weft.stageDeploy" (dict "stage" $s)) "sidecar") (has (toString $s.sidecarOf) $w.stages) -}}
+{{- $sidecars = append $sidecars $s.name -}}
+{{- $kinds = append $kinds $s.kind -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $w "sidecars" $sidecars -}}
+{{- $_ := set $w "allKinds" (uniq $kinds) -}}
+{{- end -}}
+{{- toJson (dict "items" $items) -}}
+{{- end }}
+
+{{/* weft.appSidecars: the names of `sidecarOf: app` stages, as JSON {"items": [...]}. */}}
+{{- define "weft.appSidecars" -}}
+{{- $items := list -}}
+{{- range $s := .Values.topology.stages -}}
+{{- if and (eq (include "weft.stageDeploy" (dict "stage" $s)) "sidecar") (eq (toString $s.sidecarOf) "app") -}}
+{{- $items = append $items $s.name -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (dict "items" $items) -}}
+{{- end }}
+
+{{/* weft.stageNeedsNeo4j: a stage → "true" when it writes the graph to Neo4j. */}}
+{{- define "weft.stageNeedsNeo4j" -}}
+{{- if and (eq (toString .kind) "graph") .config -}}
+{{- if eq (toString (get .config "store")) "neo4j" -}}true{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{- define "weft.needsNeo4j" -}}
+{{- range .Values.topology.stages -}}
+{{- if include "weft.stageNeedsNeo4j" . -}}true{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{- define "weft.deploysNats" -}}
+{{- if not .Values.nats.url -}}true{{- end -}}
+{{- end }}
+
+{{- define "weft.natsURL" -}}
+{{- if .Values.nats.url -}}
+{{- .Values.nats.url -}}
+{{- else -}}
+nats://{{ include "weft.componentName" (dict "root" . "name" "nats") }}.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}:4222
+{{- end -}}
+{{- end }}
+
+{{- define "weft.neo4jURI" -}}
+{{- if .Values.neo4j.uri -}}
+{{- .Values.neo4j.uri -}}
+{{- else -}}
+neo4j://{{ include "weft.componentName" (dict "root" . "name" "neo4j") }}.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}:7687
+{{- end -}}
+{{- end }}
+
+{{- define "weft.neo4jSecretName" -}}
+{{- .Values.neo4j.existingSecret | default (include "weft.componentName" (dict "root" . "name" "neo4j")) -}}
+{{- end }}
+
+{{/* weft.urlPort: (dict "url" U "default" P) → the URL's port, or P. */}}
+{{- define "weft.urlPort" -}}
+{{- $m := regexFind ":[0-9]+(/|$)" (toString .url) | trimPrefix ":" | trimSuffix "/" -}}
+{{- $m | default .default -}}
+{{- end }}
+
+{{/* weft.otlpEndpoint: (dict "root" $ "stage" S) → the endpoint an otlp stage exports to. */}}
+{{- define "weft.otlpEndpoint" -}}
+{{- $ep := "" -}}
+{{- if .stage.config -}}{{- $ep = get .stage.config "endpoint" | default "" -}}{{- end -}}
+{{- $ep | default .root.Values.otlp.endpoint -}}
+{{- end }}
+
+{{/*
+weft.resources: (dict "root" $ "stage" NAME "guaranteed" BOOL) → the
+container's resources. Guaranteed containers (every container of a
+collector pod, so the kernel-event path is never the first evicted) get
+limits equal to requests: the explicit limits if set, else the preset's.
+*/}}
+{{- define "weft.resources" -}}
+{{- $presets := dict
+  "small" (dict "requests" (dict "cpu" "100m" "memory" "128Mi") "limits" (dict "cpu" "500m" "memory" "512Mi"))
+  "medium" (dict "requests" (dict "cpu" "250m" "memory" "512Mi") "limits" (dict "cpu" "1" "memory" "1Gi"))
+  "large" (dict "requests" (dict "cpu" "500m" "memory" "1Gi") "limits" (dict "cpu" "2" "memory" "2Gi")) -}}
+{{- $w := get .root.Values.workloads .stage | default dict -}}
+{{- $preset := $w.resourcesPreset | default .root.Values.resourcesPreset -}}
+{{- $res := $w.resources | default (get $presets $preset) -}}
+{{- if .guaranteed -}}
+{{- $l := $res.limits | default $res.requests -}}
+{{- toYaml (dict "requests" $l "limits" $l) -}}
+{{- else -}}
+{{- toYaml $res -}}
+{{- end -}}
+{{- end }}
+
+{{/* weft.restrictedContainerSecurity is the restricted Pod Security profile for one container. */}}
+{{- define "weft.restrictedContainerSecurity" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+weft.collectorContainerSecurity: root with only the capabilities eBPF needs
+(root because Kubernetes cannot give a non-root process ambient
+capabilities), or privileged as an opt-in.
+*/}}
+{{- define "weft.collectorContainerSecurity" -}}
+{{- if .Values.collector.privileged -}}
+privileged: true
+runAsUser: 0
+runAsNonRoot: false
+readOnlyRootFilesystem: true
+{{- else -}}
+runAsUser: 0
+runAsNonRoot: false
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+  add: {{ concat (list "BPF" "PERFMON" "SYS_RESOURCE") .Values.collector.extraCapabilities | uniq | toJson }}
+seccompProfile:
+  {{- toYaml .Values.collector.seccompProfile | nindent 2 }}
+{{- end -}}
+{{- end }}
+
+{{/*
+weft.container: one container running some stages.
+(dict "root" $ "name" CONTAINER "stages" [NAMES] "port" PORT "guaranteed" BOOL "app" BOOL)
+"app" marks a container printed for the user's pods.
+*/}}
+{{- define "weft.container" -}}
+{{- $root := .root -}}
+{{- $kinds := list -}}
+{{- $stages := list -}}
+{{- range $n := .stages -}}
+{{- $s := include "weft.stageByName" (dict "root" $root "name" $n) | fromJson -}}
+{{- $stages = append $stages $s -}}
+{{- $kinds = append $kinds $s.kind -}}
+{{- end -}}
+{{- $collector := has "collector" $kinds -}}
+{{- $first := first .stages -}}
+name: {{ .name }}
+image: {{ include "weft.image" $root }}
+imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+command: {{ toJson $root.Values.image.command }}
+args:
+  - run
+  - -f
+  - /etc/weft/topology.yaml
+  - --stage
+  - {{ join "," .stages }}
+  - --listen
+  - 0.0.0.0:{{ .port }}
+ports:
+  - name: {{ ternary "http" (printf "http-%d" (int (sub .port 7680))) (eq (int .port) 7680) }}
+    containerPort: {{ .port }}
+    protocol: TCP
+env:
+  - name: WEFT_NATS_URL
+    value: {{ include "weft.natsURL" $root | quote }}
+  - name: WEFT_NODE_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: spec.nodeName
+{{- range $s := $stages }}
+{{- if include "weft.stageNeedsNeo4j" $s }}
+  - name: WEFT_NEO4J_URI
+    value: {{ include "weft.neo4jURI" $root | quote }}
+  - name: WEFT_NEO4J_USER
+    value: {{ $root.Values.neo4j.user | quote }}
+  - name: WEFT_NEO4J_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "weft.neo4jSecretName" $root }}
+        key: {{ $root.Values.neo4j.passwordKey }}
+{{- end }}
+{{- if eq (toString $s.kind) "otlp" }}
+  - name: OTEL_EXPORTER_OTLP_ENDPOINT
+    value: {{ include "weft.otlpEndpoint" (dict "root" $root "stage" $s) | quote }}
+{{- end }}
+{{- end }}
+{{- if $collector }}
+  - name: WEFT_HOST_PROC
+    value: /host/proc
+  - name: WEFT_HOST_CGROUP
+    value: /host/sys/fs/cgroup
+{{- end }}
+{{- range $n := .stages }}
+{{- with (get $root.Values.workloads $n | default dict).env }}
+{{ toYaml . | indent 2 }}
+{{- end }}
+{{- end }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: {{ .port }}
+  periodSeconds: 10
+  failureThreshold: 3
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: {{ .port }}
+  initialDelaySeconds: 10
+  periodSeconds: 20
+  failureThreshold: 3
+resources:
+  {{- include "weft.resources" (dict "root" $root "stage" $first "guaranteed" .guaranteed) | nindent 2 }}
+securityContext:
+{{- if $collector }}
+  {{- include "weft.collectorContainerSecurity" $root | nindent 2 }}
+{{- else }}
+  {{- include "weft.restrictedContainerSecurity" $root | nindent 2 }}
+{{- end }}
+volumeMounts:
+  - name: topology
+    mountPath: /etc/weft
+    readOnly: true
+  - name: tmp
+    mountPath: /tmp
+{{- if not .app }}
+  - name: data
+    mountPath: /var/lib/weft
+{{- end }}
+{{- if .app }}
+  - name: weft-socket
+    mountPath: {{ $root.Values.appSidecar.socketDir }}
+{{- end }}
+{{- if $collector }}
+  - name: btf
+    mountPath: /sys/kernel/btf
+    readOnly: true
+  - name: tracefs
+    mountPath: /sys/kernel/tracing
+    readOnly: true
+{{- if not .app }}
+  - name: bpffs
+    mountPath: /sys/fs/bpf
+  - name: host-proc
+    mountPath: /host/proc
+    readOnly: true
+  - name: host-cgroup
+    mountPath: /host/sys/fs/cgroup
+    readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+weft.podSpec: the pod of one workload (an item of weft.workloads).
+(dict "root" $ "w" WORKLOAD)
+*/}}
+{{- define "weft.podSpec" -}}
+{{- $root := .root -}}
+{{- $w := .w -}}
+{{- $collector := has "collector" $w.allKinds -}}
+{{- $ws := get $root.Values.workloads (first $w.stages) | default dict -}}
+serviceAccountName: {{ include "weft.componentName" (dict "root" $root "name" $w.name) }}
+automountServiceAccountToken: {{ include "weft.workloadRBAC" (dict "root" $root "w" $w) | empty | not }}
+{{- with $root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $collector }}
+hostPID: true
+securityContext:
+  seccompProfile:
+    type: RuntimeDefault
+{{- with $root.Values.collector.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- else }}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  fsGroup: 65532
+  seccompProfile:
+    type: RuntimeDefault
+{{- with $ws.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end }}
+terminationGracePeriodSeconds: 45
+containers:
+  - {{- include "weft.container" (dict "root" $root "name" (ternary "weft" (first $w.stages) (eq $w.name "inprocess")) "stages" $w.stages "port" 7680 "guaranteed" $collector) | nindent 4 }}
+{{- range $i, $sc := $w.sidecars }}
+  - {{- include "weft.container" (dict "root" $root "name" $sc "stages" (list $sc) "port" (add 7681 $i) "guaranteed" $collector) | nindent 4 }}
+{{- end }}
+volumes:
+  - name: topology
+    configMap:
+      name: {{ include "weft.componentName" (dict "root" $root "name" "topology") }}
+  - name: tmp
+    emptyDir:
+      sizeLimit: 64Mi
+{{- if ne $w.mode "statefulset" }}
+  - name: data
+    emptyDir:
+      sizeLimit: 1Gi
+{{- end }}
+{{- if $collector }}
+  - name: btf
+    hostPath:
+      path: {{ $root.Values.collector.hostPaths.btf }}
+      type: Directory
+  - name: bpffs
+    hostPath:
+      path: {{ $root.Values.collector.hostPaths.bpffs }}
+      type: DirectoryOrCreate
+  - name: tracefs
+    hostPath:
+      path: {{ $root.Values.collector.hostPaths.tracefs }}
+      type: Directory
+  - name: host-proc
+    hostPath:
+      path: {{ $root.Values.collector.hostPaths.proc }}
+      type: Directory
+  - name: host-cgroup
+    hostPath:
+      path: {{ $root.Values.collector.hostPaths.cgroup }}
+      type: Directory
+tolerations:
+  {{- toYaml (concat $root.Values.collector.tolerations ($ws.tolerations | default list)) | nindent 2 }}
+{{- else }}
+{{- with $ws.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if and $root.Values.topologySpread.enabled (ne $w.mode "daemonset") }}
+topologySpreadConstraints:
+{{- range $key := list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+  - maxSkew: {{ $root.Values.topologySpread.maxSkew }}
+    topologyKey: {{ $key }}
+    whenUnsatisfiable: {{ $root.Values.topologySpread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "weft.selectorLabels" (dict "root" $root "component" $w.name) | nindent 8 }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with $ws.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $ws.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* weft.podMeta: (dict "root" $ "w" WORKLOAD) → pod template metadata. */}}
+{{- define "weft.podMeta" -}}
+{{- $ws := get .root.Values.workloads (first .w.stages) | default dict -}}
+labels:
+  {{- include "weft.labels" .root | nindent 2 }}
+  app.kubernetes.io/component: {{ .w.name }}
+  weft.dev/workload: {{ .w.name }}
+{{- with $ws.podLabels }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+annotations:
+  checksum/topology: {{ toJson .root.Values.topology | sha256sum }}
+  {{- with .root.Values.podAnnotations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- with $ws.podAnnotations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{/*
+weft.workloadRBAC: (dict "root" $ "w" WORKLOAD) → the ClusterRole suffixes
+the workload's ServiceAccount is bound to, space separated; empty when it
+needs no Kubernetes API access.
+*/}}
+{{- define "weft.workloadRBAC" -}}
+{{- $roles := list -}}
+{{- if .root.Values.rbac.create -}}
+{{- if has "collector" .w.allKinds -}}{{- $roles = append $roles "collector" -}}{{- end -}}
+{{- if has "correlator" .w.allKinds -}}{{- $roles = append $roles "correlator" -}}{{- end -}}
+{{- end -}}
+{{- join " " $roles -}}
+{{- end }}
+
+{{/*
+weft.sidecarSnippet: (dict "root" $ "stage" NAME) → the part of a PodSpec to
+merge into an application's pod for a `sidecarOf: app` stage: the container
+and the volumes it needs, among them the emptyDir the app shares with it
+for a unix socket.
+*/}}
+{{- define "weft.sidecarSnippet" -}}
+{{- $root := .root -}}
+{{- $s := include "weft.stageByName" (dict "root" $root "name" .stage) | fromJson -}}
+{{- if not $s.name -}}
+{{- fail (printf "sidecar: no stage %q in topology %s" .stage $root.Values.topology.metadata.name) -}}
+{{- end -}}
+{{- if not (and (eq (include "weft.stageDeploy" (dict "stage" $s)) "sidecar") (eq (toString $s.sidecarOf) "app")) -}}
+{{- fail (printf "sidecar: stage %q is not `deploy: sidecar` with `sidecarOf: app`; the chart deploys it itself" .stage) -}}
+{{- end -}}
+# Stage {{ .stage }} of topology {{ $root.Values.topology.metadata.name }}: add these to the
+# application's pod spec. Mount the weft-socket volume in the application
+# container at {{ $root.Values.appSidecar.socketDir }} as well. The pod needs the label
+# weft.dev/nats-client: "true" (the NATS NetworkPolicy admits it) and the
+# ConfigMap {{ include "weft.componentName" (dict "root" $root "name" "topology") }} in its namespace:
+#   kubectl get configmap -n {{ $root.Release.Namespace }} {{ include "weft.componentName" (dict "root" $root "name" "topology") }} -o yaml | kubectl apply -n APP_NAMESPACE -f -
+containers:
+  - {{- include "weft.container" (dict "root" $root "name" (printf "weft-%s" .stage | trunc 63) "stages" (list .stage) "port" $root.Values.appSidecar.port "guaranteed" false "app" true) | nindent 4 }}
+volumes:
+  - name: topology
+    configMap:
+      name: {{ include "weft.componentName" (dict "root" $root "name" "topology") }}
+  - name: tmp
+    emptyDir:
+      sizeLimit: 64Mi
+  - name: weft-socket
+    emptyDir: {}
+{{- if eq (toString $s.kind) "collector" }}
+  - name: btf
+    hostPath:
+      path: {{ $root.Values.collector.hostPaths.btf }}
+      type: Directory
+  - name: tracefs
+    hostPath:
+      path: {{ $root.Values.collector.hostPaths.tracefs }}
+      type: Directory
+{{- end }}
+{{- end }}

@@ -1,0 +1,113 @@
+// Package natsconn connects to a NATS server with the options users have:
+// URL, user/password, creds file, TLS with a CA and a client certificate.
+// It owns the connection's options and nothing else.
+package natsconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultURL is where `weft up` serves NATS and where every other command
+// looks for it.
+const DefaultURL = "nats://127.0.0.1:4222"
+
+// Options are how to reach NATS.
+type Options struct {
+	URL       string // one URL or a comma-separated list
+	User      string
+	Password  string
+	CredsFile string // NATS decentralised-auth creds
+	TLSCA     string // CA bundle that signs the server
+	TLSCert   string // client certificate (mutual TLS)
+	TLSKey    string
+	// Name is the client connection name the server shows.
+	Name string
+	// ConnectTimeout bounds the first connect. Default 5s.
+	ConnectTimeout time.Duration
+}
+
+// Validate reports every problem in o.
+func (o Options) Validate() error {
+	var errs []error
+	if o.URL == "" {
+		errs = append(errs, errors.New("nats url is empty"))
+	}
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		errs = append(errs, errors.New("nats tls: a client certificate needs both --nats-tls-cert and --nats-tls-key"))
+	}
+	if o.CredsFile != "" && o.User != "" {
+		errs = append(errs, errors.New("nats auth: use a creds file or user/password, not both"))
+	}
+	return errors.Join(errs...)
+}
+
+// Connect connects and returns the connection and a JetStream context. The
+// first connect fails fast with an error naming the URL; after that the
+// client reconnects forever, so a server restart is survived.
+func Connect(ctx context.Context, o Options, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	if err := o.Validate(); err != nil {
+		return nil, nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	timeout := o.ConnectTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
+		timeout = max(time.Until(dl), time.Millisecond)
+	}
+	opts := []nats.Option{
+		nats.Name(o.Name),
+		nats.Timeout(timeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		// Publishes made while disconnected wait here, bounded; the
+		// publisher's own buffer bound is the one users set.
+		nats.ReconnectBufSize(32 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	if o.User != "" {
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	}
+	if o.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(o.CredsFile))
+	}
+	if o.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(o.TLSCA))
+	}
+	if o.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
+	}
+	nc, err := nats.Connect(o.URL, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", o.URL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream on %s: %w", o.URL, err)
+	}
+	// Fail now, not at the first publish, when the server has no JetStream.
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := js.AccountInfo(actx); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream at %s: %w", o.URL, err)
+	}
+	return nc, js, nil
+}
