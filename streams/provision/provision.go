@@ -1,0 +1,166 @@
+// Package provision creates and updates the JetStream streams a topology
+// declares. A change JetStream cannot apply in place (storage type, a
+// replicas count the server cannot hold) is reported with the stream's
+// name and what to do, never ignored.
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/weftobs/weft/streams/schema"
+	"github.com/weftobs/weft/streams/topology"
+)
+
+// Defaults for limits a topology leaves out.
+const (
+	DefaultDuplicates = 2 * time.Minute
+	DefaultDLQMaxAge  = 7 * 24 * time.Hour
+)
+
+// Action is what Ensure did to a stream.
+type Action string
+
+// Actions.
+const (
+	Created   Action = "created"
+	Updated   Action = "updated"
+	Unchanged Action = "unchanged"
+)
+
+// Result is what happened to one stream.
+type Result struct {
+	Stream string
+	Action Action
+	// Notes are adjustments made (replicas capped on a single server).
+	Notes []string
+}
+
+// Options adjust provisioning to the server.
+type Options struct {
+	// MaxReplicas caps replicas (1 on a single embedded server). Zero
+	// means no cap.
+	MaxReplicas int
+}
+
+// StreamConfig is the JetStream definition of a topology stream.
+func StreamConfig(s *topology.Stream, o Options) (jetstream.StreamConfig, []string) {
+	var notes []string
+	cfg := jetstream.StreamConfig{
+		Name:        s.Name,
+		Description: "weft " + s.Name,
+		Subjects:    s.Subjects,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      time.Duration(s.MaxAge),
+		MaxBytes:    int64(s.MaxBytes),
+		MaxMsgs:     s.MaxMsgs,
+		Replicas:    max(s.Replicas, 1),
+		Duplicates:  time.Duration(s.Duplicates),
+	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = -1
+	}
+	if cfg.MaxMsgs == 0 {
+		cfg.MaxMsgs = -1
+	}
+	if s.Storage == topology.StorageMemory {
+		cfg.Storage = jetstream.MemoryStorage
+	}
+	if cfg.Duplicates == 0 {
+		cfg.Duplicates = DefaultDuplicates
+	}
+	if cfg.MaxAge > 0 && cfg.Duplicates > cfg.MaxAge {
+		cfg.Duplicates = cfg.MaxAge
+	}
+	if s.Name == schema.StreamDLQ && cfg.MaxAge == 0 {
+		cfg.MaxAge = DefaultDLQMaxAge
+	}
+	if o.MaxReplicas > 0 && cfg.Replicas > o.MaxReplicas {
+		notes = append(notes, fmt.Sprintf("replicas %d reduced to %d: the server is not clustered", cfg.Replicas, o.MaxReplicas))
+		cfg.Replicas = o.MaxReplicas
+	}
+	return cfg, notes
+}
+
+// EnsureStreams creates or updates every stream of t. It tries every stream
+// and joins the errors.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, t *topology.Topology, o Options) ([]Result, error) {
+	var results []Result
+	var errs []error
+	for _, s := range t.Streams {
+		cfg, notes := StreamConfig(s, o)
+		r, err := EnsureStream(ctx, js, cfg)
+		r.Notes = append(notes, r.Notes...)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		results = append(results, r)
+	}
+	return results, errors.Join(errs...)
+}
+
+// EnsureStream creates the stream, or updates it to cfg.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (Result, error) {
+	r := Result{Stream: cfg.Name}
+	st, err := js.Stream(ctx, cfg.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		if _, err := js.CreateStream(ctx, cfg); err != nil {
+			return r, fmt.Errorf("stream %s: create: %w", cfg.Name, err)
+		}
+		r.Action = Created
+		return r, nil
+	case err != nil:
+		return r, fmt.Errorf("stream %s: %w", cfg.Name, err)
+	}
+	have := st.CachedInfo().Config
+	if problems := immutableChanges(have, cfg); len(problems) > 0 {
+		return r, fmt.Errorf("stream %s: cannot apply in place: %s; the stream keeps its current definition (to change it, back up and delete the stream, or declare a new stream)", cfg.Name, joinSemi(problems))
+	}
+	if same(have, cfg) {
+		r.Action = Unchanged
+		return r, nil
+	}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return r, fmt.Errorf("stream %s: cannot apply in place: %w", cfg.Name, err)
+	}
+	r.Action = Updated
+	return r, nil
+}
+
+func immutableChanges(have, want jetstream.StreamConfig) []string {
+	var p []string
+	if have.Storage != want.Storage {
+		p = append(p, fmt.Sprintf("storage %s → %s", have.Storage, want.Storage))
+	}
+	if have.Retention != want.Retention {
+		p = append(p, fmt.Sprintf("retention %s → %s", have.Retention, want.Retention))
+	}
+	return p
+}
+
+func same(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.MaxAge == want.MaxAge &&
+		have.MaxBytes == want.MaxBytes && have.MaxMsgs == want.MaxMsgs &&
+		have.Replicas == want.Replicas && have.Duplicates == want.Duplicates &&
+		have.Discard == want.Discard && have.Description == want.Description
+}
+
+func joinSemi(s []string) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += "; "
+		}
+		out += x
+	}
+	return out
+}
