@@ -109,7 +109,7 @@ func (c *Config) setDefaults() error {
 		c.Linger = 50 * time.Millisecond
 	}
 	if c.MaxBufferedBytes <= 0 {
-		c.MaxBufferedBytes = 64 << 20
+		c.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 64
@@ -122,6 +122,10 @@ func (c *Config) setDefaults() error {
 	}
 	return c.Validate()
 }
+
+// DefaultMaxBufferedBytes is the default bound on sealed, unacknowledged
+// bytes.
+const DefaultMaxBufferedBytes = 64 << 20
 
 // Validate reports every problem in c.
 func (c *Config) Validate() error {
@@ -153,6 +157,9 @@ type Stats struct {
 	DroppedBatches uint64 // batches dropped on overflow
 	DroppedItems   uint64
 	BufferedBytes  int64 // sealed, not yet acknowledged
+	// PeakBufferedBytes is the most BufferedBytes has been; it never
+	// exceeds Config.MaxBufferedBytes.
+	PeakBufferedBytes int64
 }
 
 // Publisher batches items into stream messages. Publish and Flush are safe
@@ -333,6 +340,7 @@ func (p *Publisher) enqueue(ctx context.Context, s *sealed) error {
 	p.qmu.Unlock()
 	p.statsMu.Lock()
 	p.stats.BufferedBytes += s.size
+	p.stats.PeakBufferedBytes = max(p.stats.PeakBufferedBytes, p.stats.BufferedBytes)
 	p.statsMu.Unlock()
 	select {
 	case p.kick <- struct{}{}:
@@ -498,7 +506,6 @@ func (p *Publisher) drained() bool {
 	defer p.qmu.Unlock()
 	return p.pending == 0
 }
-
 
 func nextBackoff(d time.Duration) time.Duration {
 	switch {

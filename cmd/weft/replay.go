@@ -1,0 +1,298 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftobs/weft/streams/consume"
+	"github.com/weftobs/weft/streams/natsconn"
+	"github.com/weftobs/weft/streams/replay"
+	"github.com/weftobs/weft/streams/runner"
+	"github.com/weftobs/weft/streams/schema"
+	"github.com/weftobs/weft/streams/stage"
+)
+
+type replayOptions struct {
+	nats       natsFlags
+	stream     string
+	since      time.Duration
+	startTime  string
+	startSeq   uint64
+	until      string
+	to         string
+	out        string
+	topology   string
+	dataDir    string
+	node       string
+	noProgress bool
+}
+
+func newReplayCmd() *cobra.Command {
+	var o replayOptions
+	cmd := &cobra.Command{
+		Use:   "replay --stream NAME [--since DUR | --start-time RFC3339 | --start-seq N] [--until SEQ|RFC3339|DUR] (--to STAGE | --out FILE.ndjson)",
+		Short: "Replay a stored stream range into a stage, or dump it as NDJSON",
+		Long: `Replay reads a range of a stored stream. With --to it runs that stage of the
+topology (-f, default the built-in local one) over the range under a
+temporary consumer, so the stage's own position is untouched: rebuild a
+graph into an empty store, re-export to a new OTLP backend. With --out it
+writes every message's decoded batch as one JSON line ("-" for stdout).
+
+--until takes a sequence number, an RFC3339 time, or a duration ago.`,
+		Example: `  weft replay --stream CALLS --start-seq 1 --to graph
+  weft replay --stream CALLS --since 1h --to otlp -f hybrid.yaml
+  weft replay --stream EVENTS --since 10m --out events.ndjson`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := o.rangeOf(time.Now())
+			if err != nil {
+				return usageError{err}
+			}
+			switch {
+			case o.stream == "":
+				return usageError{errors.New("--stream is required")}
+			case (o.to == "") == (o.out == ""):
+				return usageError{errors.New("give exactly one of --to STAGE or --out FILE")}
+			case o.out != "":
+				return replayOut(cmd.Context(), cmd.ErrOrStderr(), o, r)
+			default:
+				return replayTo(cmd.Context(), cmd.ErrOrStderr(), o, r)
+			}
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.stream, "stream", "", "stream to replay (EVENTS, CALLS, DLQ)")
+	fs.DurationVar(&o.since, "since", 0, "start this long ago")
+	fs.StringVar(&o.startTime, "start-time", "", "start at this time (RFC3339)")
+	fs.Uint64Var(&o.startSeq, "start-seq", 0, "start at this stream sequence")
+	fs.StringVar(&o.until, "until", "", "end at this sequence, time (RFC3339) or duration ago (inclusive)")
+	fs.StringVar(&o.to, "to", "", "stage of the topology to replay into")
+	fs.StringVar(&o.out, "out", "", "write NDJSON here instead (- for stdout)")
+	fs.StringVarP(&o.topology, "file", "f", "", "topology that defines --to's stage (default: the built-in local topology)")
+	fs.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "data dir for the stage's state [$WEFT_DATA_DIR]")
+	fs.StringVar(&o.node, "node", nodeName(), "node name [$WEFT_NODE_NAME]")
+	fs.BoolVar(&o.noProgress, "no-progress", false, "no progress bar")
+	o.nats.register(fs, natsconn.DefaultURL)
+	return cmd
+}
+
+func (o replayOptions) rangeOf(now time.Time) (replay.Range, error) {
+	var r replay.Range
+	starts := 0
+	if o.since > 0 {
+		starts++
+		r.StartTime = now.Add(-o.since)
+	}
+	if o.startTime != "" {
+		starts++
+		t, err := time.Parse(time.RFC3339, o.startTime)
+		if err != nil {
+			return r, fmt.Errorf("--start-time %q: want RFC3339, e.g. 2026-11-21T09:00:00Z", o.startTime)
+		}
+		r.StartTime = t
+	}
+	if o.startSeq > 0 {
+		starts++
+		r.StartSeq = o.startSeq
+	}
+	if starts > 1 {
+		return r, errors.New("give one of --since, --start-time, --start-seq")
+	}
+	if o.until != "" {
+		if n, err := strconv.ParseUint(o.until, 10, 64); err == nil {
+			r.UntilSeq = n
+		} else if t, err := time.Parse(time.RFC3339, o.until); err == nil {
+			r.UntilTime = t
+		} else if d, err := time.ParseDuration(o.until); err == nil {
+			r.UntilTime = now.Add(-d)
+		} else {
+			return r, fmt.Errorf("--until %q: want a sequence, an RFC3339 time or a duration ago", o.until)
+		}
+	}
+	return r, r.Validate()
+}
+
+func newBar(w io.Writer, total uint64, what string, off bool) *progressbar.ProgressBar {
+	if off {
+		return progressbar.DefaultSilent(int64(total))
+	}
+	return progressbar.NewOptions64(int64(total),
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("msg"),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }),
+	)
+}
+
+// replayOut dumps a range as NDJSON: one line per message with its
+// sequence, subject, time and decoded batch; an undecodable message is a
+// line with its error, never skipped.
+func replayOut(ctx context.Context, errw io.Writer, o replayOptions, r replay.Range) error {
+	var w io.Writer = os.Stdout
+	if o.out != "-" {
+		f, err := os.Create(o.out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	bw := bufio.NewWriterSize(w, 1<<20)
+	nc, js, err := natsconn.Connect(ctx, o.nats.Options, slog.Default())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	b, err := replay.Resolve(ctx, js, o.stream, r)
+	if err != nil {
+		return err
+	}
+	bar := newBar(errw, b.Total(), "replay "+o.stream, o.noProgress || o.out == "-")
+	var n, bad int
+	marshal := protojson.MarshalOptions{UseProtoNames: true}
+	_, err = replay.Read(ctx, js, o.stream, r, func(m jetstream.Msg) error {
+		meta, _ := m.Metadata()
+		line := map[string]any{"seq": meta.Sequence.Stream, "subject": m.Subject(), "time": meta.Timestamp.UTC().Format(time.RFC3339Nano)}
+		if reason := m.Headers().Get(schema.HeaderDLQReason); reason != "" {
+			line["dlq_reason"] = reason
+		}
+		msg, derr := decodeAny(m.Headers().Get(schema.HeaderType), m.Data())
+		if derr != nil {
+			bad++
+			line["error"] = derr.Error()
+		} else {
+			raw, _ := marshal.Marshal(msg)
+			line["batch"] = json.RawMessage(raw)
+		}
+		n++
+		out, _ := json.Marshal(line)
+		bw.Write(out)
+		return bw.WriteByte('\n')
+	}, func(seq uint64, b replay.Bounds) { _ = bar.Set64(int64(seq - b.First + 1)) })
+	_ = bar.Finish()
+	if ferr := bw.Flush(); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(errw, "replayed %d messages of %s (sequences %d…%d); %d undecodable\n", n, o.stream, b.First, b.Last, bad)
+	return nil
+}
+
+func decodeAny(typ string, data []byte) (proto.Message, error) {
+	if typ == schema.TypeName(&schema.CallBatch{}) {
+		return schema.DecodeCallBatch(data)
+	}
+	return schema.DecodeEventBatch(data)
+}
+
+// replayTo runs one stage over the range under a temporary durable and
+// waits until it has acked the whole range.
+func replayTo(ctx context.Context, errw io.Writer, o replayOptions, r replay.Range) error {
+	reg := registry()
+	topo, err := loadTopology(o.topology, reg)
+	if err != nil {
+		return err
+	}
+	def := topo.Stage(o.to)
+	if def == nil {
+		return usageError{fmt.Errorf("topology %s has no stage %q", topo.File, o.to)}
+	}
+	reads := false
+	for _, in := range def.Inputs {
+		reads = reads || in == o.stream
+	}
+	if !reads {
+		return usageError{fmt.Errorf("stage %s does not read stream %s (its inputs: %v)", o.to, o.stream, def.Inputs)}
+	}
+	o.nats.Name = "weft replay"
+	nc, js, err := natsconn.Connect(ctx, o.nats.Options, slog.Default())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	b, err := replay.Resolve(ctx, js, o.stream, r)
+	if err != nil {
+		return err
+	}
+	if b.Total() == 0 {
+		fmt.Fprintf(errw, "nothing to replay: %s has no messages in the range\n", o.stream)
+		return nil
+	}
+	durable := fmt.Sprintf("replay-%s-%d", o.to, time.Now().Unix())
+	rp := &stage.Replay{Durable: durable, StartSeq: b.First, UntilSeq: b.Last, UntilTime: r.UntilTime}
+	run, err := runner.New(runner.Options{
+		Topology: topo, Registry: reg, Stages: []string{o.to}, JS: js,
+		Node: o.node, DataDir: o.dataDir, Logger: slog.Default(), Replay: rp,
+	})
+	if err != nil {
+		return err
+	}
+	if err := run.Start(ctx); err != nil {
+		return err
+	}
+	bar := newBar(errw, b.Total(), "replay "+o.stream+" → "+o.to, o.noProgress)
+	consumerName := consume.Config{Stage: o.to, Stream: o.stream, Durable: durable}.ConsumerConfig().Durable
+	waitErr := waitReplayed(ctx, js, o.stream, consumerName, b, bar, run)
+	_ = bar.Finish()
+	sctx, cancel := context.WithTimeout(context.Background(), stage.DefaultShutdownTimeout)
+	defer cancel()
+	err = errors.Join(waitErr, run.Shutdown(sctx))
+	if derr := js.DeleteConsumer(sctx, o.stream, consumerName); derr != nil && !errors.Is(derr, jetstream.ErrConsumerNotFound) {
+		slog.Warn("delete replay consumer", "consumer", consumerName, "err", derr)
+	}
+	if err != nil {
+		return err
+	}
+	c := run.Counters()[0]
+	fmt.Fprintf(errw, "replayed %s sequences %d…%d into %s: %d messages, %d items, %d to DLQ\n", o.stream, b.First, b.Last, o.to, c.MessagesIn, c.EventsIn, c.DLQ)
+	return nil
+}
+
+func waitReplayed(ctx context.Context, js jetstream.JetStream, stream, consumer string, b replay.Bounds, bar *progressbar.ProgressBar, run *runner.Runner) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-run.Fatal():
+			return err
+		case <-t.C:
+		}
+		cons, err := js.Consumer(ctx, stream, consumer)
+		if err != nil {
+			continue // not created yet
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			continue
+		}
+		done := info.AckFloor.Stream
+		if done >= b.First {
+			_ = bar.Set64(int64(min(done, b.Last) - b.First + 1))
+		}
+		if done >= b.Last || (info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= b.Last) {
+			return nil
+		}
+	}
+}

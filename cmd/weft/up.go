@@ -1,0 +1,289 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weftobs/weft/examples/topologies"
+	"github.com/weftobs/weft/streams/embedded"
+	"github.com/weftobs/weft/streams/natsconn"
+	"github.com/weftobs/weft/streams/provision"
+	"github.com/weftobs/weft/streams/runner"
+	"github.com/weftobs/weft/streams/stage"
+	"github.com/weftobs/weft/streams/topology"
+)
+
+// procOptions configure a long-running weft process (up or run).
+type procOptions struct {
+	topologyFile string
+	stages       []string // empty: all
+	dataDir      string
+	listen       string
+	node         string
+	nats         natsFlags
+	embedNATS    bool   // up without --nats-url
+	natsListen   string // embedded server's client address
+	statusEvery  time.Duration
+	replay       *stage.Replay
+}
+
+func newUpCmd() *cobra.Command {
+	o := procOptions{}
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the whole pipeline in one process on embedded defaults",
+		Long: `Run every stage of a topology in this process: an embedded NATS JetStream
+server (file storage under the data dir, clients served on --nats-listen),
+an embedded graph store, and HTTP on --listen (/healthz, /readyz, /metrics).
+
+--nats-url switches to an external NATS; the stages' own flags and the
+standard OTEL_EXPORTER_OTLP_ENDPOINT switch the other parts. Without -f, the
+built-in "local" topology runs. Ctrl-C drains every stage and exits 0; a
+second "weft up" on the same data dir resumes where the first stopped.`,
+		Example: `  weft up
+  weft up -f examples/topologies/local.yaml --data-dir /tmp/weft
+  weft up --nats-url nats://nats.example:4222`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.embedNATS = !cmd.Flags().Changed("nats-url") && os.Getenv("WEFT_NATS_URL") == ""
+			return serve(cmd.Context(), cmd.OutOrStdout(), o)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVarP(&o.topologyFile, "file", "f", "", "topology file (default: the built-in local topology)")
+	fs.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "where streams and stage state are kept [$WEFT_DATA_DIR]")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:7680", "HTTP address for /healthz, /readyz, /metrics and /api/v1/graph")
+	fs.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
+	fs.StringVar(&o.node, "node", nodeName(), "this node's name [$WEFT_NODE_NAME]")
+	fs.DurationVar(&o.statusEvery, "status-every", 2*time.Second, "how often live counters are printed (0: never)")
+	o.nats.register(fs, natsconn.DefaultURL)
+	return cmd
+}
+
+func newRunCmd() *cobra.Command {
+	o := procOptions{}
+	var stages string
+	cmd := &cobra.Command{
+		Use:   "run -f TOPOLOGY --stage NAME[,NAME…]",
+		Short: "Run some stages of a topology against an external NATS (what each Kubernetes workload runs)",
+		Example: `  weft run -f /etc/weft/topology.yaml --stage correlator
+  weft run -f hybrid.yaml --stage graph,otlp --nats-url nats://nats:4222`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.topologyFile == "" {
+				return usageError{errors.New("-f TOPOLOGY is required")}
+			}
+			if stages == "" {
+				return usageError{errors.New("--stage is required (one or more stage names, comma-separated)")}
+			}
+			o.stages = strings.Split(stages, ",")
+			return serve(cmd.Context(), cmd.OutOrStdout(), o)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVarP(&o.topologyFile, "file", "f", "", "topology file")
+	fs.StringVar(&stages, "stage", "", "stages to run, comma-separated")
+	fs.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "where stage state is kept [$WEFT_DATA_DIR]")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:7680", "HTTP address for /healthz, /readyz, /metrics")
+	fs.StringVar(&o.node, "node", nodeName(), "this node's name [$WEFT_NODE_NAME]")
+	fs.DurationVar(&o.statusEvery, "status-every", 0, "how often live counters are printed (0: never)")
+	o.nats.register(fs, natsconn.DefaultURL)
+	return cmd
+}
+
+// loadTopology reads file, or the built-in local topology when file is "".
+func loadTopology(file string, reg *stage.Registry) (*topology.Topology, error) {
+	if file == "" {
+		data, err := topologies.FS.ReadFile("local.yaml")
+		if err != nil {
+			return nil, err
+		}
+		return topology.Parse("(built-in) local.yaml", data, reg)
+	}
+	return topology.Load(file, reg)
+}
+
+// serve runs a process until ctx ends (Ctrl-C) or a stage fails.
+func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
+	log := slog.Default()
+	reg := registry()
+	topo, err := loadTopology(o.topologyFile, reg)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	// Bind HTTP first: a taken port should fail before anything starts.
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w (is another weft running? use --listen)", o.listen, err)
+	}
+	defer ln.Close()
+
+	natsURL := o.nats.URL
+	var srv *embedded.Server
+	if o.embedNATS {
+		srv, err = embedded.Start(embedded.Options{DataDir: o.dataDir, Listen: o.natsListen, Logger: log.With("component", "nats")})
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
+		natsURL = srv.URL()
+		o.nats.URL = natsURL
+	}
+	o.nats.Name = "weft " + topo.Metadata.Name
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	nc, js, err := natsconn.Connect(cctx, o.nats.Options, log.With("component", "nats-client"))
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	maxReplicas := 0
+	if srv != nil {
+		maxReplicas = 1
+	}
+	results, err := provision.EnsureStreams(pctx, js, topo, provision.Options{MaxReplicas: maxReplicas})
+	cancel()
+	for _, r := range results {
+		for _, n := range r.Notes {
+			log.Info("stream "+r.Stream+": "+n, "stream", r.Stream)
+		}
+	}
+	if err != nil {
+		return err
+	}
+
+	r, err := runner.New(runner.Options{
+		Topology: topo, Registry: reg, Stages: o.stages, JS: js,
+		Node: o.node, DataDir: o.dataDir, Logger: log, Replay: o.replay,
+	})
+	if err != nil {
+		return err
+	}
+	httpSrv := &http.Server{Handler: r.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+	if err := r.Start(ctx); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(out, "weft %s: topology %q, %d stages\n", version, topo.Metadata.Name, len(r.Counters()))
+	fmt.Fprintf(out, "  data dir   %s\n", o.dataDir)
+	if srv != nil {
+		fmt.Fprintf(out, "  nats       %s (embedded, JetStream file store in %s/jetstream)\n", natsURL, o.dataDir)
+	} else {
+		fmt.Fprintf(out, "  nats       %s\n", natsURL)
+	}
+	fmt.Fprintf(out, "  http       http://%s  (/healthz /readyz /metrics)\n", ln.Addr())
+	for _, res := range results {
+		fmt.Fprintf(out, "  stream     %-8s %s\n", res.Stream, res.Action)
+	}
+	fmt.Fprintln(out, "  Ctrl-C drains and stops.")
+
+	var runErr error
+	var tick <-chan time.Time
+	if o.statusEvery > 0 {
+		t := time.NewTicker(o.statusEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	status := newStatusLine(out)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case runErr = <-r.Fatal():
+			break loop
+		case <-tick:
+			status.print(r.Counters())
+		}
+	}
+	status.print(r.Counters())
+	status.done()
+	fmt.Fprintln(out, "draining…")
+	sctx, cancel := context.WithTimeout(context.Background(), stage.DefaultShutdownTimeout)
+	defer cancel()
+	shutErr := r.Shutdown(sctx)
+	_ = httpSrv.Shutdown(sctx)
+	if err := nc.Drain(); err != nil && runErr == nil {
+		runErr = fmt.Errorf("drain nats connection: %w", err)
+	}
+	if err := errors.Join(runErr, shutErr); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "stopped cleanly.")
+	return nil
+}
+
+// statusLine prints live counters: redrawn in place on a terminal, one line
+// per report otherwise.
+type statusLine struct {
+	out  io.Writer
+	tty  bool
+	last time.Time
+	prev map[string]uint64
+}
+
+func newStatusLine(out io.Writer) *statusLine {
+	tty := false
+	if f, ok := out.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	return &statusLine{out: out, tty: tty, last: time.Now(), prev: map[string]uint64{}}
+}
+
+func (s *statusLine) print(cs []runner.StageCounters) {
+	now := time.Now()
+	secs := now.Sub(s.last).Seconds()
+	s.last = now
+	var parts []string
+	for _, c := range cs {
+		total := c.EventsOut + c.EventsIn
+		rate := float64(total-s.prev[c.Name]) / max(secs, 1e-9)
+		s.prev[c.Name] = total
+		p := fmt.Sprintf("%s: in %d out %d acked %d", c.Name, c.EventsIn, c.EventsOut, c.Acked)
+		if c.Redelivered > 0 {
+			p += fmt.Sprintf(" redelivered %d", c.Redelivered)
+		}
+		if c.DLQ > 0 {
+			p += fmt.Sprintf(" dlq %d", c.DLQ)
+		}
+		if c.Dropped > 0 {
+			p += fmt.Sprintf(" DROPPED %d", c.Dropped)
+		}
+		p += fmt.Sprintf(" (%.0f/s)", rate)
+		parts = append(parts, p)
+	}
+	line := strings.Join(parts, " | ")
+	if s.tty {
+		fmt.Fprintf(s.out, "\r\033[K%s", line)
+	} else {
+		fmt.Fprintln(s.out, line)
+	}
+}
+
+func (s *statusLine) done() {
+	if s.tty {
+		fmt.Fprintln(s.out)
+	}
+}
