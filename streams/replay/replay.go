@@ -163,7 +163,9 @@ func Read(ctx context.Context, js jetstream.JetStream, stream string, r Range, f
 		if progress != nil {
 			progress(seq, b)
 		}
-		if seq >= b.Last {
+		// NumPending counts what matches the filter after this message:
+		// zero means a filtered range ends before the stream's last one.
+		if seq >= b.Last || meta.NumPending == 0 {
 			return b, nil
 		}
 	}

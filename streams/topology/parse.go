@@ -35,7 +35,7 @@ func Parse(file string, data []byte, reg *stage.Registry) (*Topology, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
-		is.add(yamlErrLine(err), "", "%s", trimYAMLErr(err))
+		is.add(yamlErrLine(err), "", "%s", cleanMsg(err.Error()))
 		return nil, is.err()
 	}
 	var extra yaml.Node
@@ -216,11 +216,6 @@ func yamlErrLine(err error) int {
 		return n
 	}
 	return 0
-}
-
-func trimYAMLErr(err error) string {
-	s := strings.TrimPrefix(err.Error(), "yaml: ")
-	return lineRe.ReplaceAllString(strings.TrimPrefix(s, "unmarshal errors:\n  "), "") // the line is in the prefix
 }
 
 // addDecodeErr adds every error of a yaml.TypeError, each at its line.

@@ -1,0 +1,172 @@
+package runner_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/weftobs/weft/streams/provision"
+	"github.com/weftobs/weft/streams/runner"
+	"github.com/weftobs/weft/streams/stage"
+	"github.com/weftobs/weft/streams/topology"
+	"github.com/weftobs/weft/testenv/natstest"
+)
+
+// recorder is a stage kind that records its lifecycle calls; a test kind,
+// not a stand-in for a real one: the runner is what is under test.
+type recorder struct {
+	mu      *sync.Mutex
+	log     *[]string
+	name    string
+	failing bool
+	s       stage.Settings
+}
+
+func (r *recorder) Start(_ context.Context, h stage.Host) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	*r.log = append(*r.log, "start "+r.name)
+	if r.failing {
+		return errors.New("cannot start")
+	}
+	r.s.Counters.EventsIn.Add(5)
+	return nil
+}
+
+func (r *recorder) Shutdown(context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	*r.log = append(*r.log, "stop "+r.name)
+	return nil
+}
+
+func kinds(mu *sync.Mutex, log *[]string, failing string) *stage.Registry {
+	mk := func(name string, source, sink bool) stage.Kind {
+		return stage.Kind{Name: name, Deploy: []stage.DeployMode{stage.DeployInProcess}, Source: source, Sink: sink,
+			New: func(s stage.Settings) (stage.Stage, error) {
+				return &recorder{mu: mu, log: log, name: s.Name, failing: s.Name == failing, s: s}, nil
+			}}
+	}
+	return stage.NewRegistry(mk("src", true, false), mk("mid", false, false), mk("snk", false, true))
+}
+
+const topo = `apiVersion: weft.dev/v1
+kind: Topology
+metadata: {name: t}
+streams:
+  EVENTS: {subjects: ["weft.events.>"]}
+  CALLS: {subjects: ["weft.calls.>"]}
+stages:
+  - {name: sink, kind: snk, inputs: [CALLS]}
+  - {name: source, kind: src, outputs: [EVENTS]}
+  - {name: middle, kind: mid, inputs: [EVENTS], outputs: [CALLS]}
+`
+
+func TestStartSinksFirstStopSourcesFirst(t *testing.T) {
+	s := natstest.Start(t)
+	var mu sync.Mutex
+	var log []string
+	reg := kinds(&mu, &log, "")
+	tp, err := topology.Parse("t.yaml", []byte(topo), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := provision.EnsureStreams(context.Background(), s.JS, tp, provision.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := runner.New(runner.Options{Topology: tp, Registry: reg, JS: s.JS, Node: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(r.Handler())
+	defer srv.Close()
+	if code, _ := get(t, srv.URL+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("readyz before start: %d", code)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"/healthz": "ok",
+		"/readyz":  "ready",
+		"/metrics": `weft_stage_events_in_total{kind="mid",stage="middle"} 5`,
+	} {
+		code, body := get(t, srv.URL+path)
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("GET %s: %d, body lacks %q:\n%.2000s", path, code, want, body)
+		}
+	}
+	if _, body := get(t, srv.URL+"/metrics"); !strings.Contains(body, `weft_stream_messages{stream="EVENTS"}`) {
+		t.Errorf("/metrics lacks per-stream messages:\n%.3000s", body)
+	}
+	if err := r.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Shutdown(context.Background()); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	want := "start sink,start middle,start source,stop source,stop middle,stop sink"
+	if got := strings.Join(log, ","); got != want {
+		t.Fatalf("lifecycle\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestFailedStartStopsWhatStarted(t *testing.T) {
+	s := natstest.Start(t)
+	var mu sync.Mutex
+	var log []string
+	reg := kinds(&mu, &log, "middle")
+	tp, err := topology.Parse("t.yaml", []byte(topo), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := runner.New(runner.Options{Topology: tp, Registry: reg, JS: s.JS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "start stage middle (mid): cannot start") {
+		t.Fatalf("start error %v", err)
+	}
+	if got, want := strings.Join(log, ","), "start sink,start middle,stop sink"; got != want {
+		t.Fatalf("lifecycle\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestSelectStages(t *testing.T) {
+	s := natstest.Start(t)
+	var mu sync.Mutex
+	var log []string
+	reg := kinds(&mu, &log, "")
+	tp, _ := topology.Parse("t.yaml", []byte(topo), reg)
+	if _, err := runner.New(runner.Options{Topology: tp, Registry: reg, JS: s.JS, Stages: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), `no stage "nope"`) {
+		t.Fatalf("unknown stage: %v", err)
+	}
+	r, err := runner.New(runner.Options{Topology: tp, Registry: reg, JS: s.JS, Stages: []string{"middle"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_ = r.Shutdown(context.Background())
+	if got := strings.Join(log, ","); got != "start middle,stop middle" {
+		t.Fatalf("ran %s", got)
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
