@@ -67,7 +67,7 @@ Start here: weft up`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		newUpCmd(), newRunCmd(), newTopologyCmd(), newStreamsCmd(), newReplayCmd(),
-		newBenchCmd(), newVersionCmd(),
+		newBenchCmd(), newVersionCmd(), newMigrateCmd(), newGraphCmd(),
 	)
 	for _, c := range extraCommands {
 		root.AddCommand(c())

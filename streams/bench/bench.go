@@ -170,7 +170,7 @@ func baselinePublish(ctx context.Context, nc *nats.Conn, events []*schema.Event)
 		}
 		data := make([]byte, len(buf))
 		copy(data, buf)
-		if _, err := js.PublishAsync("baseline.n.tcp", data, jetstream.WithMsgID(fmt.Sprintf("b:%d", i))); err != nil {
+		if _, err := js.PublishAsync("baseline.n.tcp", data, jetstream.WithMsgID(fmt.Sprintf("b:%d", i)), jetstream.WithStallWait(time.Minute)); err != nil {
 			return 0, fmt.Errorf("baseline publish %d: %w", i, err)
 		}
 	}

@@ -1,4 +1,59 @@
 {{/*
+weft.init sets .Values.topology, the one place helpers read the topology
+from: from topologyFile (a document as text, `--set-file`), else the
+values' topology, else the chosen layout. Every template includes it first
+(it is idempotent). The topology is not defaulted in values.yaml because
+Helm merges maps: a user's topology would inherit the default's streams.
+*/}}
+{{- define "weft.init" -}}
+{{- if .Values.topologyFile -}}
+{{- $doc := .Values.topologyFile | fromYaml -}}
+{{- if hasKey $doc "Error" -}}
+{{- fail (printf "topologyFile: not YAML: %s" $doc.Error) -}}
+{{- end -}}
+{{- if and .Values.topology (ne (toJson .Values.topology) (toJson $doc)) -}}
+{{- fail "set topologyFile or topology, not both" -}}
+{{- end -}}
+{{- $_ := set .Values "topology" $doc -}}
+{{- else if not .Values.topology -}}
+{{- $text := .Files.Get (printf "files/topologies/%s.yaml" .Values.layout) -}}
+{{- if not $text -}}
+{{- fail (printf "layout %q: no such layout in the chart (files/topologies/)" .Values.layout) -}}
+{{- end -}}
+{{- $_ := set .Values "topology" ($text | fromYaml) -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+weft.topologyText is the document the ConfigMap carries: the user's file or
+the layout file verbatim (so line numbers in weft's messages match the
+file the user knows), or the values' topology.
+*/}}
+{{- define "weft.topologyText" -}}
+{{- $layout := .Files.Get (printf "files/topologies/%s.yaml" .Values.layout) -}}
+{{- if .Values.topologyFile -}}
+{{- .Values.topologyFile -}}
+{{- else if and $layout (eq (toJson ($layout | fromYaml)) (toJson .Values.topology)) -}}
+{{- $layout -}}
+{{- else -}}
+{{- toYaml .Values.topology -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+weft.topologyKeys are the keys of a topology document, as streams/topology
+decodes them (charts/render tests keep them in step). The chart checks
+them itself because a topologyFile is text the schema cannot see into.
+*/}}
+{{- define "weft.topologyKeys" -}}
+topology: [apiVersion, kind, metadata, streams, stages]
+metadata: [name, labels]
+stream: [subjects, maxAge, maxBytes, maxMsgs, replicas, storage, duplicates]
+stage: [name, kind, deploy, replicas, inputs, outputs, sidecarOf, autoscale, config]
+autoscale: [min, max, targetCPUPercent]
+{{- end }}
+
+{{/*
 Names and labels.
 */}}
 {{- define "weft.name" -}}weft{{- end }}
@@ -51,18 +106,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 Stage kinds and the deploy modes each can use; the first is the kind's
-default when a stage names none. This mirrors the kinds cmd/weft registers
-(stage.Kind.Deploy): a collector needs a node, so it is a DaemonSet, runs in
+default when a stage names none. This is the stage.Kind.Deploy of every
+kind cmd/weft registers (render.Kinds exposes it so a test there can keep
+them equal): a collector needs a node, so it is a DaemonSet, runs in
 process, or joins an application's pods; the graph writer and the
 correlator are never one per node.
 */}}
 {{- define "weft.kinds" -}}
 collector: [daemonset, inprocess, sidecar]
-correlator: [deployment, statefulset, inprocess, sidecar]
-graph: [deployment, statefulset, inprocess, sidecar]
-otlp: [deployment, daemonset, statefulset, inprocess, sidecar]
-synthetic: [deployment, daemonset, inprocess, sidecar]
-sink: [deployment, statefulset, daemonset, inprocess, sidecar]
+correlator: [inprocess, deployment, statefulset]
+graph: [inprocess, deployment, statefulset]
+otlp: [deployment, inprocess, sidecar, daemonset]
+synthetic: [inprocess, deployment, daemonset]
+sink: [inprocess, deployment]
 {{- end }}
 
 {{/* weft.stageDeploy: a stage → its deploy mode, defaulted by kind. */}}
@@ -210,11 +266,16 @@ limits equal to requests: the explicit limits if set, else the preset's.
 {{- end -}}
 {{- end }}
 
-{{/* weft.restrictedContainerSecurity is the restricted Pod Security profile for one container. */}}
+{{/*
+weft.restrictedContainerSecurity: (dict "uid" N) → the restricted Pod
+Security profile for one container. The user is set on the container too,
+for containers in pods whose pod-level context is not ours (collector
+pods, the users' pods).
+*/}}
 {{- define "weft.restrictedContainerSecurity" -}}
 runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
+runAsUser: {{ .uid | default 65532 }}
+runAsGroup: {{ .uid | default 65532 }}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities:
@@ -275,6 +336,8 @@ args:
   - {{ join "," .stages }}
   - --listen
   - 0.0.0.0:{{ .port }}
+  - --data-dir
+  - /var/lib/weft
 ports:
   - name: {{ ternary "http" (printf "http-%d" (int (sub .port 7680))) (eq (int .port) 7680) }}
     containerPort: {{ .port }}
@@ -286,6 +349,23 @@ env:
     valueFrom:
       fieldRef:
         fieldPath: spec.nodeName
+{{- with $root.Values.nats.auth }}
+{{- if and .existingSecret .credsKey }}
+  - name: WEFT_NATS_CREDS
+    value: /etc/weft/nats/nats.creds
+{{- else if .existingSecret }}
+  - name: WEFT_NATS_USER
+    valueFrom:
+      secretKeyRef:
+        name: {{ .existingSecret }}
+        key: {{ .userKey }}
+  - name: WEFT_NATS_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ .existingSecret }}
+        key: {{ .passwordKey }}
+{{- end }}
+{{- end }}
 {{- range $s := $stages }}
 {{- if include "weft.stageNeedsNeo4j" $s }}
   - name: WEFT_NEO4J_URI
@@ -303,7 +383,7 @@ env:
     value: {{ include "weft.otlpEndpoint" (dict "root" $root "stage" $s) | quote }}
 {{- end }}
 {{- end }}
-{{- if $collector }}
+{{- if and $collector (not .app) }}
   - name: WEFT_HOST_PROC
     value: /host/proc
   - name: WEFT_HOST_CGROUP
@@ -333,27 +413,31 @@ securityContext:
 {{- if $collector }}
   {{- include "weft.collectorContainerSecurity" $root | nindent 2 }}
 {{- else }}
-  {{- include "weft.restrictedContainerSecurity" $root | nindent 2 }}
+  {{- include "weft.restrictedContainerSecurity" dict | nindent 2 }}
 {{- end }}
+{{- $vp := ternary "weft-" "" (.app | default false) }}
 volumeMounts:
-  - name: topology
+  - name: {{ $vp }}topology
     mountPath: /etc/weft
     readOnly: true
-  - name: tmp
+  - name: {{ $vp }}tmp
     mountPath: /tmp
-{{- if not .app }}
-  - name: data
+  - name: {{ $vp }}data
     mountPath: /var/lib/weft
-{{- end }}
 {{- if .app }}
   - name: weft-socket
     mountPath: {{ $root.Values.appSidecar.socketDir }}
 {{- end }}
+{{- if and $root.Values.nats.auth.existingSecret $root.Values.nats.auth.credsKey }}
+  - name: {{ $vp }}nats-creds
+    mountPath: /etc/weft/nats
+    readOnly: true
+{{- end }}
 {{- if $collector }}
-  - name: btf
+  - name: {{ $vp }}btf
     mountPath: /sys/kernel/btf
     readOnly: true
-  - name: tracefs
+  - name: {{ $vp }}tracefs
     mountPath: /sys/kernel/tracing
     readOnly: true
 {{- if not .app }}
@@ -406,9 +490,9 @@ priorityClassName: {{ . }}
 {{- end }}
 terminationGracePeriodSeconds: 45
 containers:
-  - {{- include "weft.container" (dict "root" $root "name" (ternary "weft" (first $w.stages) (eq $w.name "inprocess")) "stages" $w.stages "port" 7680 "guaranteed" $collector) | nindent 4 }}
+  - {{ include "weft.container" (dict "root" $root "name" (ternary "weft" (first $w.stages) (eq $w.name "inprocess")) "stages" $w.stages "port" 7680 "guaranteed" $collector) | nindent 4 | trim }}
 {{- range $i, $sc := $w.sidecars }}
-  - {{- include "weft.container" (dict "root" $root "name" $sc "stages" (list $sc) "port" (add 7681 $i) "guaranteed" $collector) | nindent 4 }}
+  - {{ include "weft.container" (dict "root" $root "name" $sc "stages" (list $sc) "port" (add 7681 $i) "guaranteed" $collector) | nindent 4 | trim }}
 {{- end }}
 volumes:
   - name: topology
@@ -422,6 +506,7 @@ volumes:
     emptyDir:
       sizeLimit: 1Gi
 {{- end }}
+{{- include "weft.natsCredsVolume" (dict "root" $root "prefix" "") }}
 {{- if $collector }}
   - name: btf
     hostPath:
@@ -479,6 +564,10 @@ labels:
   {{- include "weft.labels" .root | nindent 2 }}
   app.kubernetes.io/component: {{ .w.name }}
   weft.dev/workload: {{ .w.name }}
+  weft.dev/nats-client: "true"
+{{- if include "weft.workloadNeedsNeo4j" . }}
+  weft.dev/neo4j-client: "true"
+{{- end }}
 {{- with $ws.podLabels }}
   {{- toYaml . | nindent 2 }}
 {{- end }}
@@ -522,30 +611,64 @@ for a unix socket.
 {{- fail (printf "sidecar: stage %q is not `deploy: sidecar` with `sidecarOf: app`; the chart deploys it itself" .stage) -}}
 {{- end -}}
 # Stage {{ .stage }} of topology {{ $root.Values.topology.metadata.name }}: add these to the
-# application's pod spec. Mount the weft-socket volume in the application
+# application's pod spec (the volume names start with weft- so they do not
+# clash with the application's). Mount weft-socket in the application
 # container at {{ $root.Values.appSidecar.socketDir }} as well. The pod needs the label
 # weft.dev/nats-client: "true" (the NATS NetworkPolicy admits it) and the
-# ConfigMap {{ include "weft.componentName" (dict "root" $root "name" "topology") }} in its namespace:
-#   kubectl get configmap -n {{ $root.Release.Namespace }} {{ include "weft.componentName" (dict "root" $root "name" "topology") }} -o yaml | kubectl apply -n APP_NAMESPACE -f -
+# ConfigMap {{ include "weft.componentName" (dict "root" $root "name" "topology") }} (the topology) in its namespace:
+#   kubectl create configmap {{ include "weft.componentName" (dict "root" $root "name" "topology") }} -n APP_NAMESPACE --from-file=topology.yaml=TOPOLOGY_FILE
 containers:
-  - {{- include "weft.container" (dict "root" $root "name" (printf "weft-%s" .stage | trunc 63) "stages" (list .stage) "port" $root.Values.appSidecar.port "guaranteed" false "app" true) | nindent 4 }}
+  - {{ include "weft.container" (dict "root" $root "name" (printf "weft-%s" .stage | trunc 63) "stages" (list .stage) "port" $root.Values.appSidecar.port "guaranteed" false "app" true) | nindent 4 | trim }}
 volumes:
-  - name: topology
+  - name: weft-topology
     configMap:
       name: {{ include "weft.componentName" (dict "root" $root "name" "topology") }}
-  - name: tmp
+  - name: weft-tmp
     emptyDir:
       sizeLimit: 64Mi
+  - name: weft-data
+    emptyDir:
+      sizeLimit: 1Gi
   - name: weft-socket
     emptyDir: {}
+{{- include "weft.natsCredsVolume" (dict "root" $root "prefix" "weft-") }}
 {{- if eq (toString $s.kind) "collector" }}
-  - name: btf
+  - name: weft-btf
     hostPath:
       path: {{ $root.Values.collector.hostPaths.btf }}
       type: Directory
-  - name: tracefs
+  - name: weft-tracefs
     hostPath:
       path: {{ $root.Values.collector.hostPaths.tracefs }}
       type: Directory
+{{- end }}
+{{- end }}
+
+{{/* weft.workloadNeedsNeo4j: (dict "root" $ "w" WORKLOAD) → "true" when one of its stages writes to Neo4j. */}}
+{{- define "weft.workloadNeedsNeo4j" -}}
+{{- $root := .root -}}
+{{- range $n := concat .w.stages .w.sidecars -}}
+{{- include "weft.stageNeedsNeo4j" (include "weft.stageByName" (dict "root" $root "name" $n) | fromJson) -}}
+{{- end -}}
+{{- end }}
+
+{{/* weft.to: (dict "to" PEERS "indent" N) → a `to:` block on a new line, or nothing (any destination). */}}
+{{- define "weft.to" -}}
+{{- with .to -}}
+{{- printf "to:\n%s" (toYaml . | indent 2) | nindent $.indent -}}
+{{- end -}}
+{{- end }}
+
+{{/* weft.natsCredsVolume: (dict "root" $ "prefix" P) → the volume of the NATS .creds file, if one is used. */}}
+{{- define "weft.natsCredsVolume" -}}
+{{- with .root.Values.nats.auth }}
+{{- if and .existingSecret .credsKey }}
+  - name: {{ $.prefix }}nats-creds
+    secret:
+      secretName: {{ .existingSecret }}
+      items:
+        - key: {{ .credsKey }}
+          path: nats.creds
+{{- end }}
 {{- end }}
 {{- end }}

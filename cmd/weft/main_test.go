@@ -1,0 +1,396 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/weftobs/weft/charts/render"
+	"github.com/weftobs/weft/examples/topologies"
+	"github.com/weftobs/weft/streams/bench"
+	"github.com/weftobs/weft/streams/replay"
+	"github.com/weftobs/weft/streams/publish"
+	"github.com/weftobs/weft/streams/schema"
+	"github.com/weftobs/weft/streams/topology"
+	"github.com/weftobs/weft/testenv/natstest"
+)
+
+var weftBin string
+
+// TestMain builds the weft binary once, so the end-to-end tests run what
+// users run.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "weft-bin-")
+	if err != nil {
+		panic(err)
+	}
+	weftBin = filepath.Join(dir, "weft")
+	out, err := exec.Command("go", "build", "-o", weftBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build weft: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestExampleTopologiesValidate(t *testing.T) {
+	reg := registry()
+	for _, name := range topologies.Names {
+		t.Run(name, func(t *testing.T) {
+			data, err := topologies.FS.ReadFile(name + ".yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			topo, err := topology.Parse(name+".yaml", data, reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if topo.Metadata.Name != name {
+				t.Fatalf("metadata.name %q in %s.yaml", topo.Metadata.Name, name)
+			}
+		})
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type proc struct {
+	cmd    *exec.Cmd
+	stdout *bytes.Buffer
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(weftBin, args...), stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+func httpGet(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+// metricValue reads one sample from Prometheus text.
+func metricValue(body, name, labels string) (float64, bool) {
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\{[^}]*` + regexp.QuoteMeta(labels) + `[^}]*\} (\S+)$`)
+	m := re.FindStringSubmatch(body)
+	if m == nil {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	return v, err == nil
+}
+
+// TestUpRunsDrainsAndResumes runs `weft up` on the built-in local topology:
+// it gets ready, moves events from the synthetic stage through the
+// correlator into the graph (served on /api/v1/graph), exits 0 on SIGINT,
+// and a second run on the same data dir resumes the graph stage's durable
+// consumer where the first stopped.
+func TestUpRunsDrainsAndResumes(t *testing.T) {
+	dataDir := t.TempDir()
+	run := func() (acked float64) {
+		t.Helper()
+		httpAddr, natsAddr := freePort(t), freePort(t)
+		p := start(t, "up", "--data-dir", dataDir, "--listen", httpAddr, "--nats-listen", natsAddr, "--status-every", "200ms")
+		natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+			code, _, err := httpGet("http://" + httpAddr + "/readyz")
+			if err != nil || code != 200 {
+				return fmt.Errorf("readyz %d %v; stderr:\n%s", code, err, p.stderr)
+			}
+			return nil
+		})
+		natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+			_, body, err := httpGet("http://" + httpAddr + "/metrics")
+			if err != nil {
+				return err
+			}
+			in, _ := metricValue(body, "weft_stage_events_in_total", `stage="graph"`)
+			out, _ := metricValue(body, "weft_stage_events_out_total", `stage="synthetic"`)
+			if in < 100 || out < 500 {
+				return fmt.Errorf("graph in %v, synthetic out %v", in, out)
+			}
+			acked, _ = metricValue(body, "weft_stage_acked_total", `stage="graph"`)
+			return nil
+		})
+		natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			var g struct {
+				Nodes []struct{ Labels []string }
+				Edges []struct{ Type string }
+			}
+			resp, err := http.Get("http://" + httpAddr + "/api/v1/graph")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if err := json.NewDecoder(resp.Body).Decode(&g); err != nil {
+				return err
+			}
+			if len(g.Nodes) == 0 || len(g.Edges) == 0 {
+				return fmt.Errorf("graph has %d nodes, %d edges", len(g.Nodes), len(g.Edges))
+			}
+			return nil
+		})
+		if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-p.done:
+			if err != nil {
+				t.Fatalf("weft up exited with %v after SIGINT; stderr:\n%s", err, p.stderr)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("weft up did not exit after SIGINT; stderr:\n%s", p.stderr)
+		}
+		out := p.stdout.String()
+		for _, want := range []string{"data dir   " + dataDir, "nats       nats://" + natsAddr, "http       http://" + httpAddr, "stopped cleanly."} {
+			if !strings.Contains(out, want) {
+				t.Errorf("stdout lacks %q:\n%s", want, out)
+			}
+		}
+		return acked
+	}
+	run()
+
+	acked2 := run()
+	if acked2 == 0 {
+		t.Fatal("second run acked nothing")
+	}
+
+	// Exactly once across the restart: the pod-level CALLS edges of the
+	// graph the two runs built count every call in the CALLS stream once.
+	exp := start(t, "graph", "export", "--format", "json", "--data-dir", dataDir)
+	if err := <-exp.done; err != nil {
+		t.Fatalf("graph export: %v\n%s", err, exp.stderr)
+	}
+	var g struct {
+		Edges []struct {
+			From, To, Type string
+			Props          map[string]any
+		}
+	}
+	if err := json.Unmarshal(exp.stdout.Bytes(), &g); err != nil {
+		t.Fatal(err)
+	}
+	var edgeCalls float64
+	for _, e := range g.Edges {
+		if e.Type == "CALLS" && strings.HasPrefix(e.From, "Pod:") {
+			edgeCalls += e.Props["count"].(float64)
+		}
+	}
+	s := natstest.StartIn(t, dataDir, "127.0.0.1:-1")
+	var streamCalls int
+	if _, err := replay.Read(context.Background(), s.JS, "CALLS", replay.Range{}, func(m jetstream.Msg) error {
+		b, err := schema.DecodeCallBatch(m.Data())
+		streamCalls += len(b.GetCalls())
+		return err
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if streamCalls == 0 || edgeCalls != float64(streamCalls) {
+		t.Fatalf("graph counts %v calls on pod edges, CALLS holds %d: lost or counted twice across the restart", edgeCalls, streamCalls)
+	}
+}
+
+// TestNATSUnreachable: a clear error naming the URL, within seconds, and a
+// non-zero exit.
+func TestNATSUnreachable(t *testing.T) {
+	url := "nats://" + freePort(t)
+	start := time.Now()
+	p := start2(t, "run", "-f", "../../examples/topologies/local.yaml", "--stage", "sink", "--nats-url", url, "--listen", freePort(t))
+	err := <-p.done
+	if err == nil {
+		t.Fatal("exit 0 with NATS unreachable")
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("took %v to give up", d)
+	}
+	if !strings.Contains(p.stderr.String(), "connect to NATS at "+url) {
+		t.Fatalf("stderr does not name the URL:\n%s", p.stderr)
+	}
+}
+
+func start2(t *testing.T, args ...string) *proc { return start(t, args...) }
+
+func TestTopologyValidateReportsEveryError(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte(`apiVersion: weft.dev/v1
+kind: Topology
+metadata: {name: bad}
+streams:
+  EVENTS: {subjects: ["weft.events.>"]}
+stages:
+  - {name: col, kind: collector, deploy: deployment, outputs: [EVENTS]}
+  - {name: x, kind: exporter, inputs: [EVENTS]}
+  - {name: s, kind: sink, inputs: [CALLS], color: blue}
+`), 0o644)
+	p := start(t, "topology", "validate", "-f", bad)
+	if err := <-p.done; err == nil {
+		t.Fatal("exit 0 for a bad topology")
+	}
+	for _, want := range []string{
+		bad + `:7: stage "col": kind "collector" cannot be deployed as "deployment"`,
+		bad + `:8: stage "x": unknown kind "exporter"`,
+		bad + `:9: stage "s": unknown key "color"`,
+		bad + `:9: stage "s": input "CALLS" is not a declared stream`,
+	} {
+		if !strings.Contains(p.stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, p.stderr)
+		}
+	}
+	p = start(t, "topology", "validate", "-f", "../../examples/topologies/hybrid.yaml")
+	if err := <-p.done; err != nil {
+		t.Fatalf("hybrid: %v\n%s", err, p.stderr)
+	}
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	for _, args := range [][]string{
+		{"run"},
+		{"up", "--no-such-flag"},
+		{"replay", "--stream", "CALLS"},
+		{"topology", "show", "--format", "svg", "-f", "../../examples/topologies/local.yaml"},
+	} {
+		p := start(t, args...)
+		err := <-p.done
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+			t.Errorf("weft %v: %v, want exit 2; stderr %s", args, err, p.stderr)
+		}
+	}
+}
+
+// TestReplayOut dumps a stream with an undecodable message in it: every
+// message is a line, the bad one carries its error.
+func TestReplayOut(t *testing.T) {
+	s := natstest.Start(t)
+	s.CreateStream(t, "EVENTS", "weft.events.>")
+	p, err := publish.New(s.NC, publish.Config{Node: "n1", MaxBatchItems: 10}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, e := range bench.Events(25) {
+		if err := p.Publish(ctx, schema.EventSubject("n1", schema.KindTCP), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bad := nats.NewMsg("weft.events.n1.tcp")
+	bad.Data = []byte("garbage")
+	if _, err := s.JS.PublishMsg(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "events.ndjson")
+	rp := start(t, "replay", "--stream", "EVENTS", "--start-seq", "2", "--out", out, "--nats-url", s.URL(), "--no-progress")
+	if err := <-rp.done; err != nil {
+		t.Fatalf("replay: %v\n%s", err, rp.stderr)
+	}
+	f, _ := os.Open(out)
+	defer f.Close()
+	var lines []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<24)
+	for sc.Scan() {
+		var l map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, l)
+	}
+	if len(lines) != 3 { // batches 2 and 3, then the garbage
+		t.Fatalf("%d lines, want 3", len(lines))
+	}
+	if lines[0]["seq"].(float64) != 2 || lines[2]["error"] == nil || lines[1]["batch"] == nil {
+		t.Fatalf("lines: %v", lines)
+	}
+	if !strings.Contains(rp.stderr.String(), "replayed 3 messages of EVENTS (sequences 2…4); 1 undecodable") {
+		t.Fatalf("summary: %s", rp.stderr)
+	}
+}
+
+// TestChartKnowsEveryKind: the chart's table of kinds and deploy modes is
+// the binary's, so a topology the binary accepts the chart accepts.
+func TestChartKnowsEveryKind(t *testing.T) {
+	chartKinds, err := render.Kinds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry()
+	for _, name := range reg.Names() {
+		k, _ := reg.Lookup(name)
+		var modes []string
+		for _, d := range k.Deploy {
+			modes = append(modes, string(d))
+		}
+		if got := strings.Join(chartKinds[name], ","); got != strings.Join(modes, ",") {
+			t.Errorf("kind %s: chart deploys %q, binary %q", name, got, strings.Join(modes, ","))
+		}
+	}
+	for name := range chartKinds {
+		if _, ok := reg.Lookup(name); !ok {
+			t.Errorf("chart knows kind %s, the binary does not", name)
+		}
+	}
+}
+
+func TestTopologyRenderSidecar(t *testing.T) {
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(values, []byte("otlp: {endpoint: \"http://otel-collector.observability:4318\"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "topology", "render", "-f", "../../examples/topologies/sidecar.yaml", "--sidecar", "collector", "--values", values)
+	if err := <-p.done; err != nil {
+		t.Fatalf("%v\n%s", err, p.stderr)
+	}
+	for _, want := range []string{"weft", "run", "--stage", "collector"} {
+		if !strings.Contains(p.stdout.String(), want) {
+			t.Errorf("sidecar snippet lacks %q:\n%s", want, p.stdout)
+		}
+	}
+}

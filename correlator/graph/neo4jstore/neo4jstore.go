@@ -1,0 +1,351 @@
+// Package neo4jstore is the Neo4j graph store: batches go in as
+// parameterised `UNWIND $rows … MERGE` statements inside one managed write
+// transaction (retried by the driver) that also records the last applied
+// CALLS sequence, so a batch written twice changes nothing. It runs the
+// schema migrations of package migrations. It is the only package that
+// imports the Neo4j driver.
+package neo4jstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/neo4j/neo4j-go-driver/v5/neo4j"
+
+	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/migrations"
+)
+
+// Config says where Neo4j is.
+type Config struct {
+	// URI is bolt://, neo4j://, or neo4j+s:// / bolt+s:// for TLS.
+	URI      string `yaml:"uri" json:"uri"`
+	User     string `yaml:"user" json:"user"`
+	Password string `yaml:"password" json:"-"`
+	// Database is always sent; default "neo4j".
+	Database string `yaml:"database" json:"database"`
+	// Stream is the stream whose sequence the store records; default CALLS.
+	Stream string `yaml:"stream" json:"stream"`
+}
+
+// FromEnv fills what is unset from WEFT_NEO4J_URI, WEFT_NEO4J_USER and
+// WEFT_NEO4J_PASSWORD, and the defaults.
+func (c *Config) FromEnv() {
+	if c.URI == "" {
+		c.URI = os.Getenv("WEFT_NEO4J_URI")
+	}
+	if c.User == "" {
+		c.User = os.Getenv("WEFT_NEO4J_USER")
+	}
+	if c.Password == "" {
+		c.Password = os.Getenv("WEFT_NEO4J_PASSWORD")
+	}
+	if c.User == "" {
+		c.User = "neo4j"
+	}
+	if c.Database == "" {
+		c.Database = "neo4j"
+	}
+	if c.Stream == "" {
+		c.Stream = "CALLS"
+	}
+}
+
+// Validate reports every problem.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.URI == "" {
+		errs = append(errs, errors.New("neo4j uri: not set (--neo4j-uri or WEFT_NEO4J_URI)"))
+	} else if u, err := url.Parse(c.URI); err != nil {
+		errs = append(errs, fmt.Errorf("neo4j uri %q: %w", c.URI, err))
+	} else {
+		switch u.Scheme {
+		case "bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc":
+		default:
+			errs = append(errs, fmt.Errorf("neo4j uri %q: scheme %q, want bolt, neo4j or their +s/+ssc TLS forms", c.URI, u.Scheme))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Store is the Neo4j store.
+type Store struct {
+	cfg    Config
+	driver neo4j.DriverWithContext
+}
+
+var _ graph.Store = (*Store)(nil)
+
+// Open connects and verifies connectivity.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	cfg.FromEnv()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d, err := neo4j.NewDriverWithContext(cfg.URI, neo4j.BasicAuth(cfg.User, cfg.Password, ""))
+	if err != nil {
+		return nil, fmt.Errorf("neo4j %s: %w", cfg.URI, err)
+	}
+	if err := d.VerifyConnectivity(ctx); err != nil {
+		_ = d.Close(ctx)
+		return nil, fmt.Errorf("neo4j %s: %w", cfg.URI, err)
+	}
+	return &Store{cfg: cfg, driver: d}, nil
+}
+
+// Close implements graph.Store.
+func (s *Store) Close(ctx context.Context) error { return s.driver.Close(ctx) }
+
+func (s *Store) session(ctx context.Context, mode neo4j.AccessMode) neo4j.SessionWithContext {
+	return s.driver.NewSession(ctx, neo4j.SessionConfig{DatabaseName: s.cfg.Database, AccessMode: mode})
+}
+
+// LastSeq implements graph.Store.
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	sess := s.session(ctx, neo4j.AccessModeRead)
+	defer sess.Close(ctx)
+	v, err := sess.ExecuteRead(ctx, func(tx neo4j.ManagedTransaction) (any, error) {
+		return single(ctx, tx, peekCursor, map[string]any{"stream": s.cfg.Stream}, "last_seq")
+	})
+	if err != nil {
+		return 0, fmt.Errorf("neo4j: read last applied %s sequence: %w", s.cfg.Stream, err)
+	}
+	n, _ := v.(int64)
+	return uint64(n), nil
+}
+
+// Empty reports whether the database holds no weft graph.
+func (s *Store) Empty(ctx context.Context) (bool, error) {
+	sess := s.session(ctx, neo4j.AccessModeRead)
+	defer sess.Close(ctx)
+	v, err := sess.ExecuteRead(ctx, func(tx neo4j.ManagedTransaction) (any, error) {
+		return single(ctx, tx, countNodes, nil, "n")
+	})
+	if err != nil {
+		return false, fmt.Errorf("neo4j: count nodes: %w", err)
+	}
+	n, _ := v.(int64)
+	return n == 0, nil
+}
+
+func single(ctx context.Context, tx neo4j.ManagedTransaction, cypher string, params map[string]any, key string) (any, error) {
+	res, err := tx.Run(ctx, cypher, params)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := res.Single(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, _ := rec.Get(key)
+	return v, nil
+}
+
+// Apply implements graph.Store: one managed write transaction per batch.
+func (s *Store) Apply(ctx context.Context, b *graph.Batch) error {
+	stmts := Render(b)
+	sess := s.session(ctx, neo4j.AccessModeWrite)
+	defer sess.Close(ctx)
+	_, err := sess.ExecuteWrite(ctx, func(tx neo4j.ManagedTransaction) (any, error) {
+		v, err := single(ctx, tx, readCursor, map[string]any{"stream": s.cfg.Stream}, "last_seq")
+		if err != nil {
+			return nil, err
+		}
+		if last, _ := v.(int64); b.Seq != 0 && uint64(last) >= b.Seq {
+			return nil, nil // already applied: a replay or a retry after a lost ack
+		}
+		for _, st := range stmts {
+			res, err := tx.Run(ctx, st.Cypher, st.Parameters)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", st.Name, err)
+			}
+			if _, err := res.Consume(ctx); err != nil {
+				return nil, fmt.Errorf("%s: %w", st.Name, err)
+			}
+		}
+		if b.Seq != 0 {
+			res, err := tx.Run(ctx, writeCursor, map[string]any{"stream": s.cfg.Stream, "seq": int64(b.Seq)})
+			if err == nil {
+				_, err = res.Consume(ctx)
+			}
+			return nil, err
+		}
+		return nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("neo4j: apply batch up to %s seq %d: %w", s.cfg.Stream, b.Seq, err)
+	}
+	return nil
+}
+
+// Render turns a batch into parameterised statements, in the order they
+// must run: nodes, broker labels, structural links, then CALLS.
+func Render(b *graph.Batch) []Statement {
+	var out []Statement
+	ents := map[string][]any{}
+	brokers := map[string][]any{}
+	for _, e := range b.Entities {
+		props := map[string]any{}
+		for k, v := range e.Props {
+			props[k] = v
+		}
+		ents[e.Ref.Label] = append(ents[e.Ref.Label], map[string]any{"key": refKey(e.Ref), "props": props})
+		if e.Broker != "" {
+			brokers[e.Ref.Label] = append(brokers[e.Ref.Label], map[string]any{"key": refKey(e.Ref), "broker": e.Broker})
+		}
+	}
+	for _, l := range entityLabels {
+		if rows := ents[l]; len(rows) > 0 {
+			out = append(out, Statement{Name: "upsert " + l, Cypher: upsertEntity(l), Parameters: map[string]any{"rows": rows}})
+		}
+	}
+	for _, l := range entityLabels {
+		if rows := brokers[l]; len(rows) > 0 {
+			out = append(out, Statement{Name: "broker " + l, Cypher: markBroker(l), Parameters: map[string]any{"rows": rows}})
+		}
+	}
+	links := map[linkShape][]any{}
+	for _, l := range b.Links {
+		sh := linkShape{l.Type, l.From.Label, l.To.Label}
+		links[sh] = append(links[sh], map[string]any{"from": refKey(l.From), "to": refKey(l.To)})
+	}
+	for _, sh := range linkShapes {
+		if rows := links[sh]; len(rows) > 0 {
+			out = append(out, Statement{Name: "link " + sh.Type, Cypher: mergeLink(sh), Parameters: map[string]any{"rows": rows}})
+		}
+	}
+	calls := map[callShape][]any{}
+	for _, d := range b.Edges {
+		sh := callShape{d.From.Label, d.To.Label}
+		calls[sh] = append(calls[sh], map[string]any{
+			"from": refKey(d.From), "to": refKey(d.To), "transport": d.Transport, "port": int64(d.Port), "path": d.Path,
+			"count": int64(d.Count), "bytes_sent": int64(d.BytesSent), "bytes_received": int64(d.BytesReceived), "errors": int64(d.Errors),
+			"first_seen": d.FirstSeen, "last_seen": d.LastSeen,
+		})
+	}
+	for _, sh := range callShapes {
+		if rows := calls[sh]; len(rows) > 0 {
+			out = append(out, Statement{Name: "calls " + sh.From + "->" + sh.To, Cypher: addCalls(sh), Parameters: map[string]any{"rows": rows}})
+		}
+	}
+	return out
+}
+
+// Status is the database's migration state.
+type Status struct {
+	Applied []migrations.Applied
+	Pending []migrations.Migration
+}
+
+// MigrationStatus reads the history and plans against the embedded
+// migrations.
+func (s *Store) MigrationStatus(ctx context.Context) (*Status, error) {
+	all, err := migrations.All()
+	if err != nil {
+		return nil, err
+	}
+	applied, err := s.history(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pending, err := migrations.Plan(all, applied)
+	if err != nil {
+		return &Status{Applied: applied}, err
+	}
+	return &Status{Applied: applied, Pending: pending}, nil
+}
+
+// CheckMigrations returns an error naming every pending migration.
+func (s *Store) CheckMigrations(ctx context.Context) error {
+	st, err := s.MigrationStatus(ctx)
+	if err != nil {
+		return err
+	}
+	if len(st.Pending) > 0 {
+		var names []string
+		for _, m := range st.Pending {
+			names = append(names, m.Name())
+		}
+		return fmt.Errorf("neo4j database %q has %d pending migrations (%s): run `weft migrate up --neo4j-uri %s` first",
+			s.cfg.Database, len(st.Pending), strings.Join(names, ", "), s.cfg.URI)
+	}
+	return nil
+}
+
+func (s *Store) history(ctx context.Context) ([]migrations.Applied, error) {
+	sess := s.session(ctx, neo4j.AccessModeRead)
+	defer sess.Close(ctx)
+	v, err := sess.ExecuteRead(ctx, func(tx neo4j.ManagedTransaction) (any, error) {
+		res, err := tx.Run(ctx, migrations.History, nil)
+		if err != nil {
+			return nil, err
+		}
+		recs, err := res.Collect(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var out []migrations.Applied
+		for _, r := range recs {
+			m := r.AsMap()
+			v, _ := m["version"].(int64)
+			d, _ := m["description"].(string)
+			c, _ := m["checksum"].(string)
+			a, _ := m["applied_at"].(string)
+			out = append(out, migrations.Applied{Version: int(v), Description: d, Checksum: c, AppliedAt: a})
+		}
+		return out, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("neo4j: read migration history: %w", err)
+	}
+	out, _ := v.([]migrations.Applied)
+	return out, nil
+}
+
+// ErrLocked is returned when another run holds the migration lock.
+var ErrLocked = errors.New("another weft migrate holds the migration lock")
+
+// Migrate applies the pending migrations under the lock, each statement
+// in its own transaction (schema changes cannot share one), recording
+// each migration after its statements. It returns what it applied.
+func (s *Store) Migrate(ctx context.Context, holder string, ttl time.Duration) ([]migrations.Migration, error) {
+	if _, err := neo4j.ExecuteQuery(ctx, s.driver, migrations.LockConstraint, nil, neo4j.EagerResultTransformer, neo4j.ExecuteQueryWithDatabase(s.cfg.Database)); err != nil {
+		return nil, fmt.Errorf("neo4j: create migration lock constraint: %w", err)
+	}
+	res, err := neo4j.ExecuteQuery(ctx, s.driver, migrations.Lock, map[string]any{"holder": holder, "ttl_seconds": int64(ttl.Seconds())},
+		neo4j.EagerResultTransformer, neo4j.ExecuteQueryWithDatabase(s.cfg.Database))
+	if err != nil {
+		return nil, fmt.Errorf("neo4j: take migration lock: %w", err)
+	}
+	if len(res.Records) == 0 {
+		return nil, fmt.Errorf("%w (it expires %v after it was taken)", ErrLocked, ttl)
+	}
+	defer func() {
+		_, _ = neo4j.ExecuteQuery(context.WithoutCancel(ctx), s.driver, migrations.Unlock, map[string]any{"holder": holder},
+			neo4j.EagerResultTransformer, neo4j.ExecuteQueryWithDatabase(s.cfg.Database))
+	}()
+	st, err := s.MigrationStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var done []migrations.Migration
+	for _, m := range st.Pending {
+		for i, stmt := range m.Statements {
+			if _, err := neo4j.ExecuteQuery(ctx, s.driver, stmt, nil, neo4j.EagerResultTransformer, neo4j.ExecuteQueryWithDatabase(s.cfg.Database)); err != nil {
+				return done, fmt.Errorf("migration %s statement %d: %w", m.Name(), i+1, err)
+			}
+		}
+		if _, err := neo4j.ExecuteQuery(ctx, s.driver, migrations.Record,
+			map[string]any{"version": int64(m.Version), "description": m.Description, "checksum": m.Checksum},
+			neo4j.EagerResultTransformer, neo4j.ExecuteQueryWithDatabase(s.cfg.Database)); err != nil {
+			return done, fmt.Errorf("record migration %s: %w", m.Name(), err)
+		}
+		done = append(done, m)
+	}
+	return done, nil
+}

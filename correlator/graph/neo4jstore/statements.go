@@ -1,0 +1,131 @@
+package neo4jstore
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/weftobs/weft/correlator/graph"
+)
+
+// Statement is one Cypher statement weft sends, with example parameters
+// (the Cypher linter needs them declared).
+type Statement struct {
+	Name       string         `json:"name"`
+	Cypher     string         `json:"statement"`
+	Parameters map[string]any `json:"parameters"`
+}
+
+// keys of each label, as Cypher map literal matching r.<side>.<key>.
+var keyProps = map[string][]string{
+	graph.LabelNode:      {"name"},
+	graph.LabelPod:       {"uid"},
+	graph.LabelContainer: {"id"},
+	graph.LabelWorkload:  {"kind", "namespace", "name"},
+	graph.LabelProcess:   {"node", "exe"},
+	graph.LabelExternal:  {"address"},
+}
+
+var entityLabels = []string{graph.LabelNode, graph.LabelPod, graph.LabelContainer, graph.LabelWorkload, graph.LabelProcess, graph.LabelExternal}
+
+func pattern(v, label, from string) string {
+	var parts []string
+	for _, k := range keyProps[label] {
+		parts = append(parts, fmt.Sprintf("%s: %s.%s", k, from, k))
+	}
+	return fmt.Sprintf("(%s:%s {%s})", v, label, strings.Join(parts, ", "))
+}
+
+// upsertEntity merges nodes of label and sets their other properties.
+func upsertEntity(label string) string {
+	return "UNWIND $rows AS r MERGE " + pattern("n", label, "r.key") + " SET n += r.props"
+}
+
+// markBroker adds :Broker {kind} to nodes of label.
+func markBroker(label string) string {
+	return "UNWIND $rows AS r MATCH " + pattern("n", label, "r.key") + " SET n:Broker, n.kind = r.broker"
+}
+
+type linkShape struct{ Type, From, To string }
+
+var linkShapes = []linkShape{
+	{graph.RelRunsOn, graph.LabelPod, graph.LabelNode},
+	{graph.RelRunsOn, graph.LabelProcess, graph.LabelNode},
+	{graph.RelHasContainer, graph.LabelPod, graph.LabelContainer},
+	{graph.RelOwns, graph.LabelWorkload, graph.LabelPod},
+}
+
+func mergeLink(s linkShape) string {
+	return "UNWIND $rows AS r MATCH " + pattern("a", s.From, "r.from") + " MATCH " + pattern("b", s.To, "r.to") +
+		" MERGE (a)-[:" + s.Type + "]->(b)"
+}
+
+type callShape struct{ From, To string }
+
+var callShapes = func() []callShape {
+	tops := []string{graph.LabelPod, graph.LabelProcess, graph.LabelExternal}
+	var out []callShape
+	for _, a := range tops {
+		for _, b := range tops {
+			out = append(out, callShape{a, b})
+		}
+	}
+	return append(out, callShape{graph.LabelContainer, graph.LabelContainer})
+}()
+
+// addCalls adds counts to CALLS relationships between from and to nodes,
+// creating them at zero.
+func addCalls(s callShape) string {
+	return "UNWIND $rows AS r MATCH " + pattern("a", s.From, "r.from") + " MATCH " + pattern("b", s.To, "r.to") +
+		" MERGE (a)-[e:CALLS {transport: r.transport, port: r.port, path: r.path}]->(b)" +
+		" ON CREATE SET e.count = 0, e.bytes_sent = 0, e.bytes_received = 0, e.errors = 0, e.first_seen = r.first_seen, e.last_seen = r.last_seen" +
+		" SET e.count = e.count + r.count, e.bytes_sent = e.bytes_sent + r.bytes_sent," +
+		" e.bytes_received = e.bytes_received + r.bytes_received, e.errors = e.errors + r.errors," +
+		" e.first_seen = CASE WHEN r.first_seen < e.first_seen THEN r.first_seen ELSE e.first_seen END," +
+		" e.last_seen = CASE WHEN r.last_seen > e.last_seen THEN r.last_seen ELSE e.last_seen END"
+}
+
+// Cursor statements: the last CALLS sequence applied, written in the same
+// transaction as the batch.
+const (
+	readCursor  = "MERGE (s:WeftStream {name: $stream}) ON CREATE SET s.last_seq = 0 RETURN s.last_seq AS last_seq"
+	writeCursor = "MATCH (s:WeftStream {name: $stream}) SET s.last_seq = $seq"
+	peekCursor  = "OPTIONAL MATCH (s:WeftStream {name: $stream}) RETURN coalesce(s.last_seq, 0) AS last_seq"
+	countNodes  = "MATCH (n) WHERE n:Node OR n:Pod OR n:Container OR n:Workload OR n:Process OR n:External RETURN count(n) AS n"
+)
+
+func refKey(r graph.Ref) map[string]any { return r.Key() }
+
+// Statements lists every statement the store sends, with example
+// parameters, for the Cypher linter.
+func Statements() []Statement {
+	key := func(label string) map[string]any {
+		m := map[string]any{}
+		for _, k := range keyProps[label] {
+			m[k] = "x"
+		}
+		return m
+	}
+	var out []Statement
+	for _, l := range entityLabels {
+		out = append(out, Statement{Name: "upsert " + l, Cypher: upsertEntity(l),
+			Parameters: map[string]any{"rows": []any{map[string]any{"key": key(l), "props": map[string]any{"name": "x"}}}}})
+		out = append(out, Statement{Name: "broker " + l, Cypher: markBroker(l),
+			Parameters: map[string]any{"rows": []any{map[string]any{"key": key(l), "broker": "nats"}}}})
+	}
+	for _, s := range linkShapes {
+		out = append(out, Statement{Name: "link " + s.Type + " " + s.From + "->" + s.To, Cypher: mergeLink(s),
+			Parameters: map[string]any{"rows": []any{map[string]any{"from": key(s.From), "to": key(s.To)}}}})
+	}
+	for _, s := range callShapes {
+		out = append(out, Statement{Name: "calls " + s.From + "->" + s.To, Cypher: addCalls(s),
+			Parameters: map[string]any{"rows": []any{map[string]any{"from": key(s.From), "to": key(s.To), "transport": "tcp", "port": 4222, "path": "",
+				"count": 1, "bytes_sent": 1, "bytes_received": 1, "errors": 0, "first_seen": 1, "last_seen": 2}}}})
+	}
+	out = append(out,
+		Statement{Name: "read cursor", Cypher: readCursor, Parameters: map[string]any{"stream": "CALLS"}},
+		Statement{Name: "write cursor", Cypher: writeCursor, Parameters: map[string]any{"stream": "CALLS", "seq": 1}},
+		Statement{Name: "peek cursor", Cypher: peekCursor, Parameters: map[string]any{"stream": "CALLS"}},
+		Statement{Name: "count nodes", Cypher: countNodes, Parameters: map[string]any{}},
+	)
+	return out
+}

@@ -1,0 +1,492 @@
+// Package graphstage is the "graph" stage kind: a durable consumer of CALLS
+// that folds calls into graph changes (package graph) and applies them in
+// batches to a store — the embedded one (default, served on
+// /api/v1/graph) or Neo4j.
+//
+// A batch is applied together with the last CALLS sequence it contains and
+// the messages are acked after; a message at or below the store's sequence
+// is skipped, so a crash between write and ack, or a replay, never counts a
+// call twice. Calls re-emitted by a restarted correlator carry the same id
+// and are dropped by id.
+package graphstage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/correlator/graph/memstore"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore"
+	"github.com/weftobs/weft/streams/consume"
+	"github.com/weftobs/weft/streams/schema"
+	"github.com/weftobs/weft/streams/stage"
+)
+
+// Store kinds.
+const (
+	StoreEmbedded = "embedded"
+	StoreNeo4j    = "neo4j"
+)
+
+// Config is the graph stage's `config:`.
+type Config struct {
+	// Store is "embedded" (default) or "neo4j".
+	Store string `yaml:"store" json:"store"`
+	// Neo4j configures the Neo4j store; the URI, user and password default
+	// to WEFT_NEO4J_URI, WEFT_NEO4J_USER, WEFT_NEO4J_PASSWORD.
+	Neo4j neo4jstore.Config `yaml:"neo4j" json:"neo4j"`
+	// FlushInterval is how often folded changes are written. Default 100ms.
+	FlushInterval time.Duration `yaml:"flushInterval" json:"flushInterval"`
+	// MaxPendingMessages forces a write when that many CALLS messages wait
+	// for one. Default 512.
+	MaxPendingMessages int `yaml:"maxPendingMessages" json:"maxPendingMessages"`
+	// SnapshotInterval is how often the embedded store is saved to the
+	// data dir. Default 30s.
+	SnapshotInterval time.Duration `yaml:"snapshotInterval" json:"snapshotInterval"`
+	// Brokers are extra broker rules, tried before the built-in ones.
+	Brokers []graph.BrokerRule `yaml:"brokers" json:"brokers"`
+	// NoDefaultBrokers drops the built-in broker rules.
+	NoDefaultBrokers bool `yaml:"noDefaultBrokers" json:"noDefaultBrokers"`
+	// DedupeWindow is how many recent call ids are remembered to drop a
+	// call emitted twice. Default 1048576.
+	DedupeWindow int `yaml:"dedupeWindow" json:"dedupeWindow"`
+	// DedupeWarmup is how much of CALLS before the store's sequence is
+	// re-read at start for call ids only, so a call a restarted correlator
+	// emits again is still recognised. Default 5m.
+	DedupeWarmup time.Duration `yaml:"dedupeWarmup" json:"dedupeWarmup"`
+}
+
+// NewConfig returns the config with defaults.
+func NewConfig() *Config {
+	return &Config{Store: StoreEmbedded, FlushInterval: 100 * time.Millisecond, MaxPendingMessages: 512,
+		SnapshotInterval: 30 * time.Second, DedupeWindow: 1 << 20, DedupeWarmup: 5 * time.Minute}
+}
+
+// Validate reports every problem in the config as written. A Neo4j URI
+// left to the environment (WEFT_NEO4J_URI, a Secret in a cluster) is not
+// required here: a topology validates anywhere; New checks the URI where
+// the stage runs.
+func (c *Config) Validate() error {
+	var errs []error
+	switch c.Store {
+	case StoreEmbedded:
+	case StoreNeo4j:
+		if c.Neo4j.URI != "" {
+			if err := c.Neo4j.Validate(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	default:
+		errs = append(errs, fmt.Errorf("store %q: want %q or %q", c.Store, StoreEmbedded, StoreNeo4j))
+	}
+	if c.FlushInterval <= 0 {
+		errs = append(errs, fmt.Errorf("flushInterval %v: must be positive", c.FlushInterval))
+	}
+	if c.MaxPendingMessages <= 0 {
+		errs = append(errs, fmt.Errorf("maxPendingMessages %d: must be positive", c.MaxPendingMessages))
+	}
+	for _, r := range c.Brokers {
+		if err := r.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Kind is the graph stage kind.
+func Kind() stage.Kind {
+	return stage.Kind{
+		Name:        "graph",
+		Description: "folds calls from CALLS into a graph of pods, containers and their calls (embedded or Neo4j)",
+		Deploy:      []stage.DeployMode{stage.DeployInProcess, stage.DeployDeployment, stage.DeployStatefulSet},
+		Sink:        true,
+		NewConfig:   func() any { return NewConfig() },
+		New:         New,
+	}
+}
+
+// Stage is a running graph stage.
+type Stage struct {
+	set   stage.Settings
+	cfg   Config
+	log   *slog.Logger
+	input stage.Stream
+
+	store graph.Store
+	mem   *memstore.Store // the embedded store, nil for Neo4j
+
+	mu      sync.Mutex
+	fold    *graph.Fold
+	seen    *graph.Seen
+	held    []jetstream.Msg
+	seq     uint64 // highest sequence folded
+	applied uint64 // the store's sequence
+	pending *graph.Batch
+	stats   Stats
+	kick    chan struct{}
+
+	cons    *consume.Consumer
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	stopped sync.Once
+}
+
+// Stats are the stage's figures.
+type Stats struct {
+	Calls      uint64 // calls folded
+	Duplicates uint64 // calls dropped by id
+	Batches    uint64 // batches written
+	Rows       uint64 // row upserts written
+	Skipped    uint64 // messages at or below the store's sequence
+}
+
+// New builds a graph stage.
+func New(s stage.Settings) (stage.Stage, error) {
+	cfg := NewConfig()
+	if c, ok := s.Config.(*Config); ok && c != nil {
+		cfg = c
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("stage %s: %w", s.Name, err)
+	}
+	if cfg.Store == StoreNeo4j {
+		c := *cfg
+		c.Neo4j.FromEnv()
+		if err := c.Neo4j.Validate(); err != nil {
+			return nil, fmt.Errorf("stage %s: %w", s.Name, err)
+		}
+		cfg = &c
+	}
+	if len(s.Inputs) != 1 {
+		return nil, fmt.Errorf("stage %s: a graph stage reads exactly one stream (CALLS), got %d", s.Name, len(s.Inputs))
+	}
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	if s.Counters == nil {
+		s.Counters = &stage.Counters{}
+	}
+	brokers := graph.Brokers(append([]graph.BrokerRule(nil), cfg.Brokers...))
+	if !cfg.NoDefaultBrokers {
+		brokers = append(brokers, graph.DefaultBrokers...)
+	}
+	seen := graph.NewSeen(cfg.DedupeWindow)
+	return &Stage{set: s, cfg: *cfg, log: s.Logger, input: s.Inputs[0],
+		fold: graph.NewFold(brokers, seen), seen: seen,
+		kick: make(chan struct{}, 1), done: make(chan struct{})}, nil
+}
+
+// Store returns the stage's store (after Start).
+func (s *Stage) Store() graph.Store { return s.store }
+
+// Stats returns the stage's figures.
+func (s *Stage) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+func (s *Stage) openStore(ctx context.Context) error {
+	replay := s.set.Replay != nil
+	switch s.cfg.Store {
+	case StoreNeo4j:
+		st, err := neo4jstore.Open(ctx, s.cfg.Neo4j)
+		if err != nil {
+			return err
+		}
+		if err := st.CheckMigrations(ctx); err != nil {
+			_ = st.Close(ctx)
+			return err
+		}
+		if replay {
+			if empty, err := st.Empty(ctx); err != nil || !empty {
+				_ = st.Close(ctx)
+				if err == nil {
+					err = fmt.Errorf("replay needs an empty graph, and database %q holds one: use a fresh database (--neo4j-database)", s.cfg.Neo4j.Database)
+				}
+				return err
+			}
+		}
+		s.store = st
+	default:
+		var err error
+		s.mem = memstore.New()
+		if s.set.DataDir != "" && !replay {
+			if s.mem, err = memstore.Load(s.set.DataDir); err != nil {
+				return err
+			}
+		}
+		if replay && s.set.DataDir != "" {
+			if _, err := os.Stat(s.set.DataDir + "/" + memstore.SnapshotFile); err == nil {
+				return fmt.Errorf("replay needs an empty graph, and %s holds one: use a fresh data dir", s.set.DataDir)
+			}
+		}
+		s.store = s.mem
+	}
+	return nil
+}
+
+// Start opens the store, checks it, and starts consuming.
+func (s *Stage) Start(ctx context.Context, host stage.Host) error {
+	if err := s.openStore(ctx); err != nil {
+		return fmt.Errorf("stage %s: %w", s.set.Name, err)
+	}
+	last, err := s.store.LastSeq(ctx)
+	if err != nil {
+		_ = s.store.Close(ctx)
+		return fmt.Errorf("stage %s: %w", s.set.Name, err)
+	}
+	s.applied, s.seq = last, last
+	js := host.JetStream()
+	if last > 0 && s.cfg.DedupeWarmup > 0 {
+		if err := s.warmup(ctx, js, last); err != nil {
+			s.log.Warn("dedupe warm-up incomplete", "err", err)
+		}
+	}
+	cc := consume.ConfigFor(s.set, s.input)
+	cc.AckWait = max(30*time.Second, 10*s.cfg.FlushInterval)
+	cc.MaxAckPending = 4 * s.cfg.MaxPendingMessages
+	cc.PullBatch = 256
+	if s.mem != nil && s.set.Replay == nil {
+		// The embedded graph is rebuilt from its snapshot plus the
+		// stream's tail, read afresh at every start.
+		cc.Durable = s.set.Name + "-" + s.input.Name + "-embedded"
+		cc.Replay = &stage.Replay{Durable: cc.Durable, StartSeq: last + 1}
+		if err := js.DeleteConsumer(ctx, s.input.Name, cc.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("stage %s: reset consumer %s: %w", s.set.Name, cc.Durable, err)
+		}
+	}
+	if s.mem != nil {
+		host.Handle("/api/v1/graph", http.HandlerFunc(s.serveGraph))
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	cons, err := consume.Start(ctx, js, cc, s.handle, s.set.Counters, s.log)
+	if err != nil {
+		_ = s.store.Close(ctx)
+		return err
+	}
+	s.cons = cons
+	go s.loop()
+	return nil
+}
+
+// warmup records the ids of the calls in the DedupeWarmup before sequence
+// last, without folding them: they are in the store already.
+func (s *Stage) warmup(ctx context.Context, js jetstream.JetStream, last uint64) error {
+	str, err := js.Stream(ctx, s.input.Name)
+	if err != nil {
+		return err
+	}
+	m, err := str.GetMsg(ctx, last)
+	if err != nil {
+		return fmt.Errorf("message %d: %w", last, err)
+	}
+	from := m.Time.Add(-s.cfg.DedupeWarmup)
+	oc, err := str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from})
+	if err != nil {
+		return err
+	}
+	for {
+		batch, err := oc.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return err
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			meta, err := msg.Metadata()
+			if err != nil {
+				return err
+			}
+			if meta.Sequence.Stream > last {
+				return nil
+			}
+			b, err := schema.DecodeCallBatch(msg.Data())
+			if err != nil {
+				continue
+			}
+			for _, c := range b.GetCalls() {
+				s.seen.Add(c.GetId())
+			}
+			if meta.Sequence.Stream == last {
+				return nil
+			}
+		}
+		if n == 0 {
+			return batch.Error()
+		}
+	}
+}
+
+func (s *Stage) serveGraph(w http.ResponseWriter, r *http.Request) {
+	g, err := s.mem.Graph(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(g)
+}
+
+func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {
+	meta, err := m.Metadata()
+	if err != nil {
+		return consume.Permanent(err)
+	}
+	seq := meta.Sequence.Stream
+	b, err := schema.DecodeCallBatch(m.Data())
+	if err != nil {
+		return consume.Permanent(err)
+	}
+	s.mu.Lock()
+	if seq <= s.seq {
+		s.stats.Skipped++
+		s.mu.Unlock()
+		return nil // already in the store (or folded, waiting for its write)
+	}
+	for _, c := range b.GetCalls() {
+		if s.fold.Add(c) {
+			s.stats.Calls++
+		} else {
+			s.stats.Duplicates++
+		}
+	}
+	s.seq = seq
+	s.held = append(s.held, m)
+	full := len(s.held) >= s.cfg.MaxPendingMessages
+	s.mu.Unlock()
+	if full {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	return consume.ErrAckLater
+}
+
+func (s *Stage) loop() {
+	defer close(s.done)
+	t := time.NewTicker(s.cfg.FlushInterval)
+	defer t.Stop()
+	var snap <-chan time.Time
+	if s.mem != nil && s.set.DataDir != "" {
+		st := time.NewTicker(s.cfg.SnapshotInterval)
+		defer st.Stop()
+		snap = st.C
+	}
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		case <-s.kick:
+		case <-snap:
+			if err := s.mem.Save(s.set.DataDir); err != nil {
+				s.log.Warn("save graph", "err", err)
+			}
+			continue
+		}
+		if err := s.flush(s.ctx); err != nil {
+			s.set.Counters.Errors.Add(1)
+			s.log.Warn("write graph batch, will retry", "err", err)
+		}
+	}
+}
+
+// flush writes what is folded and acks its messages. A failed write is
+// kept and retried whole (the store skips it if it did land).
+func (s *Stage) flush(ctx context.Context) error {
+	s.mu.Lock()
+	if s.pending == nil && s.fold.Calls() == 0 && len(s.held) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.pending == nil {
+		s.pending = s.fold.Take(s.seq)
+	} else if s.fold.Calls() > 0 {
+		s.mu.Unlock()
+		return s.retry(ctx)
+	}
+	b, held := s.pending, s.held
+	s.held = nil
+	s.mu.Unlock()
+	if err := s.store.Apply(ctx, b); err != nil {
+		s.mu.Lock()
+		s.held = append(held, s.held...)
+		s.mu.Unlock()
+		return err
+	}
+	s.mu.Lock()
+	s.pending = nil
+	s.applied = b.Seq
+	s.stats.Batches++
+	s.stats.Rows += uint64(b.Rows())
+	s.mu.Unlock()
+	for _, m := range held {
+		if err := m.Ack(); err == nil {
+			s.set.Counters.Acked.Add(1)
+		}
+	}
+	return nil
+}
+
+// retry writes the pending batch alone; what folded since waits for the
+// next flush.
+func (s *Stage) retry(ctx context.Context) error {
+	s.mu.Lock()
+	b := s.pending
+	s.mu.Unlock()
+	if err := s.store.Apply(ctx, b); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.pending = nil
+	s.applied = b.Seq
+	s.stats.Batches++
+	s.stats.Rows += uint64(b.Rows())
+	s.mu.Unlock()
+	return nil
+}
+
+// Shutdown stops reading, writes and acks what is folded, saves the
+// embedded graph and closes the store.
+func (s *Stage) Shutdown(ctx context.Context) error {
+	var errs []error
+	s.stopped.Do(func() {
+		if s.cons == nil {
+			return
+		}
+		if err := s.cons.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		s.cancel()
+		<-s.done
+		for range 2 { // a retried pending batch, then the rest
+			if err := s.flush(ctx); err != nil {
+				errs = append(errs, err)
+				break
+			}
+		}
+		if s.mem != nil && s.set.DataDir != "" {
+			if err := s.mem.Save(s.set.DataDir); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := s.store.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	})
+	return errors.Join(errs...)
+}
+
+var _ stage.Stage = (*Stage)(nil)

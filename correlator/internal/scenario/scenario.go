@@ -1,0 +1,267 @@
+// Package scenario builds the EventBatches a node's collector emits for
+// known traffic (pods, TCP and unix-socket connections), together with the
+// ground truth the correlator and the graph must reproduce. Tests and
+// benchmarks use it; it mirrors the collector's event shapes: CONNECT on the
+// client when established, ACCEPT on the server, CLOSE on each side with
+// the totals, CONNECT_FAILED for a refused dial, a CLOSE per unix-socket
+// end naming its peer, and PodEvents announcing pods.
+package scenario
+
+import (
+	"net/netip"
+	"sort"
+
+	"github.com/weftobs/weft/streams/schema"
+)
+
+// Proc is a process somewhere: in a pod's container or on a host.
+type Proc struct {
+	Node      string
+	Pod       *schema.Pod
+	Container *schema.Container
+	Pid       uint32
+	Exe       string
+}
+
+// Task is the Task the collector attributes Proc with.
+func (p Proc) Task() *schema.Task {
+	t := &schema.Task{Pid: p.Pid, Tid: p.Pid, Exe: p.Exe, Comm: comm(p.Exe), Attribution: schema.Attribution_ATTRIBUTION_HOST}
+	if p.Container != nil {
+		t.ContainerId = p.Container.GetId()
+		t.Attribution = schema.Attribution_ATTRIBUTION_CONTAINER
+	}
+	if p.Pod != nil {
+		t.PodUid = p.Pod.GetUid()
+		t.Attribution = schema.Attribution_ATTRIBUTION_POD
+	}
+	return t
+}
+
+func comm(exe string) string {
+	for i := len(exe) - 1; i >= 0; i-- {
+		if exe[i] == '/' {
+			exe = exe[i+1:]
+			break
+		}
+	}
+	if len(exe) > 15 {
+		exe = exe[:15]
+	}
+	return exe
+}
+
+// Key identifies a pod-level edge of the ground truth.
+type Key struct {
+	From, To  string // pod uid, or "ext:"+address, or "proc:"+node+":"+exe
+	Transport schema.Transport
+	Port      uint32
+	Path      string
+}
+
+// Totals are what one edge must add up to.
+type Totals struct {
+	Count, Sent, Received, Errors uint64
+}
+
+// Sim accumulates one or more nodes' events and the ground truth.
+type Sim struct {
+	events map[string][]*schema.Event
+	cookie uint64
+	Truth  map[Key]*Totals
+}
+
+// New returns an empty simulation.
+func New() *Sim {
+	return &Sim{events: map[string][]*schema.Event{}, cookie: 1000, Truth: map[Key]*Totals{}}
+}
+
+func (s *Sim) add(node string, ev *schema.Event) { s.events[node] = append(s.events[node], ev) }
+
+// PodUp announces p on its node at time t.
+func (s *Sim) PodUp(t uint64, p *schema.Pod) {
+	s.add(p.GetNode(), &schema.Event{TimeUnixNano: t, Body: &schema.Event_Pod{Pod: &schema.PodEvent{Op: schema.PodEvent_OP_UPSERT, Pod: p}}})
+}
+
+// PodDown announces p's deletion at time t.
+func (s *Sim) PodDown(t uint64, p *schema.Pod) {
+	s.add(p.GetNode(), &schema.Event{TimeUnixNano: t, Body: &schema.Event_Pod{Pod: &schema.PodEvent{Op: schema.PodEvent_OP_DELETE, Pod: p}}})
+}
+
+// Conn is one TCP connection.
+type Conn struct {
+	Client, Server Proc
+	ClientAddr     netip.AddrPort // the client's own address and ephemeral port
+	ServerAddr     netip.AddrPort // the server's own listening address
+	Dialed         netip.AddrPort // what the client connected to; zero: ServerAddr
+	Start, Dur     uint64
+	Sent, Received uint64 // client → server, server → client
+	// NoClient / NoServer: that side's node is not instrumented.
+	NoClient, NoServer bool
+	// ServerTruth overrides the truth's To (for a peer weft cannot see).
+	ServerTruth string
+}
+
+func (s *Sim) next() uint64 { s.cookie++; return s.cookie }
+
+func addr(ap netip.AddrPort) []byte { return ap.Addr().AsSlice() }
+
+// TCP adds a connection's events and its truth.
+func (s *Sim) TCP(c Conn) {
+	dialed := c.Dialed
+	if !dialed.IsValid() {
+		dialed = c.ServerAddr
+	}
+	end := c.Start + c.Dur
+	if !c.NoClient {
+		ck := s.next()
+		ev := func(t uint64, ph schema.TCPPhase, fill func(*schema.TCPEvent)) {
+			e := &schema.TCPEvent{Phase: ph, Role: schema.Role_ROLE_CLIENT,
+				LocalAddr: addr(c.ClientAddr), LocalPort: uint32(c.ClientAddr.Port()),
+				RemoteAddr: addr(dialed), RemotePort: uint32(dialed.Port()),
+				SockCookie: ck, StartUnixNano: c.Start, NetNs: 4026531840}
+			if fill != nil {
+				fill(e)
+			}
+			s.add(c.Client.Node, &schema.Event{TimeUnixNano: t, Task: c.Client.Task(), Body: &schema.Event_Tcp{Tcp: e}})
+		}
+		ev(c.Start, schema.TCPPhase_TCP_PHASE_CONNECT, nil)
+		ev(end, schema.TCPPhase_TCP_PHASE_CLOSE, func(e *schema.TCPEvent) {
+			e.BytesSent, e.BytesReceived, e.DurationNs = c.Sent, c.Received, c.Dur
+		})
+	}
+	if !c.NoServer {
+		sk := s.next()
+		ev := func(t uint64, ph schema.TCPPhase, fill func(*schema.TCPEvent)) {
+			e := &schema.TCPEvent{Phase: ph, Role: schema.Role_ROLE_SERVER,
+				LocalAddr: addr(c.ServerAddr), LocalPort: uint32(c.ServerAddr.Port()),
+				RemoteAddr: addr(c.ClientAddr), RemotePort: uint32(c.ClientAddr.Port()),
+				SockCookie: sk, StartUnixNano: c.Start + 40_000, NetNs: 4026531841}
+			if fill != nil {
+				fill(e)
+			}
+			s.add(c.Server.Node, &schema.Event{TimeUnixNano: t, Task: c.Server.Task(), Body: &schema.Event_Tcp{Tcp: e}})
+		}
+		ev(c.Start+40_000, schema.TCPPhase_TCP_PHASE_ACCEPT, nil)
+		ev(end+30_000, schema.TCPPhase_TCP_PHASE_CLOSE, func(e *schema.TCPEvent) {
+			e.BytesSent, e.BytesReceived, e.DurationNs = c.Received, c.Sent, c.Dur-10_000
+		})
+	}
+	to := c.ServerTruth
+	if to == "" {
+		to = ident(c.Server)
+	}
+	s.truth(Key{From: ident(c.Client), To: to, Transport: schema.Transport_TRANSPORT_TCP, Port: uint32(c.ServerAddr.Port())}, c.Sent, c.Received, 0)
+}
+
+// Failed adds a refused connect from client to dialed.
+func (s *Sim) Failed(client Proc, from, dialed netip.AddrPort, t uint64, errno int32, truthTo string) {
+	e := &schema.TCPEvent{Phase: schema.TCPPhase_TCP_PHASE_CONNECT_FAILED, Role: schema.Role_ROLE_CLIENT,
+		LocalAddr: addr(from), LocalPort: uint32(from.Port()), RemoteAddr: addr(dialed), RemotePort: uint32(dialed.Port()),
+		SockCookie: s.next(), StartUnixNano: t, Errno: errno}
+	s.add(client.Node, &schema.Event{TimeUnixNano: t, Task: client.Task(), Body: &schema.Event_Tcp{Tcp: e}})
+	s.truth(Key{From: ident(client), To: truthTo, Transport: schema.Transport_TRANSPORT_TCP, Port: uint32(dialed.Port())}, 0, 0, 1)
+}
+
+// Unix adds a unix-socket connection between two processes on one node.
+// Both ends report a close naming the other.
+func (s *Sim) Unix(client, server Proc, path string, start, dur, sent, received uint64) {
+	ck, sk := s.next(), s.next()
+	s.add(client.Node, &schema.Event{TimeUnixNano: start + dur, Task: client.Task(), Body: &schema.Event_Unix{Unix: &schema.UnixEvent{
+		Phase: schema.UnixPhase_UNIX_PHASE_CLOSE, Role: schema.Role_ROLE_CLIENT, Path: path, SockType: 1, Peer: server.Task(),
+		BytesSent: sent, BytesReceived: received, DurationNs: dur, SockCookie: ck, PeerSockCookie: sk, StartUnixNano: start}}})
+	s.add(server.Node, &schema.Event{TimeUnixNano: start + dur + 5000, Task: server.Task(), Body: &schema.Event_Unix{Unix: &schema.UnixEvent{
+		Phase: schema.UnixPhase_UNIX_PHASE_CLOSE, Role: schema.Role_ROLE_SERVER, Path: path, SockType: 1, Peer: client.Task(),
+		BytesSent: received, BytesReceived: sent, DurationNs: dur, SockCookie: sk, PeerSockCookie: ck, StartUnixNano: start}}})
+	s.truth(Key{From: ident(client), To: ident(server), Transport: schema.Transport_TRANSPORT_UNIX, Path: path}, sent, received, 0)
+}
+
+func (s *Sim) truth(k Key, sent, recv, errs uint64) {
+	t := s.Truth[k]
+	if t == nil {
+		t = &Totals{}
+		s.Truth[k] = t
+	}
+	t.Count++
+	t.Sent += sent
+	t.Received += recv
+	t.Errors += errs
+}
+
+func ident(p Proc) string {
+	if p.Pod != nil {
+		return p.Pod.GetUid()
+	}
+	return "proc:" + p.Node + ":" + p.Exe
+}
+
+// Ident is the truth's name of a call endpoint, the same way Key names it.
+func Ident(e *schema.Endpoint) string {
+	switch {
+	case e.GetPod() != nil:
+		return e.GetPod().GetUid()
+	case e.GetExternal():
+		if a, ok := netip.AddrFromSlice(e.GetAddress()); ok {
+			return "ext:" + a.String()
+		}
+		return "ext:" + string(e.GetAddress())
+	default:
+		return "proc:" + e.GetNode() + ":" + e.GetTask().GetExe()
+	}
+}
+
+// Nodes returns the nodes that have events, sorted.
+func (s *Sim) Nodes() []string {
+	var ns []string
+	for n := range s.events {
+		ns = append(ns, n)
+	}
+	sort.Strings(ns)
+	return ns
+}
+
+// Batches returns node's events in time order, per batches of at most size.
+func (s *Sim) Batches(node string, size int) []*schema.EventBatch {
+	evs := append([]*schema.Event(nil), s.events[node]...)
+	sort.SliceStable(evs, func(a, b int) bool { return evs[a].GetTimeUnixNano() < evs[b].GetTimeUnixNano() })
+	var out []*schema.EventBatch
+	for i := 0; i < len(evs); i += size {
+		end := min(i+size, len(evs))
+		out = append(out, &schema.EventBatch{SchemaVersion: schema.Version,
+			Origin: &schema.Origin{Node: node, BootId: "boot-" + node, Epoch: 1, Seq: uint64(len(out) + 1), Stage: "collector"},
+			Events: evs[i:end]})
+	}
+	return out
+}
+
+// Interleaved returns every node's batches, merged by their first event's
+// time, as a collector fleet would publish them.
+func (s *Sim) Interleaved(size int) []*schema.EventBatch {
+	var all []*schema.EventBatch
+	for _, n := range s.Nodes() {
+		all = append(all, s.Batches(n, size)...)
+	}
+	sort.SliceStable(all, func(a, b int) bool {
+		return all[a].GetEvents()[0].GetTimeUnixNano() < all[b].GetEvents()[0].GetTimeUnixNano()
+	})
+	return all
+}
+
+// Fold adds calls up the way Truth does, for comparison.
+func Fold(calls []*schema.Call) map[Key]*Totals {
+	got := map[Key]*Totals{}
+	for _, c := range calls {
+		k := Key{From: Ident(c.GetClient()), To: Ident(c.GetServer()), Transport: c.GetTransport(), Port: c.GetPort(), Path: c.GetPath()}
+		t := got[k]
+		if t == nil {
+			t = &Totals{}
+			got[k] = t
+		}
+		t.Count++
+		t.Sent += c.GetBytesSent()
+		t.Received += c.GetBytesReceived()
+		if c.GetErrno() != 0 {
+			t.Errors++
+		}
+	}
+	return got
+}

@@ -1,0 +1,703 @@
+// Package join is the correlator's fold: it joins the client side of a
+// connection (connect) with its server side (accept) — on different nodes,
+// through a Service VIP — and the two ends of a unix-socket connection, and
+// turns each connection into one schema.Call with both endpoints resolved
+// to pod / container / process as of the event's time.
+//
+// Time is event time: a half waits for its partner until the watermark (the
+// latest event time seen, advanced by wall time only when the input is
+// idle) passes its deadline, so a replay of the same events yields the same
+// calls with the same ids.
+//
+// State is bounded: at most MaxConnections connection sides are kept, least
+// recently touched evicted first, every eviction counted. A Joiner is not
+// safe for concurrent use. It owns no I/O: calls go to the Emit callback.
+package join
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/weftobs/weft/correlator/podindex"
+	"github.com/weftobs/weft/streams/schema"
+)
+
+// Config configures a Joiner.
+type Config struct {
+	// Window is how far apart (event time) the two sides of a connection
+	// may start and still be joined, and how long a closed side with no
+	// partner waits for one before it becomes a call to an External peer.
+	Window time.Duration
+	// CloseWait is how long a closed side whose partner is known but still
+	// open waits for the partner's close before the call is emitted from
+	// the closed side alone (its byte totals are the connection's).
+	CloseWait time.Duration
+	// MaxConnections bounds the connection sides held.
+	MaxConnections int
+	// Emit receives every call. The call is only valid during the call.
+	Emit func(*schema.Call) error
+}
+
+func (c *Config) setDefaults() {
+	if c.Window <= 0 {
+		c.Window = time.Second
+	}
+	if c.CloseWait <= 0 {
+		c.CloseWait = 5 * time.Second
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 1 << 20
+	}
+}
+
+// Stats are what the joiner counted.
+type Stats struct {
+	Calls        uint64 // calls emitted
+	Joined       uint64 // with both sides seen
+	Partial      uint64 // with one side seen (peer External or resolved by address)
+	Failed       uint64 // failed connects
+	Unix         uint64 // unix-socket calls
+	Duplicates   uint64 // events for a side already in that state (redelivery)
+	LateCloses   uint64 // closes of a side whose call was already emitted
+	EvictedOpen  uint64 // open sides evicted by the bound (their call is lost)
+	EvictedEmit  uint64 // closed sides evicted by the bound (emitted early)
+	Malformed    uint64 // events rejected by Feed
+	Pods         uint64 // pod events applied
+	Ignored      uint64 // events the joiner does not use (exec, exit)
+	Held         int    // sides held now
+	EmitFailures uint64
+}
+
+// Hold counts the closes of one source message that are still parked in the
+// joiner: the message may be acked only once Pending is zero and the calls
+// emitted so far are durable. The caller owns it; the joiner only counts.
+type Hold struct{ pending int }
+
+// Pending is the number of the message's closes not yet turned into calls.
+func (h *Hold) Pending() int {
+	if h == nil {
+		return 0
+	}
+	return h.pending
+}
+
+// ErrMalformed wraps every reason Feed rejects an event.
+var ErrMalformed = errors.New("malformed event")
+
+type clientKey struct {
+	ap netip.AddrPort
+	// Loopback addresses are only unique within a network namespace.
+	node string
+	ns   uint64
+}
+
+type sideKey struct {
+	node   string
+	cookie uint64
+}
+
+type side struct {
+	key       sideKey
+	ck        clientKey
+	role      schema.Role
+	task      *schema.Task
+	local     netip.AddrPort
+	remote    netip.AddrPort
+	start     uint64
+	closed    bool
+	closeTime uint64
+	sent      uint64
+	recv      uint64
+	dur       uint64
+	errno     int32 // a failed connect
+	partner   *side
+	emitted   bool // its call is out; kept only to swallow a late close
+	candidate bool // listed in byClient
+	hold      *Hold
+
+	deadline uint64
+	hidx     int // index in the deadline heap, -1 when not in it
+	prev     *side
+	next     *side
+}
+
+// Joiner joins connection events into calls.
+type Joiner struct {
+	cfg      Config
+	window   uint64
+	wait     uint64
+	pods     *podindex.Index
+	sides    map[sideKey]*side
+	byClient map[clientKey][]*side
+	unixDone map[unixKey]struct{}
+	unixFIFO []unixKey
+	dl       deadlines
+	lru      side // sentinel of the LRU list; lru.next is the oldest
+	mark     uint64
+	stats    Stats
+	call     schema.Call
+	cli, srv schema.Endpoint
+}
+
+type unixKey struct {
+	node   string
+	lo, hi uint64
+}
+
+// New returns a Joiner.
+func New(cfg Config) *Joiner {
+	cfg.setDefaults()
+	j := &Joiner{
+		cfg: cfg, window: uint64(cfg.Window), wait: uint64(cfg.CloseWait),
+		pods:     podindex.New(0, 0),
+		sides:    map[sideKey]*side{},
+		byClient: map[clientKey][]*side{},
+		unixDone: map[unixKey]struct{}{},
+	}
+	j.lru.prev, j.lru.next = &j.lru, &j.lru
+	return j
+}
+
+// Stats returns the counts so far.
+func (j *Joiner) Stats() Stats {
+	s := j.stats
+	s.Held = len(j.sides)
+	return s
+}
+
+// Watermark is the latest event time seen (Unix nanoseconds).
+func (j *Joiner) Watermark() uint64 { return j.mark }
+
+// Pods is the pod history the joiner resolves with.
+func (j *Joiner) Pods() *podindex.Index { return j.pods }
+
+// Feed processes one event from node. A close that cannot become a call yet
+// is parked and counted in h until it does. Feed returns an error wrapping
+// ErrMalformed for an event it cannot use; the joiner's state is unchanged
+// by it. Emit errors are returned as they are.
+func (j *Joiner) Feed(node string, ev *schema.Event, h *Hold) error {
+	t := ev.GetTimeUnixNano()
+	var err error
+	switch b := ev.GetBody().(type) {
+	case *schema.Event_Tcp:
+		err = j.tcp(node, t, ev.GetTask(), b.Tcp, h)
+	case *schema.Event_Unix:
+		err = j.unix(node, t, ev.GetTask(), b.Unix)
+	case *schema.Event_Pod:
+		if b.Pod.GetPod().GetUid() == "" {
+			err = fmt.Errorf("%w: pod event without pod uid", ErrMalformed)
+			break
+		}
+		j.pods.Apply(t, b.Pod)
+		j.stats.Pods++
+	case nil:
+		err = fmt.Errorf("%w: event without body", ErrMalformed)
+	default:
+		j.stats.Ignored++
+	}
+	if errors.Is(err, ErrMalformed) {
+		j.stats.Malformed++
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if t > j.mark {
+		j.mark = t
+	}
+	return nil
+}
+
+func addrPort(b []byte, port uint32, what string) (netip.AddrPort, error) {
+	a, ok := netip.AddrFromSlice(b)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("%w: %s address has %d bytes, want 4 or 16", ErrMalformed, what, len(b))
+	}
+	if port > 65535 {
+		return netip.AddrPort{}, fmt.Errorf("%w: %s port %d", ErrMalformed, what, port)
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(port)), nil
+}
+
+func (j *Joiner) tcp(node string, t uint64, task *schema.Task, e *schema.TCPEvent, h *Hold) error {
+	local, err := addrPort(e.GetLocalAddr(), e.GetLocalPort(), "local")
+	if err != nil {
+		return err
+	}
+	remote, err := addrPort(e.GetRemoteAddr(), e.GetRemotePort(), "remote")
+	if err != nil {
+		return err
+	}
+	role := e.GetRole()
+	switch e.GetPhase() {
+	case schema.TCPPhase_TCP_PHASE_CONNECT:
+		role = schema.Role_ROLE_CLIENT
+	case schema.TCPPhase_TCP_PHASE_ACCEPT:
+		role = schema.Role_ROLE_SERVER
+	case schema.TCPPhase_TCP_PHASE_CLOSE:
+		if role != schema.Role_ROLE_CLIENT && role != schema.Role_ROLE_SERVER {
+			return fmt.Errorf("%w: tcp close without role", ErrMalformed)
+		}
+	case schema.TCPPhase_TCP_PHASE_CONNECT_FAILED:
+		return j.failed(node, t, task, e, local, remote, h)
+	default:
+		return fmt.Errorf("%w: tcp phase %v", ErrMalformed, e.GetPhase())
+	}
+	if e.GetSockCookie() == 0 {
+		return fmt.Errorf("%w: tcp %v without socket cookie", ErrMalformed, e.GetPhase())
+	}
+	key := sideKey{node, e.GetSockCookie()}
+	s := j.sides[key]
+	if s == nil {
+		start := e.GetStartUnixNano()
+		if start == 0 {
+			start = t
+		}
+		s = &side{key: key, role: role, task: task, local: local, remote: remote, start: start, hidx: -1}
+		s.ck = clientKey{ap: local}
+		if role == schema.Role_ROLE_SERVER {
+			s.ck.ap = remote
+		}
+		if s.ck.ap.Addr().IsLoopback() {
+			s.ck.node, s.ck.ns = node, e.GetNetNs()
+		}
+		j.sides[key] = s
+		j.pushLRU(s)
+		j.pair(s)
+		if err := j.bound(); err != nil {
+			return err
+		}
+	} else {
+		j.touch(s)
+		if s.task == nil {
+			s.task = task
+		}
+	}
+	if e.GetPhase() != schema.TCPPhase_TCP_PHASE_CLOSE {
+		if s.role != role {
+			return nil // a cookie reused with another role: keep the first
+		}
+		j.stats.Duplicates++ // a redelivered open
+		return nil
+	}
+	switch {
+	case s.emitted:
+		j.stats.LateCloses++
+		j.remove(s)
+		return nil
+	case s.closed:
+		j.stats.Duplicates++
+		return nil
+	}
+	s.closed, s.closeTime = true, t
+	s.sent, s.recv, s.dur = e.GetBytesSent(), e.GetBytesReceived(), e.GetDurationNs()
+	if p := s.partner; p != nil && p.closed {
+		j.release(p)
+		return j.emit(s, p)
+	}
+	s.hold = h
+	h.pending++
+	if s.partner != nil {
+		j.schedule(s, t+j.wait)
+	} else {
+		j.schedule(s, t+j.window)
+	}
+	return nil
+}
+
+// pair looks for s's other side among the unpaired sides with its client
+// address, started within the window; without one, s becomes a candidate.
+func (j *Joiner) pair(s *side) {
+	cands := j.byClient[s.ck]
+	best := -1
+	var bestGap uint64
+	for i, c := range cands {
+		if c.role == s.role || c.partner != nil {
+			continue
+		}
+		gap := absDiff(c.start, s.start)
+		if gap > j.window {
+			continue
+		}
+		if best < 0 || gap < bestGap {
+			best, bestGap = i, gap
+		}
+	}
+	if best < 0 {
+		s.candidate = true
+		j.byClient[s.ck] = append(cands, s)
+		return
+	}
+	p := cands[best]
+	j.unlist(p)
+	s.partner, p.partner = p, s
+	// A closed partner waiting for a peer now waits for s's close instead.
+	if p.closed && p.hidx >= 0 {
+		j.schedule(p, p.closeTime+j.wait)
+	}
+}
+
+func absDiff(a, b uint64) uint64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
+
+func (j *Joiner) unlist(s *side) {
+	if !s.candidate {
+		return
+	}
+	s.candidate = false
+	cands := j.byClient[s.ck]
+	for i, c := range cands {
+		if c == s {
+			cands = append(cands[:i], cands[i+1:]...)
+			break
+		}
+	}
+	if len(cands) == 0 {
+		delete(j.byClient, s.ck)
+	} else {
+		j.byClient[s.ck] = cands
+	}
+}
+
+// release un-parks s: its close no longer waits.
+func (j *Joiner) release(s *side) {
+	if s.hold != nil {
+		s.hold.pending--
+		s.hold = nil
+	}
+	if s.hidx >= 0 {
+		heap.Remove(&j.dl, s.hidx)
+	}
+}
+
+func (j *Joiner) remove(s *side) {
+	j.release(s)
+	j.unlist(s)
+	if p := s.partner; p != nil && p.partner == s {
+		p.partner = nil
+	}
+	s.prev.next, s.next.prev = s.next, s.prev
+	s.prev, s.next = nil, nil
+	delete(j.sides, s.key)
+}
+
+func (j *Joiner) schedule(s *side, at uint64) {
+	s.deadline = at
+	if s.hidx >= 0 {
+		heap.Fix(&j.dl, s.hidx)
+		return
+	}
+	heap.Push(&j.dl, s)
+}
+
+// Advance moves the watermark to now if it is later and emits every call
+// whose wait has ended.
+func (j *Joiner) Advance(now uint64) error {
+	if now > j.mark {
+		j.mark = now
+	}
+	for len(j.dl) > 0 && j.dl[0].deadline <= j.mark {
+		s := heap.Pop(&j.dl).(*side)
+		if err := j.finish(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finish emits the call of closed side s with what is known now.
+func (j *Joiner) finish(s *side) error {
+	j.release(s)
+	p := s.partner
+	if p == nil {
+		return j.emit(s, nil)
+	}
+	// The partner is still open: the call goes out from s; p stays only to
+	// swallow its own close later.
+	p.emitted = true
+	return j.emit(s, p)
+}
+
+// emit builds the call of s (and its partner p, nil if none), sends it and
+// forgets s (and p if it is closed too).
+func (j *Joiner) emit(s, p *side) error {
+	cli, srv := s, p
+	if s.role == schema.Role_ROLE_SERVER {
+		cli, srv = p, s
+	}
+	c := &j.call
+	*c = schema.Call{Transport: schema.Transport_TRANSPORT_TCP, Client: &j.cli, Server: &j.srv}
+	j.cli, j.srv = schema.Endpoint{}, schema.Endpoint{}
+	// Totals come from a closed side; the client's view first.
+	tot := cli
+	if tot == nil || !tot.closed {
+		tot = srv
+	}
+	if tot.role == schema.Role_ROLE_CLIENT {
+		c.BytesSent, c.BytesReceived = tot.sent, tot.recv
+	} else {
+		c.BytesSent, c.BytesReceived = tot.recv, tot.sent
+	}
+	c.StartUnixNano = tot.start
+	c.EndUnixNano = tot.start + tot.dur
+	if tot.dur == 0 {
+		c.EndUnixNano = tot.closeTime
+	}
+	switch {
+	case cli != nil && srv != nil:
+		j.local(&j.cli, cli)
+		j.local(&j.srv, srv)
+		c.Id = callID(cli)
+		c.Port = uint32(srv.local.Port())
+		if cli.remote != srv.local {
+			c.DialedAddress, c.DialedPort = cli.remote.Addr().AsSlice(), uint32(cli.remote.Port())
+		}
+		j.stats.Joined++
+	case cli != nil:
+		j.local(&j.cli, cli)
+		j.peer(&j.srv, cli.remote, cli.start)
+		c.Id = callID(cli)
+		c.Port = uint32(cli.remote.Port())
+		c.Partial = true
+		if cli.errno != 0 {
+			c.Errno = cli.errno
+			c.Id = "fail" + c.Id[3:]
+			j.stats.Failed++
+		}
+		j.stats.Partial++
+	default:
+		j.local(&j.srv, srv)
+		j.peer(&j.cli, srv.remote, srv.start)
+		c.Id = callID(srv)
+		c.Port = uint32(srv.local.Port())
+		c.Partial = true
+		j.stats.Partial++
+	}
+	j.remove(s)
+	if p != nil && (p.closed || !p.emitted) {
+		j.remove(p)
+	}
+	return j.send(c)
+}
+
+func (j *Joiner) send(c *schema.Call) error {
+	j.stats.Calls++
+	if j.cfg.Emit == nil {
+		return nil
+	}
+	if err := j.cfg.Emit(c); err != nil {
+		j.stats.EmitFailures++
+		return fmt.Errorf("emit call %s: %w", c.GetId(), err)
+	}
+	return nil
+}
+
+// callID names a connection by the side that defines it, so correlating
+// the same events twice gives the same id.
+func callID(s *side) string {
+	b := make([]byte, 0, len(s.key.node)+40)
+	b = append(b, "tcp:"...)
+	b = append(b, s.key.node...)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, s.key.cookie, 16)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, s.start, 16)
+	return string(b)
+}
+
+// local fills e with a side's own end, attributed by its task.
+func (j *Joiner) local(e *schema.Endpoint, s *side) {
+	e.Node = s.key.node
+	e.Address = s.local.Addr().AsSlice()
+	e.Port = uint32(s.local.Port())
+	j.attribute(e, s.task)
+}
+
+func (j *Joiner) attribute(e *schema.Endpoint, task *schema.Task) {
+	e.Task = task
+	if uid := task.GetPodUid(); uid != "" {
+		if e.Pod = j.pods.Pod(uid); e.Pod == nil {
+			e.Pod = &schema.Pod{Uid: uid}
+		}
+	}
+	if id := task.GetContainerId(); id != "" {
+		if e.Container = j.pods.Container(id); e.Container == nil {
+			e.Container = &schema.Container{Id: id}
+		}
+	}
+}
+
+// peer fills e with the far end of a side nobody reported: the pod that held
+// the address at the time, or External.
+func (j *Joiner) peer(e *schema.Endpoint, ap netip.AddrPort, t uint64) {
+	e.Address = ap.Addr().AsSlice()
+	e.Port = uint32(ap.Port())
+	if p := j.pods.PodAt(ap.Addr(), t); p != nil {
+		e.Pod, e.Node = p, p.GetNode()
+		return
+	}
+	e.External = true
+}
+
+// failed parks a failed connect like a closed side with no partner: it is
+// emitted after the window, so the peer's address resolves with the pod
+// metadata that arrived meanwhile.
+func (j *Joiner) failed(node string, t uint64, task *schema.Task, e *schema.TCPEvent, local, remote netip.AddrPort, h *Hold) error {
+	start := e.GetStartUnixNano()
+	if start == 0 {
+		start = t
+	}
+	cookie := e.GetSockCookie()
+	if cookie == 0 {
+		cookie = ^start
+	}
+	key := sideKey{node, cookie}
+	if j.sides[key] != nil {
+		j.stats.Duplicates++
+		return nil
+	}
+	errno := e.GetErrno()
+	if errno == 0 {
+		errno = -1 // failed, reason unknown: still an error
+	}
+	s := &side{key: key, role: schema.Role_ROLE_CLIENT, task: task, local: local, remote: remote, start: start,
+		closed: true, closeTime: t, errno: errno, hidx: -1, hold: h}
+	h.pending++
+	j.sides[key] = s
+	j.pushLRU(s)
+	j.schedule(s, t+j.window)
+	return j.bound()
+}
+
+func (j *Joiner) unix(node string, t uint64, task *schema.Task, e *schema.UnixEvent) error {
+	switch e.GetPhase() {
+	case schema.UnixPhase_UNIX_PHASE_CONNECT, schema.UnixPhase_UNIX_PHASE_ACCEPT:
+		return nil // the close carries the peer and the totals
+	case schema.UnixPhase_UNIX_PHASE_CLOSE:
+	default:
+		return fmt.Errorf("%w: unix phase %v", ErrMalformed, e.GetPhase())
+	}
+	role := e.GetRole()
+	if role != schema.Role_ROLE_CLIENT && role != schema.Role_ROLE_SERVER {
+		return fmt.Errorf("%w: unix close without role", ErrMalformed)
+	}
+	a, b := e.GetSockCookie(), e.GetPeerSockCookie()
+	if a == 0 {
+		return fmt.Errorf("%w: unix close without socket cookie", ErrMalformed)
+	}
+	if a > b {
+		a, b = b, a
+	}
+	k := unixKey{node, a, b}
+	if _, done := j.unixDone[k]; done {
+		j.stats.LateCloses++
+		return nil
+	}
+	// Both ends are on this node and the event names the peer, so the
+	// first close makes the call; the other end's close is swallowed.
+	j.unixDone[k] = struct{}{}
+	j.unixFIFO = append(j.unixFIFO, k)
+	if len(j.unixFIFO) > j.cfg.MaxConnections {
+		delete(j.unixDone, j.unixFIFO[0])
+		j.unixFIFO = j.unixFIFO[1:]
+	}
+	c := &j.call
+	*c = schema.Call{Transport: schema.Transport_TRANSPORT_UNIX, Client: &j.cli, Server: &j.srv, Path: e.GetPath()}
+	j.cli, j.srv = schema.Endpoint{}, schema.Endpoint{}
+	me, other := &j.cli, &j.srv
+	c.BytesSent, c.BytesReceived = e.GetBytesSent(), e.GetBytesReceived()
+	if role == schema.Role_ROLE_SERVER {
+		me, other = other, me
+		c.BytesSent, c.BytesReceived = c.BytesReceived, c.BytesSent
+	}
+	me.Node = node
+	j.attribute(me, task)
+	other.Node = node
+	if peer := e.GetPeer(); peer != nil {
+		j.attribute(other, peer)
+	} else {
+		other.External = true
+		other.Address = []byte("unix:" + e.GetPath())
+		c.Partial = true
+	}
+	c.StartUnixNano = e.GetStartUnixNano()
+	if c.StartUnixNano == 0 {
+		c.StartUnixNano = t
+	}
+	c.EndUnixNano = t
+	if d := e.GetDurationNs(); d > 0 {
+		c.EndUnixNano = c.StartUnixNano + d
+	}
+	c.Id = "unix:" + node + ":" + strconv.FormatUint(a, 16) + ":" + strconv.FormatUint(b, 16)
+	j.stats.Unix++
+	return j.send(c)
+}
+
+// LRU over every side, oldest at lru.next.
+func (j *Joiner) pushLRU(s *side) {
+	s.prev, s.next = j.lru.prev, &j.lru
+	j.lru.prev.next = s
+	j.lru.prev = s
+}
+
+func (j *Joiner) touch(s *side) {
+	s.prev.next, s.next.prev = s.next, s.prev
+	j.pushLRU(s)
+}
+
+// bound evicts the least recently touched sides past MaxConnections: a
+// closed one is emitted with what is known, an open one is dropped.
+func (j *Joiner) bound() error {
+	for len(j.sides) > j.cfg.MaxConnections {
+		s := j.lru.next
+		if s.closed && !s.emitted {
+			j.stats.EvictedEmit++
+			if err := j.finish(s); err != nil {
+				return err
+			}
+			continue
+		}
+		if !s.emitted {
+			j.stats.EvictedOpen++
+		}
+		if p := s.partner; p != nil && p.closed && !p.emitted {
+			// Its partner is parked waiting for this side: let it go now,
+			// while s still names the other end.
+			if err := j.finish(p); err != nil {
+				return err
+			}
+		}
+		j.remove(s)
+	}
+	return nil
+}
+
+type deadlines []*side
+
+func (d deadlines) Len() int           { return len(d) }
+func (d deadlines) Less(a, b int) bool { return d[a].deadline < d[b].deadline }
+func (d deadlines) Swap(a, b int) {
+	d[a], d[b] = d[b], d[a]
+	d[a].hidx, d[b].hidx = a, b
+}
+func (d *deadlines) Push(x any) {
+	s := x.(*side)
+	s.hidx = len(*d)
+	*d = append(*d, s)
+}
+func (d *deadlines) Pop() any {
+	old := *d
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	*d = old[:len(old)-1]
+	s.hidx = -1
+	return s
+}
