@@ -39,7 +39,7 @@ func (f *Fold) Calls() uint64 { return f.calls }
 
 // Add folds one call. It reports false for a call already seen.
 func (f *Fold) Add(c *schema.Call) bool {
-	if f.seen != nil && !f.seen.Add(c.GetId()) {
+	if f.seen != nil && !f.seen.AddCall(c) {
 		return false
 	}
 	f.calls++
@@ -248,6 +248,31 @@ func (s *Seen) Add(id string) bool {
 	}
 	s.cur[h] = struct{}{}
 	return true
+}
+
+// AddCall records a call's connection halves (its id when it names none)
+// and reports whether the call is new: a call sharing any half with one
+// already recorded is the same connection, emitted again.
+func (s *Seen) AddCall(c *schema.Call) bool {
+	halves := c.GetHalves()
+	if len(halves) == 0 {
+		return s.Add(c.GetId())
+	}
+	for _, h := range halves {
+		if s.has(fnv64a(h)) {
+			return false
+		}
+	}
+	for _, h := range halves {
+		s.Add(h)
+	}
+	return true
+}
+
+func (s *Seen) has(h uint64) bool {
+	_, cur := s.cur[h]
+	_, old := s.old[h]
+	return cur || old
 }
 
 func fnv64a(s string) uint64 {

@@ -316,7 +316,7 @@ func (s *Stage) warmup(ctx context.Context, js jetstream.JetStream, last uint64)
 				continue
 			}
 			for _, c := range b.GetCalls() {
-				s.seen.Add(c.GetId())
+				s.seen.AddCall(c)
 			}
 			if meta.Sequence.Stream == last {
 				return nil

@@ -481,6 +481,12 @@ func (j *Joiner) emit(s, p *side) error {
 		c.Partial = true
 		j.stats.Partial++
 	}
+	if cli != nil {
+		c.Halves = append(c.Halves, callID(cli))
+	}
+	if srv != nil {
+		c.Halves = append(c.Halves, callID(srv))
+	}
 	j.remove(s)
 	if p != nil && (p.closed || !p.emitted) {
 		j.remove(p)

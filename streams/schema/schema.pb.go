@@ -1546,7 +1546,12 @@ type Call struct {
 	DialedPort    uint32 `protobuf:"varint,13,opt,name=dialed_port,json=dialedPort,proto3" json:"dialed_port,omitempty"`
 	// partial is set when only one side was seen (the other is External or an
 	// uninstrumented node).
-	Partial       bool `protobuf:"varint,14,opt,name=partial,proto3" json:"partial,omitempty"`
+	Partial bool `protobuf:"varint,14,opt,name=partial,proto3" json:"partial,omitempty"`
+	// halves are the ids of the connection halves the call was built from
+	// (one per side seen). A call sharing a half with a call already counted
+	// is the same connection seen twice (a correlator restarted between the
+	// two closes), so consumers count it once.
+	Halves        []string `protobuf:"bytes,15,rep,name=halves,proto3" json:"halves,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1677,6 +1682,13 @@ func (x *Call) GetPartial() bool {
 		return x.Partial
 	}
 	return false
+}
+
+func (x *Call) GetHalves() []string {
+	if x != nil {
+		return x.Halves
+	}
+	return nil
 }
 
 // Endpoint is one end of a call.
@@ -1903,7 +1915,7 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\tCallBatch\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12.\n" +
 	"\x06origin\x18\x02 \x01(\v2\x16.weft.schema.v1.OriginR\x06origin\x12*\n" +
-	"\x05calls\x18\x03 \x03(\v2\x14.weft.schema.v1.CallR\x05calls\"\xe5\x03\n" +
+	"\x05calls\x18\x03 \x03(\v2\x14.weft.schema.v1.CallR\x05calls\"\xfd\x03\n" +
 	"\x04Call\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\ttransport\x18\x02 \x01(\x0e2\x19.weft.schema.v1.TransportR\ttransport\x120\n" +
@@ -1921,7 +1933,8 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\x0edialed_address\x18\f \x01(\fR\rdialedAddress\x12\x1f\n" +
 	"\vdialed_port\x18\r \x01(\rR\n" +
 	"dialedPort\x12\x18\n" +
-	"\apartial\x18\x0e \x01(\bR\apartial\"\x93\x02\n" +
+	"\apartial\x18\x0e \x01(\bR\apartial\x12\x16\n" +
+	"\x06halves\x18\x0f \x03(\tR\x06halves\"\x93\x02\n" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\fR\aaddress\x12\x12\n" +

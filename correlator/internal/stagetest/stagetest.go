@@ -5,6 +5,7 @@ package stagetest
 
 import (
 	"context"
+	"github.com/weftobs/weft/correlator/graph"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -137,13 +138,14 @@ func ReadCalls(t testing.TB, js jetstream.JetStream) []*schema.Call {
 
 // Dedupe keeps the first call of every id, as the graph stage does.
 func Dedupe(calls []*schema.Call) (out []*schema.Call, dups int) {
-	seen := map[string]bool{}
+	// The graph stage's own rule: a call sharing a connection half (or,
+	// naming none, its id) with one already counted is counted once.
+	seen := graph.NewSeen(len(calls) + 1)
 	for _, c := range calls {
-		if seen[c.GetId()] {
+		if !seen.AddCall(c) {
 			dups++
 			continue
 		}
-		seen[c.GetId()] = true
 		out = append(out, c)
 	}
 	return out, dups
