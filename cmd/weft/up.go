@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/weftobs/weft/correlator/graphstage"
 	"github.com/weftobs/weft/examples/topologies"
 	"github.com/weftobs/weft/streams/embedded"
 	"github.com/weftobs/weft/streams/natsconn"
@@ -35,6 +36,7 @@ type procOptions struct {
 	natsListen   string // embedded server's client address
 	statusEvery  time.Duration
 	replay       *stage.Replay
+	neo4jURI     string // switches graph stages to Neo4j
 }
 
 func newUpCmd() *cobra.Command {
@@ -66,6 +68,7 @@ second "weft up" on the same data dir resumes where the first stopped.`,
 	fs.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	fs.StringVar(&o.node, "node", nodeName(), "this node's name [$WEFT_NODE_NAME]")
 	fs.DurationVar(&o.statusEvery, "status-every", 2*time.Second, "how often live counters are printed (0: never)")
+	fs.StringVar(&o.neo4jURI, "neo4j-uri", os.Getenv("WEFT_NEO4J_URI"), "write the graph to this Neo4j instead of the embedded store (user/password from $WEFT_NEO4J_USER, $WEFT_NEO4J_PASSWORD) [$WEFT_NEO4J_URI]")
 	o.nats.register(fs, natsconn.DefaultURL)
 	return cmd
 }
@@ -120,6 +123,9 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 	topo, err := loadTopology(o.topologyFile, reg)
 	if err != nil {
 		return err
+	}
+	if o.neo4jURI != "" {
+		useNeo4j(topo, o.neo4jURI)
 	}
 	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -285,5 +291,15 @@ func (s *statusLine) print(cs []runner.StageCounters) {
 func (s *statusLine) done() {
 	if s.tty {
 		fmt.Fprintln(s.out)
+	}
+}
+
+// useNeo4j switches every graph stage of topo to the Neo4j store at uri.
+func useNeo4j(topo *topology.Topology, uri string) {
+	for _, st := range topo.Stages {
+		if c, ok := st.Config.(*graphstage.Config); ok {
+			c.Store = graphstage.StoreNeo4j
+			c.Neo4j.URI = uri
+		}
 	}
 }

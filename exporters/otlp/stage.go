@@ -1,0 +1,408 @@
+package otlp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	sdklog "go.opentelemetry.io/otel/sdk/log"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/weftobs/weft/streams/consume"
+	"github.com/weftobs/weft/streams/schema"
+	"github.com/weftobs/weft/streams/stage"
+)
+
+// KindName is what `kind:` says for this stage.
+const KindName = "otlp"
+
+// Kind is the otlp stage kind, for the registry in cmd/weft.
+func Kind() stage.Kind {
+	return stage.Kind{
+		Name:        KindName,
+		Description: "exports calls as spans and edge metrics, process events as logs, to an OTLP backend",
+		Deploy:      []stage.DeployMode{stage.DeployDeployment, stage.DeployInProcess, stage.DeploySidecar, stage.DeployDaemonSet},
+		Sink:        true,
+		NewConfig:   func() any { c := DefaultConfig(); return &c },
+		New:         New,
+	}
+}
+
+// Stage is a running otlp stage.
+type Stage struct {
+	settings stage.Settings
+	cfg      Config
+	log      *slog.Logger
+	counters *stage.Counters
+
+	spans   *SpanMapper
+	logMap  *logMapper
+	traces  sdktrace.SpanExporter
+	logs    sdklog.Exporter
+	metrics *edgeMetrics
+	selfTP  *sdktrace.TracerProvider
+	tracer  trace.Tracer
+
+	batcher   *batcher
+	consumers []*consume.Consumer
+	durables  map[string]string // stream → durable
+
+	ctx     context.Context // cancelled when Shutdown gives up draining
+	cancel  context.CancelFunc
+	workers sync.WaitGroup
+	bg      sync.WaitGroup
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+var _ stage.Stage = (*Stage)(nil)
+
+// New builds an otlp stage; it starts nothing.
+func New(s stage.Settings) (stage.Stage, error) {
+	cfg := DefaultConfig()
+	switch c := s.Config.(type) {
+	case nil:
+	case *Config:
+		cfg = *c
+	case Config:
+		cfg = c
+	default:
+		return nil, fmt.Errorf("stage %s: config is %T, want *otlp.Config", s.Name, s.Config)
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("stage %s: %w", s.Name, err)
+	}
+	if len(s.Inputs) == 0 {
+		return nil, fmt.Errorf("stage %s: an otlp stage needs an input (%s and/or %s)", s.Name, schema.StreamEvents, schema.StreamCalls)
+	}
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	if s.Counters == nil {
+		s.Counters = &stage.Counters{}
+	}
+	res := newResources(1 << 14)
+	return &Stage{
+		settings: s, cfg: cfg, log: s.Logger, counters: s.Counters,
+		spans: &SpanMapper{res: res}, logMap: newLogMapper(res),
+		durables: map[string]string{},
+	}, nil
+}
+
+// Start builds the exporters and starts consuming. Connections to the
+// backend are made lazily: a backend that is down at start is retried like
+// one that goes down later.
+func (s *Stage) Start(ctx context.Context, host stage.Host) (err error) {
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			s.cancel()
+			_ = s.Shutdown(context.Background())
+		}
+	}()
+	if s.cfg.Traces.On() {
+		if s.traces, err = NewTraceExporter(ctx, s.cfg); err != nil {
+			return fmt.Errorf("stage %s: %w", s.settings.Name, err)
+		}
+	}
+	if s.cfg.Logs.On() {
+		if s.logs, err = NewLogExporter(ctx, s.cfg); err != nil {
+			return fmt.Errorf("stage %s: %w", s.settings.Name, err)
+		}
+	}
+	if s.cfg.Metrics.On() {
+		exp, err := NewMetricExporter(ctx, s.cfg)
+		if err != nil {
+			return fmt.Errorf("stage %s: %w", s.settings.Name, err)
+		}
+		reader := sdkmetric.NewPeriodicReader(exp, sdkmetric.WithInterval(s.cfg.Metrics.Interval))
+		if s.metrics, err = newEdgeMetrics(reader, s.cfg.Metrics, s.selfResource(), s.counters); err != nil {
+			return fmt.Errorf("stage %s: metrics: %w", s.settings.Name, err)
+		}
+	}
+
+	s.tracer = noop.NewTracerProvider().Tracer(ScopeName)
+	if s.cfg.SelfTraces {
+		exp, err := NewTraceExporter(ctx, s.cfg)
+		if err != nil {
+			return fmt.Errorf("stage %s: self traces: %w", s.settings.Name, err)
+		}
+		s.selfTP = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(s.selfResource()))
+		s.tracer = s.selfTP.Tracer(ScopeName, trace.WithSchemaURL(semconv.SchemaURL))
+	}
+
+	b := s.cfg.Batch
+	s.batcher = newBatcher(b.MaxItems, b.Linger, b.Queue, 4*b.MaxAckPending)
+	for range b.Exporters {
+		s.workers.Add(1)
+		go func() {
+			defer s.workers.Done()
+			for bt := range s.batcher.sealed {
+				s.export(bt)
+			}
+		}()
+	}
+	s.bg.Add(1)
+	go s.heartbeat()
+
+	for _, in := range s.settings.Inputs {
+		cc := consume.ConfigFor(s.settings, in)
+		cc.MaxAckPending = b.MaxAckPending
+		cc.AckWait = b.AckWait
+		c, err := consume.Start(ctx, host.JetStream(), cc, s.handle, s.counters, s.log)
+		if err != nil {
+			return err
+		}
+		s.consumers = append(s.consumers, c)
+		if cc.Durable == "" {
+			cc.Durable = consume.DurableName(cc.Stage, cc.Stream)
+		}
+		s.durables[in.Name] = cc.Durable
+	}
+	if s.metrics != nil {
+		s.bg.Add(1)
+		go s.pollLag(host.JetStream())
+	}
+	return nil
+}
+
+// selfResource is the resource of what the stage says about itself.
+func (s *Stage) selfResource() *resource.Resource {
+	attrs := []attribute.KeyValue{semconv.ServiceName("weft"), attribute.String("weft.stage", s.settings.Name)}
+	if s.settings.Node != "" {
+		attrs = append(attrs, semconv.K8SNodeName(s.settings.Node))
+	}
+	return resource.NewWithAttributes(semconv.SchemaURL, attrs...)
+}
+
+var (
+	typeCalls  = schema.TypeName(&schema.CallBatch{})
+	typeEvents = schema.TypeName(&schema.EventBatch{})
+)
+
+// handle maps one message and hands its output to the batcher; the
+// message is acked once that output is accepted by the backend.
+func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {
+	meta, err := m.Metadata()
+	if err != nil {
+		return consume.Permanent(err)
+	}
+	key := msgKey{stream: meta.Stream, seq: meta.Sequence.Stream}
+	typ := m.Headers().Get(schema.HeaderType)
+	if typ == "" {
+		switch meta.Stream {
+		case schema.StreamCalls:
+			typ = typeCalls
+		case schema.StreamEvents:
+			typ = typeEvents
+		}
+	}
+	var (
+		spans []sdktrace.ReadOnlySpan
+		logs  []sdklog.Record
+		calls []*schema.Call
+	)
+	switch typ {
+	case typeCalls:
+		b, err := schema.DecodeCallBatch(m.Data())
+		if err != nil {
+			return consume.Permanent(err)
+		}
+		if s.traces != nil {
+			spans = make([]sdktrace.ReadOnlySpan, 0, 2*len(b.GetCalls()))
+			for _, c := range b.GetCalls() {
+				spans = s.spans.AppendSpans(spans, c)
+			}
+		}
+		if s.metrics != nil {
+			calls = b.GetCalls()
+		}
+	case typeEvents:
+		b, err := schema.DecodeEventBatch(m.Data())
+		if err != nil {
+			return consume.Permanent(err)
+		}
+		logs = s.logMap.appendRecords(nil, b)
+		if s.logs == nil {
+			logs = nil
+		}
+	default:
+		return consume.Permanent(fmt.Errorf("stage %s: message type %q on %s is neither %s nor %s", s.settings.Name, typ, m.Subject(), typeCalls, typeEvents))
+	}
+	if len(spans) == 0 && len(logs) == 0 && len(calls) == 0 {
+		return nil
+	}
+	if err := s.batcher.add(m, key, spans, logs, calls); err != nil {
+		return err
+	}
+	return consume.ErrAckLater
+}
+
+// export sends bt until the backend accepts it, then acks its messages.
+// While the backend fails it retries with backoff, holding the messages
+// (heartbeat keeps them from redelivery); only a Shutdown that runs out of
+// time makes it give them back to the stream, with a Nak.
+func (s *Stage) export(bt *batch) {
+	_, span := s.tracer.Start(context.Background(), "weft.otlp.export", trace.WithAttributes(
+		attribute.Int("weft.batch.spans", len(bt.spans)), attribute.Int("weft.batch.logs", len(bt.logs)),
+		attribute.Int("weft.batch.messages", len(bt.msgs))))
+	defer span.End()
+	delay := s.cfg.Retry.Initial
+	for attempt := 1; ; attempt++ {
+		if s.ctx.Err() != nil {
+			span.SetStatus(codes.Error, "shut down before the backend accepted the batch; returned to the stream")
+			for _, m := range s.batcher.finish(bt, false) {
+				_ = m.Nak()
+			}
+			return
+		}
+		err := s.exportOnce(bt)
+		span.SetAttributes(attribute.Int("weft.export.attempts", attempt))
+		if err == nil {
+			break
+		}
+		span.AddEvent("export failed", trace.WithAttributes(attribute.String("error.message", err.Error())))
+		s.counters.Errors.Add(1)
+		if attempt == 1 || attempt%10 == 0 {
+			s.log.Warn("export failed, retrying; the stream holds the data", "attempt", attempt, "spans", len(bt.spans), "logs", len(bt.logs), "err", err)
+		}
+		select {
+		case <-time.After(delay):
+		case <-s.ctx.Done():
+		}
+		delay = min(delay*2, s.cfg.Retry.Max)
+	}
+	if s.metrics != nil && len(bt.calls) > 0 {
+		s.metrics.record(context.Background(), bt.calls)
+	}
+	s.counters.EventsOut.Add(uint64(len(bt.spans) + len(bt.logs)))
+	for _, m := range s.batcher.finish(bt, true) {
+		if m.Ack() == nil {
+			s.counters.Acked.Add(1)
+		}
+	}
+}
+
+func (s *Stage) exportOnce(bt *batch) error {
+	if !bt.spansDone && len(bt.spans) > 0 {
+		if err := s.traces.ExportSpans(s.ctx, bt.spans); err != nil {
+			return fmt.Errorf("export %d spans: %w", len(bt.spans), err)
+		}
+	}
+	bt.spansDone = true
+	if !bt.logsDone && len(bt.logs) > 0 {
+		if err := s.logs.Export(s.ctx, bt.logs); err != nil {
+			return fmt.Errorf("export %d log records: %w", len(bt.logs), err)
+		}
+	}
+	bt.logsDone = true
+	return nil
+}
+
+// heartbeat tells JetStream the stage is still working on what it holds
+// (InProgress every AckWait/3), so a slow or failing backend never makes
+// the server redeliver what the stage still has.
+func (s *Stage) heartbeat() {
+	defer s.bg.Done()
+	t := time.NewTicker(s.cfg.Batch.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			for _, m := range s.batcher.held() {
+				_ = m.InProgress()
+			}
+		}
+	}
+}
+
+// pollLag reads each input consumer's pending count for the lag gauge.
+func (s *Stage) pollLag(js jetstream.JetStream) {
+	defer s.bg.Done()
+	t := time.NewTicker(min(s.cfg.Metrics.Interval, 5*time.Second))
+	defer t.Stop()
+	for {
+		for stream, durable := range s.durables {
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			if c, err := js.Consumer(ctx, stream, durable); err == nil {
+				if info, err := c.Info(ctx); err == nil {
+					s.metrics.setLag(stream, info.NumPending)
+				}
+			}
+			cancel()
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Shutdown stops consuming, exports and acks what the stage holds, and
+// flushes the metrics, until ctx ends; then it gives what is left back to
+// the stream (Nak) for redelivery. It is idempotent and safe without Start.
+func (s *Stage) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() {
+		if s.cancel == nil {
+			return
+		}
+		stopped := make(chan struct{})
+		defer close(stopped)
+		go func() {
+			select {
+			case <-ctx.Done():
+				s.cancel() // exporters stop retrying and nak
+			case <-stopped:
+			}
+		}()
+		var errs []error
+		for _, c := range s.consumers {
+			errs = append(errs, c.Stop(ctx))
+		}
+		if s.batcher != nil {
+			s.batcher.close()
+			s.workers.Wait()
+		}
+		s.cancel()
+		s.bg.Wait()
+		fctx := ctx
+		if ctx.Err() != nil {
+			// Closing connections must not wait for a deadline already passed.
+			var cancel context.CancelFunc
+			fctx, cancel = context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+		}
+		if s.metrics != nil {
+			errs = append(errs, s.metrics.provider.Shutdown(fctx))
+		}
+		if s.traces != nil {
+			errs = append(errs, s.traces.Shutdown(fctx))
+		}
+		if s.selfTP != nil {
+			errs = append(errs, s.selfTP.Shutdown(fctx))
+		}
+		if s.logs != nil {
+			errs = append(errs, s.logs.Shutdown(fctx))
+		}
+		if err := errors.Join(errs...); err != nil {
+			s.shutdownErr = fmt.Errorf("stage %s: shutdown: %w", s.settings.Name, err)
+		}
+	})
+	return s.shutdownErr
+}

@@ -1,0 +1,229 @@
+package otlp_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/weftobs/weft/exporters/otlp"
+	"github.com/weftobs/weft/streams/schema"
+	"github.com/weftobs/weft/streams/stage"
+	"github.com/weftobs/weft/testenv/natstest"
+	"github.com/weftobs/weft/testenv/otlprecv"
+)
+
+// TestStageTLSAndAuth exports over TLS with a test CA to a receiver that
+// requires an auth header, configured through the topology config and
+// through the standard OTEL_EXPORTER_OTLP_* variables.
+func TestStageTLSAndAuth(t *testing.T) {
+	for _, tc := range []struct {
+		protocol string
+		viaEnv   bool
+	}{
+		{otlp.ProtocolGRPC, false},
+		{otlp.ProtocolHTTPProtobuf, false},
+		{otlp.ProtocolGRPC, true},
+		{otlp.ProtocolHTTPProtobuf, true},
+	} {
+		name := tc.protocol + "/config"
+		if tc.viaEnv {
+			name = tc.protocol + "/env"
+		}
+		t.Run(name, func(t *testing.T) {
+			ca := otlprecv.NewTestCA(t)
+			recv := otlprecv.Start(t, otlprecv.WithTLS(ca.ServerTLS(t)), otlprecv.WithRequiredHeader("Authorization", "Bearer s3cret"))
+			s := newNATS(t)
+			calls := workload(3)
+			publishCalls(t, s.NC, calls, 2)
+
+			cfg := baseConfig(recv, tc.protocol)
+			if cfg.Endpoint[:8] != "https://" {
+				t.Fatalf("endpoint %q is not TLS", cfg.Endpoint)
+			}
+			if tc.viaEnv {
+				t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", cfg.Endpoint)
+				t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", tc.protocol)
+				t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer%20s3cret")
+				t.Setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.CertFile)
+				cfg.Endpoint, cfg.Protocol = "", ""
+			} else {
+				cfg.Headers = map[string]string{"Authorization": "Bearer s3cret"}
+				cfg.TLS.CAFile = ca.CertFile
+			}
+			_, counters := startStage(t, s, "otlp", cfg, allInputs[:1], nil)
+			natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+				if got, want := recv.SpanCount(), uint64(wantSpans(calls)); got != want {
+					return fmt.Errorf("%d spans, want %d (%d rejected)", got, want, recv.Rejected())
+				}
+				if recv.MetricPointCount() == 0 {
+					return fmt.Errorf("no metrics yet")
+				}
+				return nil
+			})
+			waitAllAcked(t, s, "otlp-CALLS", schema.StreamCalls)
+			if recv.Rejected() != 0 || counters.Snapshot().Errors != 0 {
+				t.Errorf("%d exports rejected, %d export errors", recv.Rejected(), counters.Snapshot().Errors)
+			}
+		})
+	}
+}
+
+// TestStageWrongCredentialsHoldData: without the header (or trusting the
+// wrong CA) nothing is accepted, nothing is acked, the stream holds it.
+func TestStageWrongCredentialsHoldData(t *testing.T) {
+	ca := otlprecv.NewTestCA(t)
+	other := otlprecv.NewTestCA(t)
+	recv := otlprecv.Start(t, otlprecv.WithTLS(ca.ServerTLS(t)), otlprecv.WithRequiredHeader("Authorization", "Bearer s3cret"))
+	s := newNATS(t)
+	publishCalls(t, s.NC, workload(3), 2)
+
+	for _, tc := range []struct {
+		name   string
+		mutate func(*otlp.Config)
+	}{
+		{"no header", func(c *otlp.Config) { c.TLS.CAFile = ca.CertFile }},
+		{"wrong CA", func(c *otlp.Config) {
+			c.TLS.CAFile = other.CertFile
+			c.Headers = map[string]string{"Authorization": "Bearer s3cret"}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig(recv, otlp.ProtocolGRPC)
+			cfg.Metrics.Enabled = new(false)
+			tc.mutate(&cfg)
+			st, counters := startStage(t, s, "otlp-"+fmt.Sprint(len(tc.name)), cfg, allInputs[:1], nil)
+			natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+				if counters.Snapshot().Errors < 3 {
+					return fmt.Errorf("%d failed exports", counters.Snapshot().Errors)
+				}
+				return nil
+			})
+			if recv.SpanCount() != 0 || counters.Snapshot().Acked != 0 || counters.Snapshot().DLQ != 0 {
+				t.Errorf("%d spans accepted, counters %+v: want nothing accepted, acked or dead-lettered", recv.SpanCount(), counters.Snapshot())
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = st.Shutdown(ctx)
+		})
+	}
+}
+
+// TestStageDeadLettersUndecodable: a message that does not decode goes to
+// the DLQ; the ones around it are exported.
+func TestStageDeadLettersUndecodable(t *testing.T) {
+	s := newNATS(t)
+	recv := otlprecv.Start(t)
+	calls := workload(2)
+	publishCalls(t, s.NC, calls[:2], 10)
+	bad := nats.NewMsg(schema.CallSubject("node-a"))
+	bad.Header.Set(schema.HeaderType, schema.TypeName(&schema.CallBatch{}))
+	bad.Data = []byte("\xff\xff not protobuf")
+	if _, err := s.JS.PublishMsg(context.Background(), bad); err != nil {
+		t.Fatal(err)
+	}
+	publishCalls(t, s.NC, calls[2:], 10)
+
+	_, counters := startStage(t, s, "otlp", baseConfig(recv, otlp.ProtocolGRPC), allInputs[:1], nil)
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if got, want := recv.SpanCount(), uint64(wantSpans(calls)); got != want {
+			return fmt.Errorf("%d spans, want %d", got, want)
+		}
+		if counters.Snapshot().DLQ != 1 {
+			return fmt.Errorf("%d dead-lettered, want 1", counters.Snapshot().DLQ)
+		}
+		return nil
+	})
+	dlq, err := s.JS.Stream(context.Background(), schema.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := dlq.GetLastMsgForSubject(context.Background(), schema.DLQSubject("otlp"))
+	if err != nil {
+		t.Fatalf("dlq message: %v", err)
+	}
+	if m.Header.Get(schema.HeaderDLQReason) == "" || string(m.Data) != string(bad.Data) {
+		t.Errorf("dlq message %q reason %q", m.Data, m.Header.Get(schema.HeaderDLQReason))
+	}
+}
+
+// TestReplayReexportSameIDs: replaying CALLS to a new backend, as
+// `weft replay --to otlp` does, yields the same trace and span ids.
+func TestReplayReexportSameIDs(t *testing.T) {
+	s := newNATS(t)
+	first := otlprecv.Start(t)
+	calls := workload(6)
+	publishCalls(t, s.NC, calls, 5)
+	_, _ = startStage(t, s, "otlp", baseConfig(first, otlp.ProtocolGRPC), allInputs[:1], nil)
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if got, want := first.SpanCount(), uint64(wantSpans(calls)); got != want {
+			return fmt.Errorf("%d spans, want %d", got, want)
+		}
+		return nil
+	})
+
+	second := otlprecv.Start(t)
+	_, _ = startStage(t, s, "otlp", baseConfig(second, otlp.ProtocolHTTPProtobuf), allInputs[:1],
+		&stage.Replay{Durable: "replay-otlp", StartTime: time.Now().Add(-time.Hour)})
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if got, want := second.SpanCount(), uint64(wantSpans(calls)); got != want {
+			return fmt.Errorf("%d spans replayed, want %d", got, want)
+		}
+		return nil
+	})
+	ids := func(spans []otlprecv.Span) map[string]string {
+		out := map[string]string{}
+		for _, sp := range spans {
+			out[sp.SpanID] = sp.TraceID + "/" + sp.ParentSpanID + "/" + sp.Name + "/" + sp.Start.String()
+		}
+		return out
+	}
+	a, b := ids(first.Spans()), ids(second.Spans())
+	if len(a) != wantSpans(calls) {
+		t.Fatalf("%d distinct span ids, want %d", len(a), wantSpans(calls))
+	}
+	for id, v := range a {
+		if b[id] != v {
+			t.Errorf("span %s: first export %q, replay %q", id, v, b[id])
+		}
+	}
+}
+
+// TestSelfTraces: with selfTraces on, the stage also sends a span per
+// exported batch, as service "weft"; off (the default) it sends none.
+func TestSelfTraces(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		t.Run(fmt.Sprint(on), func(t *testing.T) {
+			s := newNATS(t)
+			recv := otlprecv.Start(t)
+			calls := workload(3)
+			publishCalls(t, s.NC, calls, 100)
+			cfg := baseConfig(recv, otlp.ProtocolGRPC)
+			cfg.SelfTraces = on
+			st, _ := startStage(t, s, "otlp", cfg, allInputs[:1], nil)
+			waitAllAcked(t, s, "otlp-CALLS", schema.StreamCalls)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := st.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			self := 0
+			for _, sp := range recv.Spans() {
+				if sp.Resource["service.name"] == "weft" {
+					self++
+					if sp.Name != "weft.otlp.export" || sp.Attrs["weft.batch.spans"] == nil {
+						t.Errorf("self span %q attrs %v", sp.Name, sp.Attrs)
+					}
+				}
+			}
+			if on && self == 0 || !on && self != 0 {
+				t.Errorf("selfTraces %v: %d self spans", on, self)
+			}
+			if got := len(recv.Spans()) - self; got != wantSpans(calls) {
+				t.Errorf("%d call spans, want %d", got, wantSpans(calls))
+			}
+		})
+	}
+}
