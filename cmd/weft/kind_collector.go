@@ -1,8 +1,9 @@
 package main
 
-import "github.com/weftobs/weft/streams/stage"
+import (
+	"github.com/weftobs/weft/collectors/collector"
+	"github.com/weftobs/weft/streams/stage"
+)
 
-func collectorKind() stage.Kind {
-	return stage.NotImplemented("collector", "eBPF collector of process, TCP and unix-socket events",
-		[]stage.DeployMode{stage.DeployDaemonSet, stage.DeployInProcess, stage.DeploySidecar}, true, false)
-}
+// collectorKind is the eBPF collector (collectors/collector).
+func collectorKind() stage.Kind { return collector.Kind() }

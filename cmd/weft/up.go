@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/weftobs/weft/correlator/graphstage"
 	"github.com/weftobs/weft/examples/topologies"
+	"github.com/weftobs/weft/exporters/otlp"
 	"github.com/weftobs/weft/streams/embedded"
 	"github.com/weftobs/weft/streams/natsconn"
 	"github.com/weftobs/weft/streams/provision"
@@ -37,6 +39,8 @@ type procOptions struct {
 	statusEvery  time.Duration
 	replay       *stage.Replay
 	neo4jURI     string // switches graph stages to Neo4j
+	addOTLP      bool   // up: add an otlp stage when OTEL_EXPORTER_OTLP_ENDPOINT is set
+	selfMetrics  bool   // push weft's own metrics over OTLP too
 }
 
 func newUpCmd() *cobra.Command {
@@ -58,6 +62,7 @@ second "weft up" on the same data dir resumes where the first stopped.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.embedNATS = !cmd.Flags().Changed("nats-url") && os.Getenv("WEFT_NATS_URL") == ""
+			o.addOTLP = os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 			return serve(cmd.Context(), cmd.OutOrStdout(), o)
 		},
 	}
@@ -68,6 +73,7 @@ second "weft up" on the same data dir resumes where the first stopped.`,
 	fs.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	fs.StringVar(&o.node, "node", nodeName(), "this node's name [$WEFT_NODE_NAME]")
 	fs.DurationVar(&o.statusEvery, "status-every", 2*time.Second, "how often live counters are printed (0: never)")
+	fs.BoolVar(&o.selfMetrics, "self-metrics-otlp", false, "also push weft's own metrics over OTLP (OTEL_EXPORTER_OTLP_* settings)")
 	fs.StringVar(&o.neo4jURI, "neo4j-uri", os.Getenv("WEFT_NEO4J_URI"), "write the graph to this Neo4j instead of the embedded store (user/password from $WEFT_NEO4J_USER, $WEFT_NEO4J_PASSWORD) [$WEFT_NEO4J_URI]")
 	o.nats.register(fs, natsconn.DefaultURL)
 	return cmd
@@ -100,6 +106,7 @@ func newRunCmd() *cobra.Command {
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:7680", "HTTP address for /healthz, /readyz, /metrics")
 	fs.StringVar(&o.node, "node", nodeName(), "this node's name [$WEFT_NODE_NAME]")
 	fs.DurationVar(&o.statusEvery, "status-every", 0, "how often live counters are printed (0: never)")
+	fs.BoolVar(&o.selfMetrics, "self-metrics-otlp", false, "also push weft's own metrics over OTLP (OTEL_EXPORTER_OTLP_* settings)")
 	o.nats.register(fs, natsconn.DefaultURL)
 	return cmd
 }
@@ -126,6 +133,19 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 	}
 	if o.neo4jURI != "" {
 		useNeo4j(topo, o.neo4jURI)
+	}
+	if o.addOTLP {
+		if err := addOTLPStage(topo, reg); err != nil {
+			return err
+		}
+	}
+	var readers []sdkmetric.Reader
+	if o.selfMetrics {
+		rd, err := otlp.SelfMetricsReader(ctx, otlp.DefaultConfig())
+		if err != nil {
+			return fmt.Errorf("--self-metrics-otlp: %w", err)
+		}
+		readers = append(readers, rd)
 	}
 	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -176,6 +196,7 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 	r, err := runner.New(runner.Options{
 		Topology: topo, Registry: reg, Stages: o.stages, JS: js,
 		Node: o.node, DataDir: o.dataDir, Logger: log, Replay: o.replay,
+		MetricReaders: readers,
 	})
 	if err != nil {
 		return err
@@ -302,4 +323,33 @@ func useNeo4j(topo *topology.Topology, uri string) {
 			c.Neo4j.URI = uri
 		}
 	}
+}
+
+// addOTLPStage adds an in-process otlp stage reading CALLS and EVENTS when
+// the topology has none: with OTEL_EXPORTER_OTLP_ENDPOINT set, `weft up`
+// exports to that backend with no topology of one's own.
+func addOTLPStage(topo *topology.Topology, reg *stage.Registry) error {
+	var inputs []string
+	for _, st := range topo.Stages {
+		if st.Kind == "otlp" {
+			return nil
+		}
+	}
+	for _, name := range []string{"CALLS", "EVENTS"} {
+		if topo.Stream(name) != nil {
+			inputs = append(inputs, name)
+		}
+	}
+	k, ok := reg.Lookup("otlp")
+	if !ok || len(inputs) == 0 {
+		return nil
+	}
+	cfg := k.NewConfig()
+	if v, ok := cfg.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			return fmt.Errorf("otlp stage from OTEL_EXPORTER_OTLP_*: %w", err)
+		}
+	}
+	topo.Stages = append(topo.Stages, &topology.Stage{Name: "otlp", Kind: "otlp", Deploy: stage.DeployInProcess, Inputs: inputs, Config: cfg})
+	return nil
 }

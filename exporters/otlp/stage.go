@@ -357,23 +357,39 @@ func (s *Stage) pollLag(js jetstream.JetStream) {
 // Shutdown stops consuming, exports and acks what the stage holds, and
 // flushes the metrics, until ctx ends; then it gives what is left back to
 // the stream (Nak) for redelivery. It is idempotent and safe without Start.
+// drainTimeout bounds how long Shutdown waits for the backend to take
+// what the stage holds.
+const drainTimeout = 5 * time.Second
+
 func (s *Stage) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		if s.cancel == nil {
 			return
 		}
+		// A backend that is down must not hold the process for the whole
+		// shutdown deadline: after a short drain, exports are abandoned
+		// and their messages stay unacked in the stream, to be sent by
+		// the next run. Nothing is lost, so that is not an error.
+		drainCtx, cancelDrain := context.WithTimeout(ctx, drainTimeout)
+		defer cancelDrain()
 		stopped := make(chan struct{})
 		defer close(stopped)
 		go func() {
 			select {
-			case <-ctx.Done():
+			case <-drainCtx.Done():
 				s.cancel() // exporters stop retrying and nak
 			case <-stopped:
 			}
 		}()
 		var errs []error
 		for _, c := range s.consumers {
-			errs = append(errs, c.Stop(ctx))
+			if err := c.Stop(drainCtx); err != nil {
+				if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+					s.log.Warn("backend did not take everything before shutdown; the rest stays in the stream", "err", err)
+					continue
+				}
+				errs = append(errs, err)
+			}
 		}
 		if s.batcher != nil {
 			s.batcher.close()
@@ -389,7 +405,11 @@ func (s *Stage) Shutdown(ctx context.Context) error {
 			defer cancel()
 		}
 		if s.metrics != nil {
-			errs = append(errs, s.metrics.provider.Shutdown(fctx))
+			// The last metrics push is best effort: the counters are
+			// cumulative and the next run reports them again.
+			if err := s.metrics.provider.Shutdown(fctx); err != nil {
+				s.log.Warn("last metrics push failed", "err", err)
+			}
 		}
 		if s.traces != nil {
 			errs = append(errs, s.traces.Shutdown(fctx))

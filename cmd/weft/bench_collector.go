@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weftobs/weft/collectors/bench"
+)
+
+func init() { benchCommands = append(benchCommands, newBenchCollectorCmd) }
+
+func newBenchCollectorCmd() *cobra.Command {
+	var o bench.Options
+	var asJSON, verbose bool
+	cmd := &cobra.Command{
+		Use:   "collector [--json]",
+		Short: "The eBPF collector: user-space path on replayed records, and a loopback connection storm with and without it (needs root for the storm)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The storm runs in a child: this same command, told so by the
+			// environment, so its CPU is not counted as the collector's.
+			bench.ChildMain()
+			if verbose {
+				o.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+			}
+			self := append([]string{}, os.Args[1:]...)
+			r, err := bench.Run(cmd.Context(), o, bench.SelfStorm(self...))
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), r)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "collector on %d CPUs, kernel %s\n", r.CPUs, r.Kernel)
+			fmt.Fprintf(w, "  user-space path    %12.0f events/s (decode → enrich → encode → publish, %s records)\n", r.UserspaceEventsPerSec, r.RecordsSource)
+			fmt.Fprintf(w, "  baseline           %12.0f events/s (encode → publish of decoded events)\n", r.UserspaceBaselineEventsPerSec)
+			if r.StormSkipped != "" {
+				fmt.Fprintf(w, "  storm skipped: %s\n", r.StormSkipped)
+				return nil
+			}
+			fmt.Fprintf(w, "  storm              %12.0f connections/s without, %.0f with the collector\n", r.StormConnectionsPerSec, r.StormConnectionsPerSecCollector)
+			fmt.Fprintf(w, "  overhead           %12.3f× wall time (with ÷ without, same run)\n", r.StormOverheadRatio)
+			fmt.Fprintf(w, "  events             %12.0f events/s, %d lost\n", r.StormEventsPerSec, r.LostEvents)
+			fmt.Fprintf(w, "  CPU                %12.4f cores per 10k events/s\n", r.CPUCoresPer10kEvents)
+			fmt.Fprintf(w, "  RSS                %12d bytes peak\n", r.RSSBytes)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&o.Events, "events", 1_000_000, "records replayed through the user-space path")
+	cmd.Flags().IntVar(&o.Conns, "conns", 40_000, "connections per storm round")
+	cmd.Flags().IntVar(&o.Workers, "workers", 4, "concurrent storm connections")
+	cmd.Flags().IntVar(&o.Rounds, "rounds", 3, "storm rounds (each: without, then with the collector)")
+	cmd.Flags().BoolVar(&o.SkipStorm, "skip-storm", false, "user-space path only")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log progress to stderr")
+	return cmd
+}
