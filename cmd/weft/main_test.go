@@ -155,6 +155,9 @@ func TestUpRunsDrainsAndResumes(t *testing.T) {
 				return fmt.Errorf("graph in %v, synthetic out %v", in, out)
 			}
 			acked, _ = metricValue(body, "weft_stage_acked_total", `stage="graph"`)
+			if _, ok := metricValue(body, "weft_stage_pending", `stage="correlator"`); !ok {
+				return fmt.Errorf("no consumer lag for the correlator in /metrics")
+			}
 			return nil
 		})
 		natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {

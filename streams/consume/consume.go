@@ -143,6 +143,10 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// DescriptionPrefix starts every weft consumer's description, followed by
+// the stage's name, so tools (and /metrics) can tell whose a consumer is.
+const DescriptionPrefix = "weft stage "
+
 // DurableName is the durable consumer name of stage on stream.
 func DurableName(stage, stream string) string { return stage + "-" + stream }
 
@@ -151,7 +155,7 @@ func (c Config) ConsumerConfig() jetstream.ConsumerConfig {
 	c.setDefaults()
 	cc := jetstream.ConsumerConfig{
 		Durable:        c.Durable,
-		Description:    "weft stage " + c.Stage,
+		Description:    DescriptionPrefix + c.Stage,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        c.AckWait,
 		MaxAckPending:  c.MaxAckPending,

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,8 @@ import (
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/weftobs/weft/streams/consume"
 )
 
 // Metrics exports the stages' counters and the streams' sizes as OTEL
@@ -50,6 +53,12 @@ func newMetrics(r *Runner) (*Metrics, error) {
 	errs := counter("weft.stage.errors", "Processing errors that led to a retry.", "{error}")
 	streamMsgs, _ := meter.Int64ObservableGauge("weft.stream.messages", metric.WithDescription("Messages stored in a stream."), metric.WithUnit("{message}"))
 	streamBytes, _ := meter.Int64ObservableGauge("weft.stream.bytes", metric.WithDescription("Bytes stored in a stream."), metric.WithUnit("By"))
+	pending, _ := meter.Int64ObservableGauge("weft.stage.pending", metric.WithDescription("Messages of an input stream a stage has not been delivered yet (consumer lag)."), metric.WithUnit("{message}"))
+	ackPending, _ := meter.Int64ObservableGauge("weft.stage.ack_pending", metric.WithDescription("Messages delivered to a stage and not acked yet."), metric.WithUnit("{message}"))
+	ours := map[string]bool{}
+	for _, n := range r.nodes {
+		ours[n.def.Name] = true
+	}
 
 	_, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		for _, n := range r.nodes {
@@ -78,9 +87,21 @@ func newMetrics(r *Runner) (*Metrics, error) {
 			attrs := metric.WithAttributes(attribute.String("stream", s.Name))
 			o.ObserveInt64(streamMsgs, int64(info.State.Msgs), attrs)
 			o.ObserveInt64(streamBytes, int64(info.State.Bytes), attrs)
+			// Consumer lag of this process's stages: their durables say
+			// whose they are in their description.
+			cl := st.ListConsumers(ctx)
+			for ci := range cl.Info() {
+				name, ok := strings.CutPrefix(ci.Config.Description, consume.DescriptionPrefix)
+				if !ok || !ours[name] {
+					continue
+				}
+				attrs := metric.WithAttributes(attribute.String("stage", name), attribute.String("stream", s.Name), attribute.String("consumer", ci.Name))
+				o.ObserveInt64(pending, int64(ci.NumPending), attrs)
+				o.ObserveInt64(ackPending, int64(ci.NumAckPending), attrs)
+			}
 		}
 		return nil
-	}, eventsIn, eventsOut, msgsIn, acked, redelivered, dlq, dropped, errs, streamMsgs, streamBytes)
+	}, eventsIn, eventsOut, msgsIn, acked, redelivered, dlq, dropped, errs, streamMsgs, streamBytes, pending, ackPending)
 	if err != nil {
 		return nil, err
 	}
