@@ -1,0 +1,400 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftobs/weft/collectors/bpf"
+	"github.com/weftobs/weft/collectors/cgroup"
+	"github.com/weftobs/weft/collectors/collector"
+	"github.com/weftobs/weft/collectors/decode"
+	"github.com/weftobs/weft/collectors/enrich"
+	"github.com/weftobs/weft/collectors/metadata"
+	"github.com/weftobs/weft/streams/embedded"
+	"github.com/weftobs/weft/streams/natsconn"
+	"github.com/weftobs/weft/streams/publish"
+	"github.com/weftobs/weft/streams/schema"
+)
+
+// Options configure Run. Zero values take the defaults.
+type Options struct {
+	// Events is how many records the user-space path replays. Default 1,000,000.
+	Events int
+	// Conns is the connections per storm round. Default 40,000.
+	Conns int
+	// Workers run the storm's connections concurrently. Default 4.
+	Workers int
+	// Rounds of (baseline, collector) storms. Default 3.
+	Rounds int
+	// Payload bytes each way per connection. Default 64.
+	Payload int
+	// SkipStorm runs the user-space path only (no privileges needed).
+	SkipStorm bool
+	// Probes the storm's collector attaches; nil means the defaults.
+	Probes []string
+	// Log receives progress; nil discards it.
+	Log *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Events <= 0 {
+		o.Events = 1_000_000
+	}
+	if o.Conns <= 0 {
+		o.Conns = 40_000
+	}
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.Rounds <= 0 {
+		o.Rounds = 3
+	}
+	if o.Payload <= 0 {
+		o.Payload = 64
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Result is what `weft bench collector --json` prints.
+type Result struct {
+	// UserspaceEventsPerSec: replayed records decoded, enriched, encoded and
+	// published per second by one goroutine.
+	UserspaceEventsPerSec float64 `json:"userspace_events_per_sec"`
+	// UserspaceBaselineEventsPerSec: the same events, already decoded,
+	// only encoded and published (the floor the publisher sets).
+	UserspaceBaselineEventsPerSec float64 `json:"userspace_baseline_events_per_sec"`
+	// RecordsSource says where the replayed records came from: "kernel"
+	// (recorded now) or "recorded" (the committed capture).
+	RecordsSource string `json:"records_source"`
+
+	// StormConnectionsPerSec is the storm's rate without the collector.
+	StormConnectionsPerSec float64 `json:"storm_connections_per_sec"`
+	// StormConnectionsPerSecCollector is the rate with it attached.
+	StormConnectionsPerSecCollector float64 `json:"storm_connections_per_sec_collector"`
+	// StormOverheadRatio is median wall time with the collector ÷ median
+	// without, same run, rounds interleaved.
+	StormOverheadRatio float64 `json:"storm_overhead_ratio"`
+	// StormEventsPerSec is the events the collector published per second
+	// during the storm.
+	StormEventsPerSec float64 `json:"storm_events_per_sec"`
+	// LostEvents: ring-buffer reserve failures over every storm round.
+	LostEvents uint64 `json:"lost_events"`
+	// CPUCoresPer10kEvents: CPU (user + system) of the collector's process
+	// over a round, per 10,000 events/s; the NATS server is not in it.
+	CPUCoresPer10kEvents float64 `json:"cpu_cores_per_10k_events"`
+	// RSSBytes is the peak resident set of the collector's process (a
+	// child running the collector stage alone, as `weft run` would).
+	RSSBytes uint64 `json:"rss_bytes"`
+	// RSSAnonBytes is the collector's anonymous memory (heap, stacks, ring
+	// buffer) at the end of a round; the rest of RSS is the binary's text.
+	RSSAnonBytes uint64 `json:"rss_anon_bytes"`
+	// StormSkipped says why there are no storm figures, if there are none.
+	StormSkipped string `json:"storm_skipped,omitempty"`
+
+	CPUs   int    `json:"cpus"`
+	Kernel string `json:"kernel"`
+}
+
+// StormCommand returns how to start this program as a storm child; Run
+// uses it so the storm's own CPU is not counted as the collector's. The
+// child must call StormMain first.
+type StormCommand func() *exec.Cmd
+
+// SelfStorm starts os.Executable() with args.
+func SelfStorm(args ...string) StormCommand {
+	return func() *exec.Cmd {
+		self, _ := os.Executable()
+		return exec.Command(self, args...)
+	}
+}
+
+// Run measures. The storm needs the privileges eBPF needs; without them it
+// is skipped and said so in the result.
+func Run(ctx context.Context, o Options, child StormCommand) (*Result, error) {
+	o.defaults()
+	res := &Result{CPUs: runtime.NumCPU(), Kernel: kernel()}
+	dir, err := os.MkdirTemp("", "weft-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := embedded.Start(embedded.Options{DataDir: dir, Listen: "127.0.0.1:-1", ServerName: "bench"})
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Stop()
+	nc, js, err := natsconn.Connect(ctx, natsconn.Options{URL: srv.URL(), Name: "weft-bench"}, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: schema.StreamEvents, Subjects: []string{"weft.events.>"}, Storage: jetstream.FileStorage,
+		MaxBytes: 256 << 20, Discard: jetstream.DiscardOld,
+	}); err != nil {
+		return nil, fmt.Errorf("create stream: %w", err)
+	}
+
+	privErr := bpf.CheckPrivileges()
+	switch {
+	case o.SkipStorm:
+		res.StormSkipped = "skipped by request"
+	case privErr != nil:
+		res.StormSkipped = privErr.Error()
+	default:
+		if err := storm(ctx, o, srv.URL(), child, res); err != nil {
+			return nil, fmt.Errorf("storm: %w", err)
+		}
+	}
+
+	var records [][]byte
+	if privErr == nil {
+		o.Log.Info("recording ring-buffer records")
+		if records, err = Record(4096, o.Payload); err != nil {
+			return nil, fmt.Errorf("record: %w", err)
+		}
+		res.RecordsSource = "kernel"
+	} else {
+		if records, err = Recorded(); err != nil {
+			return nil, err
+		}
+		res.RecordsSource = "recorded"
+	}
+	o.Log.Info("user-space path", "events", o.Events, "records", len(records))
+	pubCfg := publish.Config{Stage: "bench", Node: "bench", Overflow: publish.OverflowBlock}
+	full, base, err := Userspace(ctx, records, o.Events, func() (*publish.Publisher, error) {
+		return publish.New(nc, pubCfg, nil, nil)
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.UserspaceEventsPerSec, res.UserspaceBaselineEventsPerSec = full, base
+	return res, nil
+}
+
+// Userspace replays records n times through decode → enrich → encode →
+// publish on one goroutine and returns events/s, and the baseline: the
+// same events, decoded beforehand, through encode → publish only. Each
+// pass gets a fresh publisher from newPub and includes its final flush.
+func Userspace(ctx context.Context, records [][]byte, n int, newPub func() (*publish.Publisher, error)) (full, baseline float64, err error) {
+	if len(records) == 0 {
+		return 0, 0, errors.New("no records to replay")
+	}
+	enr := enrich.New(cgroup.NewResolver(), metadata.None{}, nil)
+	dec := decode.New(enr)
+	// Baseline events: decoded once, up front.
+	events := make([]*schema.Event, 0, len(records))
+	subjects := make([]string, 0, len(records))
+	for _, r := range records {
+		d, err := dec.Decode(r)
+		if err != nil {
+			return 0, 0, fmt.Errorf("decode recorded record: %w", err)
+		}
+		events = append(events, proto.Clone(d.Event).(*schema.Event))
+		subjects = append(subjects, schema.EventSubject("bench", d.Kind))
+	}
+
+	pass := func(f func(p *publish.Publisher, i int) error) (float64, error) {
+		p, err := newPub()
+		if err != nil {
+			return 0, err
+		}
+		defer p.Close(ctx)
+		runtime.GC()
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			if err := f(p, i%len(records)); err != nil {
+				return 0, err
+			}
+		}
+		if err := p.Flush(ctx); err != nil {
+			return 0, err
+		}
+		return float64(n) / time.Since(start).Seconds(), nil
+	}
+	baseline, err = pass(func(p *publish.Publisher, i int) error { return p.Publish(ctx, subjects[i], events[i]) })
+	if err != nil {
+		return 0, 0, err
+	}
+	cfg := collector.NewConfig()
+	var pipe *collector.Pipeline
+	full, err = pass(func(p *publish.Publisher, i int) error {
+		if i == 0 && pipe == nil {
+			pipe = collector.NewPipeline("bench", cfg, dec, p, nil)
+		}
+		return pipe.Handle(ctx, records[i])
+	})
+	return full, baseline, err
+}
+
+// Record captures n ring-buffer records from the live kernel while a small
+// storm runs (copies, 8-byte aligned).
+func Record(n, payload int) ([][]byte, error) {
+	c, err := bpf.Open(bpf.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := RunStorm(n, 2, payload)
+		done <- err
+	}()
+	var out [][]byte
+	var rec ringbufRecord
+	deadline := time.Now().Add(30 * time.Second)
+	for len(out) < n && time.Now().Before(deadline) {
+		c.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		if err := c.Read(&rec.Record); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, aligned(rec.RawSample))
+	}
+	if err := <-done; err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func aligned(b []byte) []byte {
+	w := make([]uint64, (len(b)+7)/8)
+	dst := unsafeBytes(w)[:len(b)]
+	copy(dst, b)
+	return dst
+}
+
+// EncodeRecords writes records as (u32 length, bytes) frames.
+func EncodeRecords(records [][]byte) []byte {
+	var buf bytes.Buffer
+	for _, r := range records {
+		binary.Write(&buf, binary.LittleEndian, uint32(len(r)))
+		buf.Write(r)
+	}
+	return buf.Bytes()
+}
+
+// DecodeRecords reads what EncodeRecords wrote.
+func DecodeRecords(b []byte) ([][]byte, error) {
+	var out [][]byte
+	for len(b) > 0 {
+		if len(b) < 4 {
+			return nil, errors.New("truncated record frame")
+		}
+		n := int(binary.LittleEndian.Uint32(b))
+		b = b[4:]
+		if len(b) < n {
+			return nil, errors.New("truncated record")
+		}
+		out = append(out, aligned(b[:n]))
+		b = b[n:]
+	}
+	return out, nil
+}
+
+func storm(ctx context.Context, o Options, srvURL string, child StormCommand, res *Result) error {
+	runChild := func() (time.Duration, error) {
+		cmd := child()
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d,%d,%d", stormEnv, o.Conns, o.Workers, o.Payload))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return 0, fmt.Errorf("storm child: %w", err)
+		}
+		ns, err := strconv.ParseInt(strings.TrimSpace(lastLine(string(out))), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("storm child said %q", out)
+		}
+		return time.Duration(ns), nil
+	}
+	// Warm up (page cache, binary, connection paths).
+	if _, err := runChild(); err != nil {
+		return err
+	}
+	var without, with []time.Duration
+	var events uint64
+	var cpuWith, wallWith time.Duration
+	for r := 0; r < o.Rounds; r++ {
+		d, err := runChild()
+		if err != nil {
+			return err
+		}
+		without = append(without, d)
+
+		coll, err := startCollector(child, o, srvURL)
+		if err != nil {
+			return err
+		}
+		d, err = runChild()
+		if err != nil {
+			coll.kill()
+			return err
+		}
+		cr, err := coll.stop()
+		if err != nil {
+			return err
+		}
+		cpuWith += cr.CPU
+		wallWith += cr.Wall
+		with = append(with, d)
+		res.LostEvents += cr.Lost
+		events += cr.Events
+		res.RSSBytes = max(res.RSSBytes, cr.RSS)
+		res.RSSAnonBytes = max(res.RSSAnonBytes, cr.Anon)
+		o.Log.Info("storm round", "round", r, "without", without[r], "with", d, "events", cr.Events, "lost", cr.Lost, "cpu", cr.CPU, "rss", cr.RSS, "anon", cr.Anon, "file", cr.File)
+	}
+	bw, cw := median(without), median(with)
+	res.StormConnectionsPerSec = float64(o.Conns) / bw.Seconds()
+	res.StormConnectionsPerSecCollector = float64(o.Conns) / cw.Seconds()
+	res.StormOverheadRatio = cw.Seconds() / bw.Seconds()
+	var withSum time.Duration
+	for _, d := range with {
+		withSum += d
+	}
+	res.StormEventsPerSec = float64(events) / withSum.Seconds()
+	// The collector's CPU over its whole life in the round (attached,
+	// reading, publishing, draining) per event rate over the same time.
+	collectorCPU := cpuWith.Seconds() / wallWith.Seconds() // cores
+	eventRate := float64(events) / wallWith.Seconds()
+	if eventRate > 0 {
+		res.CPUCoresPer10kEvents = collectorCPU / (eventRate / 10_000)
+	}
+	return nil
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func kernel() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return strings.TrimSpace(string(b))
+}

@@ -1,0 +1,139 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/weftobs/weft/collectors/collector"
+	"github.com/weftobs/weft/streams/natsconn"
+	"github.com/weftobs/weft/streams/stage"
+)
+
+// collectorResult is what the collector child reports when stopped.
+type collectorResult struct {
+	Events uint64        `json:"events"`
+	Lost   uint64        `json:"lost"`
+	CPU    time.Duration `json:"cpu_ns"`
+	Wall   time.Duration `json:"wall_ns"`
+	RSS    uint64        `json:"rss_bytes"`
+	// Of the RSS at the end: anonymous memory (heap, stacks, the ring
+	// buffer) and file pages (the binary's text).
+	Anon uint64 `json:"rss_anon_bytes"`
+	File uint64 `json:"rss_file_bytes"`
+}
+
+// collectorChild runs the collector stage, as `weft run` would, in its own
+// process (so its CPU and memory are its own, not the NATS server's):
+// "ready" on stdout once attached, then on a line on stdin it shuts down
+// and prints a collectorResult.
+func collectorChild(url string) error {
+	ctx := context.Background()
+	nc, js, err := natsconn.Connect(ctx, natsconn.Options{URL: url, Name: "weft-bench-collector"}, nil)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	counters := &stage.Counters{}
+	cfg := collector.NewConfig()
+	cfg.Metadata.Provider = collector.ProviderNone
+	cfg.Required = true
+	if p := os.Getenv(collectorEnv + "_PROBES"); p != "" {
+		cfg.Probes = strings.Split(p, ",")
+	}
+	st := collector.New(stage.Settings{Name: "collector", Node: "bench", Counters: counters}, cfg)
+	if err := st.Start(ctx, host{js}); err != nil {
+		return err
+	}
+	if path := os.Getenv(collectorEnv + "_CPUPROFILE"); path != "" {
+		// For finding where the collector's CPU goes: go tool pprof.
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	c0, t0 := cpuTime(), time.Now()
+	fmt.Println("ready")
+	bufio.NewReader(os.Stdin).ReadString('\n')
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := st.Shutdown(sctx); err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(collectorResult{
+		Events: counters.EventsIn.Load(), Lost: st.Stats().Lost,
+		CPU: cpuTime() - c0, Wall: time.Since(t0), RSS: peakRSS(),
+		Anon: procStatus("RssAnon:"), File: procStatus("RssFile:"),
+	})
+}
+
+type collectorProc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+func startCollector(child StormCommand, o Options, url string) (*collectorProc, error) {
+	cmd := child()
+	cmd.Env = append(os.Environ(), collectorEnv+"="+url)
+	if o.Probes != nil {
+		cmd.Env = append(cmd.Env, collectorEnv+"_PROBES="+strings.Join(o.Probes, ","))
+	}
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &collectorProc{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	line, err := p.out.ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		p.kill()
+		return nil, fmt.Errorf("collector child did not start: %q %v", line, err)
+	}
+	return p, nil
+}
+
+func (p *collectorProc) stop() (collectorResult, error) {
+	var r collectorResult
+	fmt.Fprintln(p.stdin, "stop")
+	err := json.NewDecoder(p.out).Decode(&r)
+	if werr := p.cmd.Wait(); err == nil && werr != nil {
+		err = werr
+	}
+	if err != nil {
+		return r, fmt.Errorf("collector child: %w", err)
+	}
+	return r, nil
+}
+
+func (p *collectorProc) kill() {
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+}
+
+// host is the stage.Host of the collector child.
+type host struct{ js jetstream.JetStream }
+
+func (h host) JetStream() jetstream.JetStream { return h.js }
+func (h host) Handle(string, http.Handler)    {}
+func (h host) Fatal(error)                    {}

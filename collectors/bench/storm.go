@@ -1,0 +1,207 @@
+// Package bench measures the collector the way `weft bench collector`
+// reports it: the user-space path (decode → enrich → encode → publish) on
+// replayed ring-buffer records, and a loopback TCP connection storm run
+// with and without the collector attached, in the same run, so every
+// figure is a ratio to a baseline measured beside it.
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// stormEnv makes a child run one storm and exit; collectorEnv makes it
+// run the collector (see collectorChild).
+const (
+	stormEnv     = "WEFT_BENCH_STORM"
+	collectorEnv = "WEFT_BENCH_COLLECTOR"
+)
+
+// ChildMain runs the bench's child role and exits when this process was
+// started as one (a storm, or the collector under measurement); otherwise
+// it returns at once. Call it first in main, the command, or TestMain.
+func ChildMain() {
+	if url := os.Getenv(collectorEnv); url != "" {
+		if err := collectorChild(url); err != nil {
+			fmt.Fprintln(os.Stderr, "bench collector:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	v := os.Getenv(stormEnv)
+	if v == "" {
+		return
+	}
+	parts := strings.Split(v, ",")
+	if len(parts) != 3 {
+		fmt.Fprintln(os.Stderr, "bench storm: bad", stormEnv, v)
+		os.Exit(2)
+	}
+	conns, _ := strconv.Atoi(parts[0])
+	workers, _ := strconv.Atoi(parts[1])
+	payload, _ := strconv.Atoi(parts[2])
+	d, err := RunStorm(conns, workers, payload)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench storm:", err)
+		os.Exit(1)
+	}
+	fmt.Println(d.Nanoseconds())
+	os.Exit(0)
+}
+
+// RunStorm makes conns loopback TCP connections from workers threads:
+// connect, send payload bytes, receive them echoed, close. It uses
+// blocking system calls on both ends (no poller), which is the cheapest
+// way to make connections, so the storm measures the kernel path the
+// collector hooks. The client closes with SO_LINGER 0 (a reset), so no
+// TIME_WAIT piles up and ports are not exhausted. It returns the wall time
+// of the whole storm.
+func RunStorm(conns, workers, payload int) (time.Duration, error) {
+	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(lfd)
+	_ = unix.SetsockoptInt(lfd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return 0, err
+	}
+	if err := unix.Listen(lfd, 4096); err != nil {
+		return 0, err
+	}
+	sa, err := unix.Getsockname(lfd)
+	if err != nil {
+		return 0, err
+	}
+	addr := sa.(*unix.SockaddrInet4)
+
+	var served atomic.Int64
+	var swg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			runtime.LockOSThread()
+			buf := make([]byte, payload)
+			for served.Add(1) <= int64(conns) {
+				fd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+				if err != nil {
+					return
+				}
+				if readFull(fd, buf) == nil {
+					writeFull(fd, buf)
+					readFull(fd, buf[:1]) // until the client's reset
+				}
+				unix.Close(fd)
+			}
+		}()
+	}
+
+	var next atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			buf := make([]byte, payload)
+			for next.Add(1) <= int64(conns) {
+				if err := oneConn(addr, buf); err != nil {
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	d := time.Since(start)
+	swg.Wait()
+	return d, firstErr
+}
+
+func oneConn(addr *unix.SockaddrInet4, buf []byte) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, addr); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	if err := writeFull(fd, buf); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := readFull(fd, buf); err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	return unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+}
+
+func readFull(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Read(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.EOF
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func writeFull(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// cpuTime is this process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// peakRSS is this process's peak resident set (VmHWM), in bytes.
+func peakRSS() uint64 { return procStatus("VmHWM:") }
+
+// procStatus reads one kB field of /proc/self/status, in bytes.
+func procStatus(field string) uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

@@ -1,0 +1,336 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// Probe names a group of programs that can be switched on or off.
+type Probe string
+
+// The probes.
+const (
+	ProbeProcess Probe = "process" // exec and exit
+	ProbeTCP     Probe = "tcp"     // connect, accept, close, failed connects
+	ProbeUnix    Probe = "unix"    // unix-socket connect and accept
+)
+
+// AllProbes lists every probe.
+var AllProbes = []Probe{ProbeProcess, ProbeTCP, ProbeUnix}
+
+// Record types: the first field after ts_ns and cgroup_id of every record.
+const (
+	TypeExec uint32 = 1
+	TypeExit uint32 = 2
+	TypeTCP  uint32 = 3
+	TypeUnix uint32 = 4
+)
+
+// TypeOffset is the byte offset of the type field in every record.
+const TypeOffset = 16
+
+// Options configure Open.
+type Options struct {
+	// Probes to attach; nil means all.
+	Probes []Probe
+	// RingBufferBytes is the ring buffer's size: a power of two and a
+	// multiple of the page size. Default 8 MiB.
+	RingBufferBytes int
+	// MaxSockets bounds the TCP sockets tracked between connect/accept and
+	// close (an LRU: past it the oldest is forgotten). Default 65536.
+	MaxSockets int
+	// WakeupBytes batches wakeups: the kernel wakes the reader only when
+	// this much data waits, and Read wakes itself every PollInterval to
+	// take what is there. 0 wakes the reader for every record.
+	WakeupBytes int
+	// PollInterval bounds how long a record can wait when WakeupBytes is
+	// set. Default 20ms.
+	PollInterval time.Duration
+}
+
+// Collector is the loaded, attached programs and their ring buffer.
+// Read is for one goroutine; Lost and Links are safe from any. Close
+// detaches everything and unblocks Read.
+type Collector struct {
+	objs  CollectorObjects
+	links []link.Link
+	rd    *ringbuf.Reader
+	poll  time.Duration
+
+	closeOnce  sync.Once
+	closeErr   error
+	detachOnce sync.Once
+	detachErr  error
+}
+
+// Open checks privileges, loads the programs and attaches the chosen
+// probes. On error nothing is left loaded or attached.
+func Open(o Options) (*Collector, error) {
+	if err := CheckPrivileges(); err != nil {
+		return nil, err
+	}
+	if o.RingBufferBytes == 0 {
+		o.RingBufferBytes = 8 << 20
+	}
+	if o.MaxSockets == 0 {
+		o.MaxSockets = 65536
+	}
+	if o.Probes == nil {
+		o.Probes = AllProbes
+	}
+	page := os.Getpagesize()
+	if o.RingBufferBytes < page || o.RingBufferBytes&(o.RingBufferBytes-1) != 0 {
+		return nil, fmt.Errorf("ring buffer size %d: want a power of two of at least %d", o.RingBufferBytes, page)
+	}
+	spec, err := LoadCollector()
+	if err != nil {
+		return nil, fmt.Errorf("load collector spec: %w", err)
+	}
+	spec.Maps[CollectorMapEvents].MaxEntries = uint32(o.RingBufferBytes)
+	spec.Maps[CollectorMapSocks].MaxEntries = uint32(o.MaxSockets)
+	if o.WakeupBytes > 0 {
+		if err := spec.Variables["wakeup_bytes"].Set(uint64(o.WakeupBytes)); err != nil {
+			return nil, fmt.Errorf("set wakeup_bytes: %w", err)
+		}
+		if o.PollInterval <= 0 {
+			o.PollInterval = 20 * time.Millisecond
+		}
+	}
+
+	c := &Collector{poll: o.PollInterval}
+	if o.WakeupBytes == 0 {
+		c.poll = 0
+	}
+	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load eBPF programs (verifier): %+v", ve)
+		}
+		return nil, fmt.Errorf("load eBPF programs: %w", err)
+	}
+	if err := c.attach(o.Probes); err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.rd, err = ringbuf.NewReader(c.objs.Events)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	return c, nil
+}
+
+func (c *Collector) attach(probes []Probe) error {
+	p := &c.objs.CollectorPrograms
+	tracing := func(prog *ebpf.Program) error {
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+		if err != nil {
+			return fmt.Errorf("attach %s: %w", prog, err)
+		}
+		c.links = append(c.links, l)
+		return nil
+	}
+	tp := func(group, name string, prog *ebpf.Program) error {
+		l, err := link.Tracepoint(group, name, prog, nil)
+		if err != nil {
+			return fmt.Errorf("attach tracepoint %s:%s: %w", group, name, err)
+		}
+		c.links = append(c.links, l)
+		return nil
+	}
+	var unixOn, tcpOn bool
+	for _, pr := range probes {
+		var err error
+		switch pr {
+		case ProbeProcess:
+			err = errors.Join(tracing(p.HandleExec), tracing(p.HandleExit))
+		case ProbeTCP:
+			tcpOn = true
+			err = tracing(p.HandleSetState)
+		case ProbeUnix:
+			unixOn = true
+			err = errors.Join(tp("syscalls", "sys_enter_connect", p.HandleConnectEnter), tp("syscalls", "sys_exit_connect", p.HandleConnectExit))
+		default:
+			err = fmt.Errorf("unknown probe %q", pr)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	// accept serves both TCP (the server's owner) and unix.
+	if tcpOn || unixOn {
+		return errors.Join(tp("syscalls", "sys_exit_accept4", p.HandleAccept4Exit), tp("syscalls", "sys_exit_accept", p.HandleAcceptExit))
+	}
+	return nil
+}
+
+// Read blocks for the next record; rec.RawSample is reused across calls
+// (the caller owns it until the next Read). After Close it returns an
+// error matching ringbuf.ErrClosed; after Flush, once the ring is empty,
+// ringbuf.ErrFlushed. Without WakeupBytes, SetDeadline bounds the wait.
+func (c *Collector) Read(rec *ringbuf.Record) error {
+	if c.poll == 0 {
+		return c.rd.ReadInto(rec)
+	}
+	for {
+		c.rd.SetDeadline(time.Now().Add(c.poll))
+		err := c.rd.ReadInto(rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue // records submitted without a wakeup are read now
+		}
+		return err
+	}
+}
+
+// SetDeadline makes Read return os.ErrDeadlineExceeded after t (only
+// without WakeupBytes, which runs its own timer).
+func (c *Collector) SetDeadline(t time.Time) { c.rd.SetDeadline(t) }
+
+// Lost is the number of events the kernel dropped because the ring buffer
+// was full, summed over CPUs, since Open.
+func (c *Collector) Lost() (uint64, error) {
+	var perCPU []uint64
+	if err := c.objs.Lost.Lookup(uint32(0), &perCPU); err != nil {
+		return 0, fmt.Errorf("read lost counter: %w", err)
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
+}
+
+// Links are the attached links (for tests: each must be gone after Close).
+func (c *Collector) Links() []link.Link { return c.links }
+
+// ProgramIDs are the kernel ids of the loaded programs.
+func (c *Collector) ProgramIDs() []ebpf.ProgramID {
+	var ids []ebpf.ProgramID
+	for _, p := range []*ebpf.Program{c.objs.HandleExec, c.objs.HandleExit, c.objs.HandleSetState,
+		c.objs.HandleConnectEnter, c.objs.HandleConnectExit, c.objs.HandleAccept4Exit, c.objs.HandleAcceptExit} {
+		if p == nil {
+			continue
+		}
+		if info, err := p.Info(); err == nil {
+			if id, ok := info.ID(); ok {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
+}
+
+// Detach detaches every program: no new records after it returns. What
+// the ring buffer holds can still be read; Flush makes Read return it all
+// and then ringbuf.ErrFlushed. Idempotent.
+func (c *Collector) Detach() error {
+	c.detachOnce.Do(func() {
+		var errs []error
+		for i := len(c.links) - 1; i >= 0; i-- {
+			if err := c.links[i].Close(); err != nil {
+				errs = append(errs, fmt.Errorf("detach: %w", err))
+			}
+		}
+		c.detachErr = errors.Join(errs...)
+	})
+	return c.detachErr
+}
+
+// Flush wakes Read up to return every record in the ring buffer, then
+// ringbuf.ErrFlushed.
+func (c *Collector) Flush() error { return c.rd.Flush() }
+
+// Close detaches every program, closes the ring buffer (Read returns
+// ringbuf.ErrClosed) and unloads the programs and maps. Idempotent.
+func (c *Collector) Close() error {
+	c.closeOnce.Do(func() {
+		errs := []error{c.Detach()}
+		if c.rd != nil {
+			errs = append(errs, c.rd.Close())
+		}
+		errs = append(errs, c.objs.Close())
+		c.closeErr = errors.Join(errs...)
+	})
+	return c.closeErr
+}
+
+// Capabilities the collector needs (linux/capability.h).
+const (
+	capSysAdmin = 21
+	capPerfmon  = 38
+	capBPF      = 39
+)
+
+// ErrPrivileges is returned (wrapped, naming what is missing) when this
+// process cannot load the collector.
+var ErrPrivileges = errors.New("missing privileges for eBPF")
+
+// CheckPrivileges reports what this process lacks to load and attach the
+// collector: CAP_BPF, CAP_PERFMON (or CAP_SYS_ADMIN for both), kernel BTF
+// and tracefs, all named in one error that wraps ErrPrivileges.
+//
+// Syscall tracepoints are found through tracefs, which systemd mounts at
+// boot and containers often lack: with CAP_SYS_ADMIN, a missing tracefs is
+// mounted at /sys/kernel/tracing (the one side effect of this check).
+func CheckPrivileges() error {
+	var missing []string
+	eff, err := effectiveCaps()
+	if err != nil {
+		return fmt.Errorf("%w: cannot read capabilities: %v", ErrPrivileges, err)
+	}
+	has := func(c uint) bool { return eff&(1<<c) != 0 }
+	if !tracefsMounted() && has(capSysAdmin) {
+		_ = unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, "")
+	}
+	if !has(capBPF) && !has(capSysAdmin) {
+		missing = append(missing, "CAP_BPF")
+	}
+	if !has(capPerfmon) && !has(capSysAdmin) {
+		missing = append(missing, "CAP_PERFMON")
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		missing = append(missing, "kernel BTF (/sys/kernel/btf/vmlinux: a kernel built with CONFIG_DEBUG_INFO_BTF)")
+	}
+	if !tracefsMounted() {
+		missing = append(missing, "tracefs (/sys/kernel/tracing or /sys/kernel/debug/tracing)")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s (run as root, or grant the capabilities: securityContext.capabilities.add: [BPF, PERFMON])", ErrPrivileges, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func effectiveCaps() (uint64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	return 0, errors.New("no CapEff in /proc/self/status")
+}
+
+func tracefsMounted() bool {
+	for _, dir := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) == nil {
+			if _, err := os.Stat(dir + "/syscalls"); err == nil {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,188 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if err := CheckPrivileges(); err != nil && os.Geteuid() != 0 {
+		t.Skipf("skipping: eBPF tests need root (CAP_BPF, CAP_PERFMON, BTF): %v", err)
+	}
+}
+
+// TestTCPBytesExact: loopback connections, IPv4 and IPv6, closed by
+// either side first, with known byte counts; the close events carry them
+// exactly, and Close leaves no links or programs.
+func TestTCPBytesExact(t *testing.T) {
+	requireRoot(t)
+	for _, tt := range []struct {
+		name, network, addr string
+		serverFirst         bool
+		family              uint16
+	}{
+		{"ipv4 server closes first", "tcp4", "127.0.0.1:0", true, 2},
+		{"ipv4 client closes first", "tcp4", "127.0.0.1:0", false, 2},
+		{"ipv6 server closes first", "tcp6", "[::1]:0", true, 10},
+		{"ipv6 client closes first", "tcp6", "[::1]:0", false, 10},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testTCPBytes(t, tt.network, tt.addr, tt.serverFirst, tt.family) })
+	}
+}
+
+func testTCPBytes(t *testing.T, network, address string, serverFirst bool, family uint16) {
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	ln, err := net.Listen(network, address)
+	if err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	defer ln.Close()
+	const up, down = 12345, 54321
+	done := make(chan error, 1)
+	clientClosed := make(chan struct{})
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer conn.Close()
+		if _, err := io.ReadFull(conn, make([]byte, up)); err != nil {
+			done <- err
+			return
+		}
+		_, err = conn.Write(make([]byte, down))
+		if !serverFirst {
+			<-clientClosed
+			io.Copy(io.Discard, conn) // the client's FIN
+		}
+		done <- err
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cport := uint16(conn.LocalAddr().(*net.TCPAddr).Port)
+	sport := uint16(ln.Addr().(*net.TCPAddr).Port)
+	if _, err := conn.Write(make([]byte, up)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(conn, make([]byte, down)); err != nil {
+		t.Fatal(err)
+	}
+	if serverFirst {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+	} else {
+		conn.Close()
+		close(clientClosed)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var rec ringbuf.Record
+	got := map[[2]uint8]CollectorTcpEvent{} // (phase, role)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(got) < 4 && time.Now().Before(deadline) {
+		c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		if err := c.Read(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			t.Fatal(err)
+		}
+		if binary.LittleEndian.Uint32(rec.RawSample[TypeOffset:]) != TypeTCP {
+			continue
+		}
+		e := *(*CollectorTcpEvent)(unsafe.Pointer(&rec.RawSample[0]))
+		if !(e.Conn.Lport == cport && e.Conn.Rport == sport) && !(e.Conn.Lport == sport && e.Conn.Rport == cport) {
+			continue
+		}
+		got[[2]uint8{e.Phase, e.Role}] = e
+	}
+	for k, e := range got {
+		if e.Conn.Family != family {
+			t.Errorf("event %v: family %d, want %d", k, e.Conn.Family, family)
+		}
+	}
+	cl, ok := got[[2]uint8{3, 1}]
+	if !ok {
+		t.Fatalf("no client close event; got %+v", got)
+	}
+	if cl.BytesSent != up || cl.BytesReceived != down {
+		t.Errorf("client close: sent %d received %d, want %d %d", cl.BytesSent, cl.BytesReceived, up, down)
+	}
+	sv, ok := got[[2]uint8{3, 2}]
+	if !ok {
+		t.Fatalf("no server close event; got %+v", got)
+	}
+	if sv.BytesSent != down || sv.BytesReceived != up {
+		t.Errorf("server close: sent %d received %d, want %d %d", sv.BytesSent, sv.BytesReceived, down, up)
+	}
+	if _, ok := got[[2]uint8{1, 1}]; !ok {
+		t.Errorf("no connect event")
+	}
+	acc, ok := got[[2]uint8{2, 2}]
+	if !ok {
+		t.Errorf("no accept event")
+	} else if int(acc.Hdr.Pid) != os.Getpid() {
+		t.Errorf("accept pid %d, want %d", acc.Hdr.Pid, os.Getpid())
+	}
+	if lost, err := c.Lost(); err != nil || lost != 0 {
+		t.Errorf("lost %d (%v), want 0", lost, err)
+	}
+
+	var linkIDs []link.ID
+	for _, l := range c.Links() {
+		info, err := l.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		linkIDs = append(linkIDs, info.ID)
+	}
+	progIDs := c.ProgramIDs()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range linkIDs {
+		if l, err := link.NewFromID(id); err == nil {
+			l.Close()
+			t.Errorf("link %d still attached after Close", id)
+		}
+	}
+	// Programs are freed after an RCU grace period: poll.
+	deadline = time.Now().Add(5 * time.Second)
+	for _, id := range progIDs {
+		for {
+			p, err := ebpf.NewProgramFromID(id)
+			if err != nil {
+				break
+			}
+			p.Close()
+			if time.Now().After(deadline) {
+				t.Errorf("program %d still loaded after Close", id)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}

@@ -1,0 +1,343 @@
+// Package collector is the `collector` stage kind: it loads weft's eBPF
+// programs (collectors/bpf) on this node, reads their ring buffer, and
+// publishes each record, decoded and attributed to its process, container
+// and pod, to weft.events.<node>.<kind> on the EVENTS stream. Pods are
+// announced as PodEvents (kind "pod") when first seen and when they change
+// or go.
+//
+// Without the privileges eBPF needs the stage logs what is missing and
+// stays idle, unless its config says `required: true`.
+package collector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/weftobs/weft/collectors/bpf"
+	"github.com/weftobs/weft/collectors/cgroup"
+	"github.com/weftobs/weft/collectors/decode"
+	"github.com/weftobs/weft/collectors/enrich"
+	"github.com/weftobs/weft/collectors/metadata"
+	"github.com/weftobs/weft/streams/publish"
+	"github.com/weftobs/weft/streams/schema"
+	"github.com/weftobs/weft/streams/stage"
+)
+
+// Kind returns the collector stage kind.
+func Kind() stage.Kind {
+	return stage.Kind{
+		Name:        "collector",
+		Description: "eBPF collector: process, TCP and unix-socket events of this node, attributed to pods",
+		Deploy:      []stage.DeployMode{stage.DeployDaemonSet, stage.DeployInProcess, stage.DeploySidecar},
+		Source:      true,
+		NewConfig:   func() any { return NewConfig() },
+		New: func(s stage.Settings) (stage.Stage, error) {
+			cfg, ok := s.Config.(*Config)
+			if s.Config == nil {
+				cfg, ok = NewConfig(), true
+			}
+			if !ok {
+				return nil, fmt.Errorf("stage %s: config is %T, want *collector.Config", s.Name, s.Config)
+			}
+			return New(s, cfg), nil
+		},
+	}
+}
+
+// Stats are the collector's own figures, beyond stage.Counters.
+// They are served as JSON on GET /api/v1/collectors/<stage name>; Lost is
+// also counted in the stage's Dropped counter (weft.stage.dropped).
+type Stats struct {
+	// Lost is the events the kernel could not put in the ring buffer.
+	Lost uint64 `json:"lost"`
+	// Gaps in attribution (events published with what was known).
+	UnknownCgroup    uint64 `json:"unknown_cgroup"`
+	ProcessGone      uint64 `json:"process_gone"`
+	PodNotInMetadata uint64 `json:"pod_not_in_metadata"`
+	// Filtered and Undecodable records.
+	Filtered    uint64 `json:"filtered"`
+	Undecodable uint64 `json:"undecodable"`
+	// Idle is set when the stage runs without eBPF (missing privileges).
+	Idle bool `json:"idle"`
+}
+
+// Stage is a running collector.
+type Stage struct {
+	set  stage.Settings
+	cfg  *Config
+	log  *slog.Logger
+	node string
+
+	mu       sync.Mutex
+	started  bool
+	stopped  bool
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	coll     *bpf.Collector
+	pub      *publish.Publisher
+	enr      *enrich.Enricher
+	pipe     *Pipeline
+	forget   chan string
+	lost     atomic.Uint64
+	idle     atomic.Bool
+	draining atomic.Bool
+	counters *stage.Counters
+}
+
+var _ stage.Stage = (*Stage)(nil)
+
+// New builds a collector stage; nothing starts until Start.
+func New(s stage.Settings, cfg *Config) *Stage {
+	log := s.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	counters := s.Counters
+	if counters == nil {
+		counters = &stage.Counters{}
+	}
+	return &Stage{set: s, cfg: cfg, log: log, node: NodeName(s.Node), counters: counters, forget: make(chan string, 256)}
+}
+
+// NodeName is the node this collector reports for: the runner's node, the
+// downward API's NODE_NAME, or the host name.
+func NodeName(fromSettings string) string {
+	if fromSettings != "" {
+		return fromSettings
+	}
+	if n := os.Getenv("NODE_NAME"); n != "" {
+		return n
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+// Start loads and attaches the programs and starts reading. Without
+// privileges it returns nil and stays idle (or fails when Required).
+func (s *Stage) Start(ctx context.Context, host stage.Host) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return fmt.Errorf("collector %s: started twice", s.set.Name)
+	}
+	s.started = true
+
+	if err := bpf.CheckPrivileges(); err != nil {
+		if s.cfg.Required {
+			return fmt.Errorf("collector %s: %w", s.set.Name, err)
+		}
+		s.idle.Store(true)
+		s.log.Warn("collector idle: this process cannot run eBPF; set required: true to make this an error", "missing", err.Error())
+		return nil
+	}
+
+	meta, err := s.metadataProvider()
+	if err != nil {
+		return fmt.Errorf("collector %s: %w", s.set.Name, err)
+	}
+	coll, err := bpf.Open(bpf.Options{
+		Probes: s.cfg.probes(), RingBufferBytes: s.cfg.RingBufferBytes, MaxSockets: s.cfg.MaxSockets,
+		// One wakeup per batch: an eighth of the ring, or 20ms.
+		WakeupBytes: s.cfg.RingBufferBytes / 8, PollInterval: 20 * time.Millisecond,
+	})
+	if err != nil {
+		return fmt.Errorf("collector %s: %w", s.set.Name, err)
+	}
+	pub, err := publish.New(host.JetStream().Conn(), publish.Config{
+		Stage: s.set.Name, Node: s.node, Overflow: publish.OverflowDrop,
+	}, s.counters, s.log)
+	if err != nil {
+		coll.Close()
+		return fmt.Errorf("collector %s: %w", s.set.Name, err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.coll, s.pub, s.cancel = coll, pub, cancel
+	s.enr = enrich.New(cgroup.NewResolver(), meta, func(p *schema.Pod) { s.publishPod(runCtx, schema.PodEvent_OP_UPSERT, p) })
+	s.pipe = NewPipeline(s.node, s.cfg, decode.New(s.enr), pub, s.counters)
+
+	s.wg.Add(2)
+	go s.read(runCtx)
+	go s.pollLost(runCtx)
+	if w, ok := meta.(metadata.Watcher); ok {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := w.Run(runCtx, func(op metadata.Op, p *schema.Pod) { s.podChanged(runCtx, op, p) }); err != nil {
+				s.log.Warn("pod metadata stopped", "err", err)
+			}
+		}()
+	}
+	host.Handle("GET /api/v1/collectors/"+s.set.Name, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(s.Stats())
+	}))
+	s.log.Info("collector attached", "node", s.node, "probes", s.cfg.Probes, "metadata", fmt.Sprintf("%T", meta))
+	return nil
+}
+
+func (s *Stage) metadataProvider() (metadata.Provider, error) {
+	m := s.cfg.Metadata
+	switch m.Provider {
+	case ProviderNone:
+		return metadata.None{}, nil
+	case ProviderFile:
+		return metadata.NewFileProvider(m.File, s.node)
+	case ProviderKubernetes:
+		return metadata.NewKubeProvider(s.node)
+	}
+	// auto
+	if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		return metadata.NewKubeProvider(s.node)
+	}
+	if m.File != "" {
+		return metadata.NewFileProvider(m.File, s.node)
+	}
+	return metadata.None{}, nil
+}
+
+func (s *Stage) read(ctx context.Context) {
+	defer s.wg.Done()
+	var rec ringbuf.Record
+	for {
+		select {
+		case uid := <-s.forget:
+			s.enr.Forget(uid)
+		default:
+		}
+		if err := s.coll.Read(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) || (errors.Is(err, ringbuf.ErrFlushed) && s.draining.Load()) {
+				return
+			}
+			s.counters.Errors.Add(1)
+			continue
+		}
+		if err := s.pipe.Handle(ctx, rec.RawSample); err != nil && ctx.Err() == nil {
+			s.counters.Errors.Add(1)
+		}
+	}
+}
+
+// pollLost folds the kernel's loss counter into the stage's Dropped
+// counter, so lost events show in /metrics.
+func (s *Stage) pollLost(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.updateLost()
+		}
+	}
+}
+
+func (s *Stage) updateLost() {
+	n, err := s.coll.Lost()
+	if err != nil {
+		return
+	}
+	if old := s.lost.Swap(n); n > old {
+		s.counters.Dropped.Add(n - old)
+	}
+}
+
+func (s *Stage) podChanged(ctx context.Context, op metadata.Op, p *schema.Pod) {
+	// Only pods already announced need a follow-up; the reader announces
+	// the rest on first sight.
+	select {
+	case s.forget <- p.GetUid():
+	default:
+	}
+	if op == metadata.Delete {
+		s.publishPod(ctx, schema.PodEvent_OP_DELETE, p)
+	}
+}
+
+func (s *Stage) publishPod(ctx context.Context, op schema.PodEvent_Op, p *schema.Pod) {
+	ev := &schema.Event{
+		TimeUnixNano: uint64(time.Now().UnixNano()),
+		Body:         &schema.Event_Pod{Pod: &schema.PodEvent{Op: op, Pod: p}},
+	}
+	if err := s.pub.Publish(ctx, schema.EventSubject(s.node, schema.KindPod), ev); err != nil && ctx.Err() == nil {
+		s.counters.Errors.Add(1)
+	}
+}
+
+// Stats returns the collector's figures so far.
+func (s *Stage) Stats() Stats {
+	s.mu.Lock()
+	coll, pipe, enr := s.coll, s.pipe, s.enr
+	s.mu.Unlock()
+	st := Stats{Idle: s.idle.Load()}
+	if coll != nil {
+		if n, err := coll.Lost(); err == nil {
+			st.Lost = n
+		} else {
+			st.Lost = s.lost.Load()
+		}
+	}
+	if pipe != nil {
+		st.Filtered, st.Undecodable = pipe.Filtered.Load(), pipe.Undecodable.Load()
+	}
+	if enr != nil {
+		st.UnknownCgroup = enr.Gaps.UnknownCgroup.Load()
+		st.ProcessGone = enr.Gaps.ProcessGone.Load()
+		st.PodNotInMetadata = enr.Gaps.PodNotInMetadata.Load()
+	}
+	return st
+}
+
+// Collector is the loaded eBPF side (nil when idle or not started); for
+// tests that check what Shutdown detaches.
+func (s *Stage) Collector() *bpf.Collector {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.coll
+}
+
+// Shutdown detaches every program, drains the reader and flushes the
+// publisher until ctx ends. Idempotent; safe without Start.
+func (s *Stage) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped || s.coll == nil {
+		s.stopped = true
+		return nil
+	}
+	s.stopped = true
+	// Detach first, then let the reader drain what the ring buffer already
+	// holds, then flush the publisher.
+	detachErr := s.coll.Detach()
+	s.draining.Store(true)
+	_ = s.coll.Flush()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	s.cancel() // the other loops; the publisher drops rather than blocks
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	s.updateLost()
+	closeErr := errors.Join(detachErr, s.coll.Close()) // unblocks a reader still running
+	<-done
+	pubErr := s.pub.Close(ctx)
+	if closeErr != nil {
+		closeErr = fmt.Errorf("collector %s: detach: %w", s.set.Name, closeErr)
+	}
+	return errors.Join(closeErr, pubErr)
+}

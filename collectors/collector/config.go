@@ -1,0 +1,106 @@
+package collector
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+
+	"github.com/weftobs/weft/collectors/bpf"
+)
+
+// Config is a collector stage's `config:`.
+//
+//	config:
+//	  probes: [process, tcp, unix]   # default: all
+//	  ringBufferBytes: 8388608       # power of two, default 8 MiB
+//	  maxSockets: 65536              # TCP sockets tracked until close (LRU)
+//	  namespaces: []                 # only pods in these namespaces (default all)
+//	  excludeNamespaces: [kube-system]
+//	  processes: []                  # only these comm/exe globs (default all)
+//	  excludeProcesses: []
+//	  hostProcesses: true            # events of processes in no pod
+//	  metadata: {provider: auto, file: ""}  # auto | kubernetes | file | none
+//	  required: false                # fail the stage without privileges
+type Config struct {
+	Probes            []string       `yaml:"probes" json:"probes"`
+	RingBufferBytes   int            `yaml:"ringBufferBytes" json:"ringBufferBytes"`
+	MaxSockets        int            `yaml:"maxSockets" json:"maxSockets"`
+	Namespaces        []string       `yaml:"namespaces" json:"namespaces"`
+	ExcludeNamespaces []string       `yaml:"excludeNamespaces" json:"excludeNamespaces"`
+	Processes         []string       `yaml:"processes" json:"processes"`
+	ExcludeProcesses  []string       `yaml:"excludeProcesses" json:"excludeProcesses"`
+	HostProcesses     bool           `yaml:"hostProcesses" json:"hostProcesses"`
+	Metadata          MetadataConfig `yaml:"metadata" json:"metadata"`
+	// Required makes Start fail when the node cannot run eBPF (not root,
+	// no CAP_BPF/CAP_PERFMON, no BTF). When false (default) the stage logs
+	// what is missing and stays idle, so `weft up` works on any laptop.
+	Required bool `yaml:"required" json:"required"`
+}
+
+// MetadataConfig chooses the pod metadata provider.
+type MetadataConfig struct {
+	// Provider: auto (kubernetes when running in a cluster, else file when
+	// File is set, else none), kubernetes, file or none.
+	Provider string `yaml:"provider" json:"provider"`
+	// File is the metadata file of the file provider (YAML or JSON).
+	File string `yaml:"file" json:"file"`
+}
+
+// Metadata providers.
+const (
+	ProviderAuto       = "auto"
+	ProviderKubernetes = "kubernetes"
+	ProviderFile       = "file"
+	ProviderNone       = "none"
+)
+
+// NewConfig returns the defaults.
+func NewConfig() *Config {
+	return &Config{
+		Probes:          []string{string(bpf.ProbeProcess), string(bpf.ProbeTCP), string(bpf.ProbeUnix)},
+		RingBufferBytes: 8 << 20,
+		MaxSockets:      65536,
+		HostProcesses:   true,
+		Metadata:        MetadataConfig{Provider: ProviderAuto},
+	}
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	for _, p := range c.Probes {
+		if !slices.Contains(bpf.AllProbes, bpf.Probe(p)) {
+			errs = append(errs, fmt.Errorf("probes: unknown probe %q (want process, tcp or unix)", p))
+		}
+	}
+	if n := c.RingBufferBytes; n < 4096 || n&(n-1) != 0 {
+		errs = append(errs, fmt.Errorf("ringBufferBytes %d: want a power of two of at least 4096", n))
+	}
+	if c.MaxSockets < 1024 {
+		errs = append(errs, fmt.Errorf("maxSockets %d: want at least 1024", c.MaxSockets))
+	}
+	for _, g := range append(slices.Clone(c.Processes), c.ExcludeProcesses...) {
+		if _, err := path.Match(g, ""); err != nil {
+			errs = append(errs, fmt.Errorf("process pattern %q: %w", g, err))
+		}
+	}
+	switch c.Metadata.Provider {
+	case "", ProviderAuto, ProviderKubernetes, ProviderNone:
+	case ProviderFile:
+		if c.Metadata.File == "" {
+			errs = append(errs, errors.New("metadata: provider file needs metadata.file"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("metadata.provider %q: want auto, kubernetes, file or none", c.Metadata.Provider))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) probes() []bpf.Probe {
+	out := make([]bpf.Probe, 0, len(c.Probes))
+	for _, p := range c.Probes {
+		out = append(out, bpf.Probe(p))
+	}
+	return out
+}

@@ -1,0 +1,137 @@
+// Package workload generates traffic with known ground truth for
+// collector and correlator tests: TCP and unix-socket clients and servers
+// that exchange exact byte counts and report their addresses, run as
+// separate processes (re-executions of the test binary) so each has its
+// own pid, cgroup and network namespace.
+//
+// A test package using it calls Main from its TestMain:
+//
+//	func TestMain(m *testing.M) { workload.Main(); os.Exit(m.Run()) }
+package workload
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+)
+
+const roleEnv = "WEFT_WORKLOAD_ROLE"
+
+// Main runs a workload role and exits when the process was started as
+// one; otherwise it returns at once.
+func Main() {
+	role := os.Getenv(roleEnv)
+	if role == "" {
+		return
+	}
+	args := strings.Split(os.Getenv("WEFT_WORKLOAD_ARGS"), "\x1f")
+	code, err := run(role, args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "workload:", role, err)
+		os.Exit(99)
+	}
+	os.Exit(code)
+}
+
+// Args of the roles:
+//
+//	server  network addr count up down   accept count conns; read up, write down, close
+//	client  network addr up down exit     connect, write up, read down, close, exit with code
+//	exit    code                          exit with code at once
+func run(role string, a []string) (int, error) {
+	switch role {
+	case "server":
+		count, up, down := atoi(a[2]), atoi(a[3]), atoi(a[4])
+		ln, err := net.Listen(a[0], a[1])
+		if err != nil {
+			return 0, err
+		}
+		defer ln.Close()
+		fmt.Printf("listening %s\n", ln.Addr())
+		for i := 0; i < count; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return 0, err
+			}
+			if _, err := io.ReadFull(c, make([]byte, up)); err != nil {
+				return 0, err
+			}
+			if _, err := c.Write(make([]byte, down)); err != nil {
+				return 0, err
+			}
+			fmt.Printf("accepted %s\n", c.RemoteAddr())
+			c.Close()
+		}
+		return 0, nil
+	case "client":
+		up, down, code := atoi(a[2]), atoi(a[3]), atoi(a[4])
+		c, err := net.Dial(a[0], a[1])
+		if err != nil {
+			fmt.Printf("error %v\n", err)
+			return code, nil
+		}
+		fmt.Printf("local %s\n", c.LocalAddr())
+		if _, err := c.Write(make([]byte, up)); err != nil {
+			return 0, err
+		}
+		if _, err := io.ReadFull(c, make([]byte, down)); err != nil {
+			return 0, err
+		}
+		c.Close()
+		return code, nil
+	case "exit":
+		return atoi(a[0]), nil
+	}
+	return 0, fmt.Errorf("unknown role %q", role)
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// Command returns the command for a role; wrap lets the caller place it
+// (node.Container.Command), or nil to run it on the host.
+func Command(wrap func(name string, args ...string) (*exec.Cmd, error), role string, args ...string) (*exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	var cmd *exec.Cmd
+	if wrap != nil {
+		if cmd, err = wrap(self, "-test.run=^$"); err != nil {
+			return nil, err
+		}
+	} else {
+		cmd = exec.Command(self, "-test.run=^$")
+	}
+	cmd.Env = append(os.Environ(), roleEnv+"="+role, "WEFT_WORKLOAD_ARGS="+strings.Join(args, "\x1f"))
+	cmd.Stderr = os.Stderr
+	return cmd, nil
+}
+
+// Lines starts cmd and returns a channel of its stdout lines, closed at
+// EOF.
+func Lines(cmd *exec.Cmd) (<-chan string, error) {
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ch := make(chan string, 16)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			ch <- sc.Text()
+		}
+	}()
+	return ch, nil
+}
