@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
+	"github.com/weftobs/weft/collectors/synthetic"
 	"github.com/weftobs/weft/correlator/graphstage"
 	"github.com/weftobs/weft/examples/topologies"
 	"github.com/weftobs/weft/exporters/otlp"
@@ -40,6 +41,7 @@ type procOptions struct {
 	replay       *stage.Replay
 	neo4jURI     string // switches graph stages to Neo4j
 	addOTLP      bool   // up: add an otlp stage when OTEL_EXPORTER_OTLP_ENDPOINT is set
+	demoRate     int    // up --demo: add a synthetic stage at this rate
 	selfMetrics  bool   // push weft's own metrics over OTLP too
 }
 
@@ -63,6 +65,9 @@ second "weft up" on the same data dir resumes where the first stopped.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.embedNATS = !cmd.Flags().Changed("nats-url") && os.Getenv("WEFT_NATS_URL") == ""
 			o.addOTLP = os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
+			if demo, _ := cmd.Flags().GetBool("demo"); !demo {
+				o.demoRate = 0
+			}
 			return serve(cmd.Context(), cmd.OutOrStdout(), o)
 		},
 	}
@@ -74,6 +79,8 @@ second "weft up" on the same data dir resumes where the first stopped.`,
 	fs.StringVar(&o.node, "node", nodeName(), "this node's name [$WEFT_NODE_NAME]")
 	fs.DurationVar(&o.statusEvery, "status-every", 2*time.Second, "how often live counters are printed (0: never)")
 	fs.BoolVar(&o.selfMetrics, "self-metrics-otlp", false, "also push weft's own metrics over OTLP (OTEL_EXPORTER_OTLP_* settings)")
+	fs.Bool("demo", false, "add a synthetic stage publishing a simulated cluster's events (traffic without privileges)")
+	fs.IntVar(&o.demoRate, "demo-rate", 2000, "events per second of --demo")
 	fs.StringVar(&o.neo4jURI, "neo4j-uri", os.Getenv("WEFT_NEO4J_URI"), "write the graph to this Neo4j instead of the embedded store (user/password from $WEFT_NEO4J_USER, $WEFT_NEO4J_PASSWORD) [$WEFT_NEO4J_URI]")
 	o.nats.register(fs, natsconn.DefaultURL)
 	return cmd
@@ -136,6 +143,11 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 	}
 	if o.addOTLP {
 		if err := addOTLPStage(topo, reg); err != nil {
+			return err
+		}
+	}
+	if o.demoRate > 0 {
+		if err := addDemoStage(topo, reg, o.demoRate); err != nil {
 			return err
 		}
 	}
@@ -298,6 +310,9 @@ func (s *statusLine) print(cs []runner.StageCounters) {
 		if c.Dropped > 0 {
 			p += fmt.Sprintf(" DROPPED %d", c.Dropped)
 		}
+		if c.Lost > 0 {
+			p += fmt.Sprintf(" LOST %d", c.Lost)
+		}
 		p += fmt.Sprintf(" (%.0f/s)", rate)
 		parts = append(parts, p)
 	}
@@ -351,5 +366,23 @@ func addOTLPStage(topo *topology.Topology, reg *stage.Registry) error {
 		}
 	}
 	topo.Stages = append(topo.Stages, &topology.Stage{Name: "otlp", Kind: "otlp", Deploy: stage.DeployInProcess, Inputs: inputs, Config: cfg})
+	return nil
+}
+
+// addDemoStage adds a synthetic stage publishing to EVENTS (weft up --demo).
+func addDemoStage(topo *topology.Topology, reg *stage.Registry, rate int) error {
+	if topo.Stream("EVENTS") == nil || topo.Stage("demo") != nil {
+		return fmt.Errorf("--demo needs an EVENTS stream and no stage named demo in %s", topo.File)
+	}
+	k, ok := reg.Lookup("synthetic")
+	if !ok {
+		return fmt.Errorf("--demo: this build has no synthetic kind")
+	}
+	cfg := k.NewConfig().(*synthetic.Config)
+	cfg.Rate = rate
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("--demo-rate: %w", err)
+	}
+	topo.Stages = append([]*topology.Stage{{Name: "demo", Kind: "synthetic", Deploy: stage.DeployInProcess, Outputs: []string{"EVENTS"}, Config: cfg}}, topo.Stages...)
 	return nil
 }

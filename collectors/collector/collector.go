@@ -56,7 +56,7 @@ func Kind() stage.Kind {
 
 // Stats are the collector's own figures, beyond stage.Counters.
 // They are served as JSON on GET /api/v1/collectors/<stage name>; Lost is
-// also counted in the stage's Dropped counter (weft.stage.dropped).
+// also counted in the stage's Lost counter (weft_stage_lost_total).
 type Stats struct {
 	// Lost is the events the kernel could not put in the ring buffer.
 	Lost uint64 `json:"lost"`
@@ -227,7 +227,7 @@ func (s *Stage) read(ctx context.Context) {
 	}
 }
 
-// pollLost folds the kernel's loss counter into the stage's Dropped
+// pollLost folds the kernel's loss counter into the stage's Lost
 // counter, so lost events show in /metrics.
 func (s *Stage) pollLost(ctx context.Context) {
 	defer s.wg.Done()
@@ -249,7 +249,7 @@ func (s *Stage) updateLost() {
 		return
 	}
 	if old := s.lost.Swap(n); n > old {
-		s.counters.Dropped.Add(n - old)
+		s.counters.Lost.Add(n - old)
 	}
 }
 

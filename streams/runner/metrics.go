@@ -51,6 +51,7 @@ func newMetrics(r *Runner) (*Metrics, error) {
 	dlq := counter("weft.stage.dlq", "Stream messages sent to the DLQ stream.", "{message}")
 	dropped := counter("weft.stage.dropped", "Events dropped because a bound was reached.", "{event}")
 	errs := counter("weft.stage.errors", "Processing errors that led to a retry.", "{error}")
+	lost := counter("weft.stage.lost", "Events lost before weft saw them (a full kernel ring buffer).", "{event}")
 	streamMsgs, _ := meter.Int64ObservableGauge("weft.stream.messages", metric.WithDescription("Messages stored in a stream."), metric.WithUnit("{message}"))
 	streamBytes, _ := meter.Int64ObservableGauge("weft.stream.bytes", metric.WithDescription("Bytes stored in a stream."), metric.WithUnit("By"))
 	pending, _ := meter.Int64ObservableGauge("weft.stage.pending", metric.WithDescription("Messages of an input stream a stage has not been delivered yet (consumer lag)."), metric.WithUnit("{message}"))
@@ -72,6 +73,7 @@ func newMetrics(r *Runner) (*Metrics, error) {
 			o.ObserveInt64(dlq, int64(s.DLQ), attrs)
 			o.ObserveInt64(dropped, int64(s.Dropped), attrs)
 			o.ObserveInt64(errs, int64(s.Errors), attrs)
+			o.ObserveInt64(lost, int64(s.Lost), attrs)
 		}
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -101,7 +103,7 @@ func newMetrics(r *Runner) (*Metrics, error) {
 			}
 		}
 		return nil
-	}, eventsIn, eventsOut, msgsIn, acked, redelivered, dlq, dropped, errs, streamMsgs, streamBytes, pending, ackPending)
+	}, eventsIn, eventsOut, msgsIn, acked, redelivered, dlq, dropped, errs, lost, streamMsgs, streamBytes, pending, ackPending)
 	if err != nil {
 		return nil, err
 	}

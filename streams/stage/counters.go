@@ -23,11 +23,14 @@ type Counters struct {
 	Dropped atomic.Uint64
 	// Errors counts processing errors that led to a retry.
 	Errors atomic.Uint64
+	// Lost counts events lost before weft could see them (a kernel ring
+	// buffer that was full); collectors read it from the kernel.
+	Lost atomic.Uint64
 }
 
 // Snapshot is a point-in-time copy of Counters.
 type Snapshot struct {
-	EventsIn, EventsOut, MessagesIn, Acked, Redelivered, DLQ, Dropped, Errors uint64
+	EventsIn, EventsOut, MessagesIn, Acked, Redelivered, DLQ, Dropped, Errors, Lost uint64
 }
 
 // Snapshot reads every counter.
@@ -35,6 +38,6 @@ func (c *Counters) Snapshot() Snapshot {
 	return Snapshot{
 		EventsIn: c.EventsIn.Load(), EventsOut: c.EventsOut.Load(), MessagesIn: c.MessagesIn.Load(),
 		Acked: c.Acked.Load(), Redelivered: c.Redelivered.Load(), DLQ: c.DLQ.Load(),
-		Dropped: c.Dropped.Load(), Errors: c.Errors.Load(),
+		Dropped: c.Dropped.Load(), Errors: c.Errors.Load(), Lost: c.Lost.Load(),
 	}
 }
