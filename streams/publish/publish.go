@@ -380,6 +380,9 @@ func (p *Publisher) sealOlderThan(cutoff time.Time) {
 		}
 	}
 	p.mu.Unlock()
+	if len(ready) == 0 {
+		return // the common tick: nothing has lingered long enough
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
