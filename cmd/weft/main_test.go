@@ -249,21 +249,19 @@ func TestUpRunsDrainsAndResumes(t *testing.T) {
 // non-zero exit.
 func TestNATSUnreachable(t *testing.T) {
 	url := "nats://" + freePort(t)
-	start := time.Now()
-	p := start2(t, "run", "-f", "../../examples/topologies/local.yaml", "--stage", "sink", "--nats-url", url, "--listen", freePort(t))
+	began := time.Now()
+	p := start(t, "run", "-f", "../../examples/topologies/local.yaml", "--stage", "correlator", "--nats-url", url, "--listen", freePort(t))
 	err := <-p.done
 	if err == nil {
 		t.Fatal("exit 0 with NATS unreachable")
 	}
-	if d := time.Since(start); d > 15*time.Second {
+	if d := time.Since(began); d > 15*time.Second {
 		t.Errorf("took %v to give up", d)
 	}
 	if !strings.Contains(p.stderr.String(), "connect to NATS at "+url) {
 		t.Fatalf("stderr does not name the URL:\n%s", p.stderr)
 	}
 }
-
-func start2(t *testing.T, args ...string) *proc { return start(t, args...) }
 
 func TestTopologyValidateReportsEveryError(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
@@ -302,6 +300,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"run"},
 		{"up", "--no-such-flag"},
 		{"replay", "--stream", "CALLS"},
+		{"run", "-f", "../../examples/topologies/local.yaml", "--stage", "nope"},
 		{"topology", "show", "--format", "svg", "-f", "../../examples/topologies/local.yaml"},
 	} {
 		p := start(t, args...)

@@ -41,7 +41,8 @@ type procOptions struct {
 	replay       *stage.Replay
 	neo4jURI     string // switches graph stages to Neo4j
 	addOTLP      bool   // up: add an otlp stage when OTEL_EXPORTER_OTLP_ENDPOINT is set
-	demoRate     int    // up --demo: add a synthetic stage at this rate
+	demo         bool   // up --demo: add a synthetic stage
+	demoRate     int    // at this rate
 	selfMetrics  bool   // push weft's own metrics over OTLP too
 }
 
@@ -65,9 +66,6 @@ second "weft up" on the same data dir resumes where the first stopped.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.embedNATS = !cmd.Flags().Changed("nats-url") && os.Getenv("WEFT_NATS_URL") == ""
 			o.addOTLP = os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
-			if demo, _ := cmd.Flags().GetBool("demo"); !demo {
-				o.demoRate = 0
-			}
 			return serve(cmd.Context(), cmd.OutOrStdout(), o)
 		},
 	}
@@ -79,7 +77,7 @@ second "weft up" on the same data dir resumes where the first stopped.`,
 	fs.StringVar(&o.node, "node", nodeName(), "this node's name [$WEFT_NODE_NAME]")
 	fs.DurationVar(&o.statusEvery, "status-every", 2*time.Second, "how often live counters are printed (0: never)")
 	fs.BoolVar(&o.selfMetrics, "self-metrics-otlp", false, "also push weft's own metrics over OTLP (OTEL_EXPORTER_OTLP_* settings)")
-	fs.Bool("demo", false, "add a synthetic stage publishing a simulated cluster's events (traffic without privileges)")
+	fs.BoolVar(&o.demo, "demo", false, "add a synthetic stage publishing a simulated cluster's events (traffic without privileges)")
 	fs.IntVar(&o.demoRate, "demo-rate", 2000, "events per second of --demo")
 	fs.StringVar(&o.neo4jURI, "neo4j-uri", os.Getenv("WEFT_NEO4J_URI"), "write the graph to this Neo4j instead of the embedded store (user/password from $WEFT_NEO4J_USER, $WEFT_NEO4J_PASSWORD) [$WEFT_NEO4J_URI]")
 	o.nats.register(fs, natsconn.DefaultURL)
@@ -138,6 +136,11 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 	if err != nil {
 		return err
 	}
+	for _, name := range o.stages {
+		if topo.Stage(name) == nil {
+			return usageError{fmt.Errorf("%s: no stage %q (weft topology show -f %s lists them)", topo.File, name, topo.File)}
+		}
+	}
 	if o.neo4jURI != "" {
 		useNeo4j(topo, o.neo4jURI)
 	}
@@ -146,7 +149,7 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 			return err
 		}
 	}
-	if o.demoRate > 0 {
+	if o.demo {
 		if err := addDemoStage(topo, reg, o.demoRate); err != nil {
 			return err
 		}
