@@ -42,7 +42,7 @@ func newBenchCollectorCmd() *cobra.Command {
 				fmt.Fprintf(w, "  storm skipped: %s\n", r.StormSkipped)
 				return nil
 			}
-			fmt.Fprintf(w, "  storm              %12.0f connections/s without, %.0f with the collector\n", r.StormConnectionsPerSec, r.StormConnectionsPerSecCollector)
+			fmt.Fprintf(w, "  storm              %12.0f connections/s without, %.0f with the collector (%d threads)\n", r.StormConnectionsPerSec, r.StormConnectionsPerSecCollector, r.StormWorkers)
 			fmt.Fprintf(w, "  overhead           %12.3f× wall time (with ÷ without, same run)\n", r.StormOverheadRatio)
 			fmt.Fprintf(w, "  events             %12.0f events/s, %d lost\n", r.StormEventsPerSec, r.LostEvents)
 			fmt.Fprintf(w, "  CPU                %12.4f cores per 10k events/s\n", r.CPUCoresPer10kEvents)
@@ -52,8 +52,9 @@ func newBenchCollectorCmd() *cobra.Command {
 	}
 	cmd.Flags().IntVar(&o.Events, "events", 1_000_000, "records replayed through the user-space path")
 	cmd.Flags().IntVar(&o.Conns, "conns", 40_000, "connections per storm round")
-	cmd.Flags().IntVar(&o.Workers, "workers", 4, "concurrent storm connections")
+	cmd.Flags().IntVar(&o.Workers, "workers", 0, "storm threads, each driving both ends of its connections (0: one per CPU but one, which is left to the collector)")
 	cmd.Flags().IntVar(&o.Rounds, "rounds", 3, "storm rounds (each: without, then with the collector)")
+	cmd.Flags().StringSliceVar(&o.Probes, "probes", nil, "probes the storm's collector attaches (default all: process,tcp,unix)")
 	cmd.Flags().BoolVar(&o.SkipStorm, "skip-storm", false, "user-space path only")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log progress to stderr")

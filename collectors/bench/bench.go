@@ -36,7 +36,11 @@ type Options struct {
 	Events int
 	// Conns is the connections per storm round. Default 40,000.
 	Conns int
-	// Workers run the storm's connections concurrently. Default 4.
+	// Workers are the storm's threads, each driving both ends of its
+	// connections. Default: one per CPU but one, which is left to the
+	// collector (as a DaemonSet's CPU request reserves it on a node); with
+	// every CPU busy with the storm, the collector's own CPU is taken from
+	// it and shows in the ratio.
 	Workers int
 	// Rounds of (baseline, collector) storms. Default 3.
 	Rounds int
@@ -58,7 +62,7 @@ func (o *Options) defaults() {
 		o.Conns = 40_000
 	}
 	if o.Workers <= 0 {
-		o.Workers = 4
+		o.Workers = max(1, runtime.NumCPU()-1)
 	}
 	if o.Rounds <= 0 {
 		o.Rounds = 3
@@ -90,6 +94,13 @@ type Result struct {
 	// StormOverheadRatio is median wall time with the collector ÷ median
 	// without, same run, rounds interleaved.
 	StormOverheadRatio float64 `json:"storm_overhead_ratio"`
+	// StormWorkers is the storm's threads.
+	StormWorkers int `json:"storm_workers,omitempty"`
+	// StormCPUs and CollectorCPUs are where the storm's threads and the
+	// collector (with the NATS server) ran, when there were CPUs to spare
+	// for the collector; empty when everything shared every CPU.
+	StormCPUs     []int `json:"storm_cpus,omitempty"`
+	CollectorCPUs []int `json:"collector_cpus,omitempty"`
 	// StormEventsPerSec is the events the collector published per second
 	// during the storm.
 	StormEventsPerSec float64 `json:"storm_events_per_sec"`
@@ -311,9 +322,25 @@ func DecodeRecords(b []byte) ([][]byte, error) {
 }
 
 func storm(ctx context.Context, o Options, srvURL string, child StormCommand, res *Result) error {
+	pl := place(o.Workers)
+	if len(pl.collector) > 0 {
+		// This process serves NATS: it goes where the collector goes.
+		all, err := allowedCPUs()
+		if err != nil {
+			return err
+		}
+		if err := pin(pl.collector); err != nil {
+			return err
+		}
+		defer pin(all)
+	}
+	res.StormCPUs, res.CollectorCPUs = pl.storm, pl.collector
 	runChild := func() (time.Duration, error) {
 		cmd := child()
 		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d,%d,%d", stormEnv, o.Conns, o.Workers, o.Payload))
+		if len(pl.storm) > 0 {
+			cmd.Env = append(cmd.Env, pl.env(pl.storm))
+		}
 		cmd.Stderr = os.Stderr
 		out, err := cmd.Output()
 		if err != nil {
@@ -339,7 +366,7 @@ func storm(ctx context.Context, o Options, srvURL string, child StormCommand, re
 		}
 		without = append(without, d)
 
-		coll, err := startCollector(child, o, srvURL)
+		coll, err := startCollector(child, o, srvURL, pl.collector)
 		if err != nil {
 			return err
 		}
@@ -365,6 +392,7 @@ func storm(ctx context.Context, o Options, srvURL string, child StormCommand, re
 	res.StormConnectionsPerSec = float64(o.Conns) / bw.Seconds()
 	res.StormConnectionsPerSecCollector = float64(o.Conns) / cw.Seconds()
 	res.StormOverheadRatio = cw.Seconds() / bw.Seconds()
+	res.StormWorkers = o.Workers
 	var withSum time.Duration
 	for _, d := range with {
 		withSum += d

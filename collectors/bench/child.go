@@ -86,9 +86,12 @@ type collectorProc struct {
 	out   *bufio.Reader
 }
 
-func startCollector(child StormCommand, o Options, url string) (*collectorProc, error) {
+func startCollector(child StormCommand, o Options, url string, cpus []int) (*collectorProc, error) {
 	cmd := child()
 	cmd.Env = append(os.Environ(), collectorEnv+"="+url)
+	if len(cpus) > 0 {
+		cmd.Env = append(cmd.Env, placement{}.env(cpus))
+	}
 	if o.Probes != nil {
 		cmd.Env = append(cmd.Env, collectorEnv+"_PROBES="+strings.Join(o.Probes, ","))
 	}

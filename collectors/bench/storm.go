@@ -6,6 +6,7 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,6 +32,12 @@ const (
 // started as one (a storm, or the collector under measurement); otherwise
 // it returns at once. Call it first in main, the command, or TestMain.
 func ChildMain() {
+	if os.Getenv(collectorEnv) != "" || os.Getenv(stormEnv) != "" {
+		if err := pinFromEnv(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(2)
+		}
+	}
 	if url := os.Getenv(collectorEnv); url != "" {
 		if err := collectorChild(url); err != nil {
 			fmt.Fprintln(os.Stderr, "bench collector:", err)
@@ -60,94 +67,106 @@ func ChildMain() {
 }
 
 // RunStorm makes conns loopback TCP connections from workers threads:
-// connect, send payload bytes, receive them echoed, close. It uses
-// blocking system calls on both ends (no poller), which is the cheapest
-// way to make connections, so the storm measures the kernel path the
-// collector hooks. The client closes with SO_LINGER 0 (a reset), so no
-// TIME_WAIT piles up and ports are not exhausted. It returns the wall time
-// of the whole storm.
+// connect, send payload bytes, receive them echoed, close. Each worker
+// owns a listener and drives both ends of its connections itself with
+// blocking system calls: on loopback the handshake, the data and the
+// reset are delivered inside the sending call, so no call sleeps and no
+// thread waits on another. The storm is the kernel's connection path and
+// nothing else, which is what the collector hooks. The client closes with
+// SO_LINGER 0 (a reset), so no TIME_WAIT piles up and ports are not
+// exhausted. It returns the wall time of the whole storm.
 func RunStorm(conns, workers, payload int) (time.Duration, error) {
-	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(lfd)
-	_ = unix.SetsockoptInt(lfd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		return 0, err
-	}
-	if err := unix.Listen(lfd, 4096); err != nil {
-		return 0, err
-	}
-	sa, err := unix.Getsockname(lfd)
-	if err != nil {
-		return 0, err
-	}
-	addr := sa.(*unix.SockaddrInet4)
-
-	var served atomic.Int64
-	var swg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		swg.Add(1)
-		go func() {
-			defer swg.Done()
-			runtime.LockOSThread()
-			buf := make([]byte, payload)
-			for served.Add(1) <= int64(conns) {
-				fd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
-				if err != nil {
-					return
-				}
-				if readFull(fd, buf) == nil {
-					writeFull(fd, buf)
-					readFull(fd, buf[:1]) // until the client's reset
-				}
-				unix.Close(fd)
-			}
-		}()
-	}
-
 	var next atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
-	var wg sync.WaitGroup
-	start := time.Now()
+	fail := func(err error) { errOnce.Do(func() { firstErr = err }) }
+	var ready, wg sync.WaitGroup
+	begin := make(chan struct{})
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
+		ready.Add(1)
 		go func() {
 			defer wg.Done()
 			runtime.LockOSThread()
+			lfd, addr, err := listen()
+			ready.Done()
+			if err != nil {
+				fail(err)
+				return
+			}
+			defer unix.Close(lfd)
+			<-begin
 			buf := make([]byte, payload)
 			for next.Add(1) <= int64(conns) {
-				if err := oneConn(addr, buf); err != nil {
-					errOnce.Do(func() { firstErr = err })
+				if err := oneConn(lfd, addr, buf); err != nil {
+					fail(err)
 					return
 				}
 			}
 		}()
 	}
+	ready.Wait()
+	start := time.Now()
+	close(begin)
 	wg.Wait()
-	d := time.Since(start)
-	swg.Wait()
-	return d, firstErr
+	return time.Since(start), firstErr
 }
 
-func oneConn(addr *unix.SockaddrInet4, buf []byte) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+// listen opens a loopback listener on a free port.
+func listen() (int, *unix.SockaddrInet4, error) {
+	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, fmt.Errorf("socket: %w", err)
+	}
+	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		unix.Close(lfd)
+		return -1, nil, fmt.Errorf("bind: %w", err)
+	}
+	if err := unix.Listen(lfd, 128); err != nil {
+		unix.Close(lfd)
+		return -1, nil, fmt.Errorf("listen: %w", err)
+	}
+	sa, err := unix.Getsockname(lfd)
+	if err != nil {
+		unix.Close(lfd)
+		return -1, nil, err
+	}
+	return lfd, sa.(*unix.SockaddrInet4), nil
+}
+
+// oneConn is one connection, both ends: connect, accept, payload there
+// and back, reset by the client, closed by the server.
+func oneConn(lfd int, addr *unix.SockaddrInet4, buf []byte) error {
+	cfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("socket: %w", err)
 	}
-	defer unix.Close(fd)
-	if err := unix.Connect(fd, addr); err != nil {
+	if err := unix.Connect(cfd, addr); err != nil {
+		unix.Close(cfd)
 		return fmt.Errorf("connect: %w", err)
 	}
-	if err := writeFull(fd, buf); err != nil {
-		return fmt.Errorf("write: %w", err)
+	sfd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+	if err != nil {
+		unix.Close(cfd)
+		return fmt.Errorf("accept: %w", err)
 	}
-	if err := readFull(fd, buf); err != nil {
-		return fmt.Errorf("read: %w", err)
+	err = errors.Join(
+		wrap("client write", writeFull(cfd, buf)),
+		wrap("server read", readFull(sfd, buf)),
+		wrap("server write", writeFull(sfd, buf)),
+		wrap("client read", readFull(cfd, buf)),
+		wrap("linger", unix.SetsockoptLinger(cfd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})),
+	)
+	unix.Close(cfd)
+	unix.Close(sfd)
+	return err
+}
+
+func wrap(what string, err error) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	return unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	return nil
 }
 
 func readFull(fd int, b []byte) error {

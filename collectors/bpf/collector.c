@@ -123,6 +123,7 @@ struct owner {
 	struct task_hdr hdr;
 	struct conn conn;
 	__u64 start_ns;
+	__u64 cookie;
 	__u8 role;
 	__u8 accepted; // server side: set once accept() returned it
 	__u8 _pad[6];
@@ -197,10 +198,15 @@ static __always_inline void *reserve(__u64 size)
 	return e;
 }
 
+// Reads go straight through BTF-typed pointers where the verifier knows
+// the type (tp_btf arguments, bpf_get_current_task_btf): a load each,
+// with CO-RE relocations, instead of a bpf_probe_read_kernel call each.
+// This is the hot path of every connection on the node.
+
 static __always_inline void fill_current(struct task_hdr *h, __u32 type)
 {
 	__u64 pt = bpf_get_current_pid_tgid();
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *t = bpf_get_current_task_btf();
 
 	h->ts_ns = bpf_ktime_get_ns();
 	h->type = type;
@@ -208,7 +214,7 @@ static __always_inline void fill_current(struct task_hdr *h, __u32 type)
 	h->tid = (__u32)pt;
 	h->uid = (__u32)bpf_get_current_uid_gid();
 	h->cgroup_id = bpf_get_current_cgroup_id();
-	h->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	h->ppid = t->real_parent->tgid;
 	h->_pad = 0;
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
@@ -263,6 +269,27 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 
 // ---- TCP ----
 
+// read_conn_btf reads a connection's addresses through a BTF pointer.
+static __always_inline void read_conn_btf(struct conn *c, const struct sock *sk)
+{
+	__u16 family = sk->__sk_common.skc_family;
+	c->family = family;
+	c->lport = sk->__sk_common.skc_num;
+	c->rport = bpf_ntohs(sk->__sk_common.skc_dport);
+	c->netns = sk->__sk_common.skc_net.net->ns.inum;
+	c->_pad = 0;
+	__builtin_memset(c->laddr, 0, sizeof(c->laddr));
+	__builtin_memset(c->raddr, 0, sizeof(c->raddr));
+	if (family == AF_INET) {
+		*(__u32 *)c->laddr = sk->__sk_common.skc_rcv_saddr;
+		*(__u32 *)c->raddr = sk->__sk_common.skc_daddr;
+	} else {
+		bpf_core_read(c->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(c->raddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+}
+
+// read_conn reads them through an untyped pointer (from an fd).
 static __always_inline void read_conn(struct conn *c, const struct sock *sk)
 {
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -289,25 +316,28 @@ static __always_inline void read_conn(struct conn *c, const struct sock *sk)
 // FIN, bytes_received a received FIN, one sequence number each.
 static __always_inline void data_bytes(const struct sock *sk, struct owner *o, int oldstate, __u64 *sent, __u64 *received)
 {
-	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
-	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
-	__u64 recv = BPF_CORE_READ(tp, bytes_received);
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
+		return;
+	__u64 acked = tp->bytes_acked;
+	__u64 recv = tp->bytes_received;
 	if (o->role == ROLE_CLIENT && acked > 0)
 		acked--; // SYN
-	__u8 shut = BPF_CORE_READ(sk, sk_shutdown);
+	__u8 shut = sk->sk_shutdown;
 	// A FIN was sent and acked: the close came after one (not an abort
 	// from ESTABLISHED/CLOSE_WAIT) and nothing is left unacked.
 	if ((shut & SEND_SHUTDOWN) && oldstate != TCP_ESTABLISHED && oldstate != TCP_CLOSE_WAIT &&
-	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq) && acked > 0)
+	    tp->snd_una == tp->write_seq && acked > 0)
 		acked--;
-	unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	unsigned long flags = sk->__sk_common.skc_flags;
 	if ((flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && recv > 0)
 		recv--; // the peer's FIN
 	*sent = acked;
 	*received = recv;
 }
 
-static __always_inline void emit_tcp(const struct sock *sk, struct owner *o, __u8 phase, __s32 err, __u64 now, __u64 cookie, int oldstate)
+// emit_tcp sends a TCP event of o; sk (a BTF pointer) is only read at close.
+static __always_inline void emit_tcp(const struct sock *sk, struct owner *o, __u8 phase, __s32 err, __u64 now, int oldstate)
 {
 	struct tcp_event *e = reserve(sizeof(*e));
 	if (!e)
@@ -315,7 +345,7 @@ static __always_inline void emit_tcp(const struct sock *sk, struct owner *o, __u
 	e->hdr = o->hdr;
 	e->hdr.type = EVENT_TCP;
 	e->hdr.ts_ns = now;
-	e->cookie = cookie;
+	e->cookie = o->cookie;
 	e->start_ns = o->start_ns;
 	e->phase = phase;
 	e->role = o->role;
@@ -333,15 +363,21 @@ static __always_inline void emit_tcp(const struct sock *sk, struct owner *o, __u
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	// Only these transitions matter; every other one returns before a
+	// map is touched.
+	int connecting = newstate == TCP_SYN_SENT;
+	int established = newstate == TCP_ESTABLISHED && (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV);
+	if (!connecting && !established && newstate != TCP_CLOSE)
 		return 0;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	__u64 key = (__u64)sk;
 	__u64 now = bpf_ktime_get_ns();
 
-	if (newstate == TCP_SYN_SENT) {
+	if (connecting) {
 		// connect(): process context, the caller owns the socket.
 		struct owner o = {};
 		fill_current(&o.hdr, EVENT_TCP);
@@ -350,12 +386,14 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
 		return 0;
 	}
-	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
-		// A server-side child: its owner is known at accept().
+	if (established && oldstate == TCP_SYN_RECV) {
+		// A server-side child: its owner is known at accept(); its
+		// addresses and cookie are read now, cheaply, through BTF.
 		struct owner o = {};
 		o.start_ns = now;
 		o.role = ROLE_SERVER;
-		bpf_get_socket_cookie((void *)sk); // fix the cookie for accept()
+		o.cookie = bpf_get_socket_cookie((void *)sk);
+		read_conn_btf(&o.conn, sk);
 		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
 		return 0;
 	}
@@ -363,24 +401,24 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	struct owner *o = bpf_map_lookup_elem(&socks, &key);
 	if (!o)
 		return 0;
-	__u64 cookie = bpf_get_socket_cookie((void *)sk);
-	if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
+	if (established) {
 		o->start_ns = now;
-		read_conn(&o->conn, sk);
-		emit_tcp(sk, o, TCP_PHASE_CONNECT, 0, now, cookie, oldstate);
+		o->cookie = bpf_get_socket_cookie((void *)sk);
+		read_conn_btf(&o->conn, sk);
+		emit_tcp(sk, o, TCP_PHASE_CONNECT, 0, now, oldstate);
 		return 0;
 	}
-	if (newstate != TCP_CLOSE)
-		return 0;
+	// newstate == TCP_CLOSE
 	if (oldstate == TCP_SYN_SENT) {
-		__s32 err = BPF_CORE_READ(sk, sk_err);
+		__s32 err = sk->sk_err;
 		if (!err)
-			err = BPF_CORE_READ(sk, sk_err_soft);
+			err = sk->sk_err_soft;
 		// The port is released already: the remote end is what is known.
-		read_conn(&o->conn, sk);
-		emit_tcp(sk, o, TCP_PHASE_CONNECT_FAILED, err, now, cookie, oldstate);
+		o->cookie = bpf_get_socket_cookie((void *)sk);
+		read_conn_btf(&o->conn, sk);
+		emit_tcp(sk, o, TCP_PHASE_CONNECT_FAILED, err, now, oldstate);
 	} else if (o->role == ROLE_CLIENT || o->accepted) {
-		emit_tcp(sk, o, TCP_PHASE_CLOSE, 0, now, cookie, oldstate);
+		emit_tcp(sk, o, TCP_PHASE_CLOSE, 0, now, oldstate);
 	}
 	bpf_map_delete_elem(&socks, &key);
 	return 0;
@@ -389,11 +427,11 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 // sock_from_fd returns the sock behind fd in the current task, or NULL.
 static __always_inline struct sock *sock_from_fd(int fd)
 {
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct fdtable *fdt = t->files->fdt;
+	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file **fds = fdt->fd;
 	struct file *f = NULL;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	if (!f)
@@ -494,22 +532,25 @@ static __always_inline int on_accept(long ret)
 	struct sock *sk = sock_from_fd((int)ret);
 	if (!sk)
 		return 0;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family == AF_UNIX) {
-		emit_unix(sk, TCP_PHASE_ACCEPT, ROLE_SERVER);
-		return 0;
-	}
-	if ((family != AF_INET && family != AF_INET6) || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-
 	__u64 key = (__u64)sk;
 	__u64 now = bpf_ktime_get_ns();
+	// A TCP child is in socks since its handshake; anything else is
+	// looked at closer only when it is not.
 	struct owner *o = bpf_map_lookup_elem(&socks, &key);
 	if (!o) {
+		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		if (family == AF_UNIX) {
+			emit_unix(sk, TCP_PHASE_ACCEPT, ROLE_SERVER);
+			return 0;
+		}
+		if ((family != AF_INET && family != AF_INET6) || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+			return 0;
 		// Established before the collector attached, or evicted.
 		struct owner fresh = {};
 		fresh.start_ns = now;
 		fresh.role = ROLE_SERVER;
+		fresh.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		read_conn(&fresh.conn, sk);
 		bpf_map_update_elem(&socks, &key, &fresh, BPF_NOEXIST);
 		o = bpf_map_lookup_elem(&socks, &key);
 		if (!o)
@@ -517,8 +558,7 @@ static __always_inline int on_accept(long ret)
 	}
 	fill_current(&o->hdr, EVENT_TCP);
 	o->accepted = 1;
-	read_conn(&o->conn, sk);
-	emit_tcp(sk, o, TCP_PHASE_ACCEPT, 0, now, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), TCP_ESTABLISHED);
+	emit_tcp(sk, o, TCP_PHASE_ACCEPT, 0, now, TCP_ESTABLISHED);
 	return 0;
 }
 

@@ -46,6 +46,7 @@ type CollectorOwner struct {
 	}
 	_        [4]byte
 	StartNs  uint64
+	Cookie   uint64
 	Role     uint8
 	Accepted uint8
 	Pad      [6]uint8
