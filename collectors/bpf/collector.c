@@ -142,6 +142,17 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
+// untracked counts, per CPU, TCP connections that closed without an
+// owner in socks: opened before the collector attached, or evicted from
+// the LRU by newer sockets. Their close events are not sent; user space
+// exports the count so the gap is never invisible.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} untracked SEC(".maps");
+
 // socks maps a TCP socket (its kernel address) to its owner.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -164,10 +175,10 @@ const struct exit_event *unused_exit __attribute__((unused));
 const struct tcp_event *unused_tcp __attribute__((unused));
 const struct unix_event *unused_unix __attribute__((unused));
 
-static __always_inline void count_lost(void)
+static __always_inline void count(void *percpu)
 {
 	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+	__u64 *n = bpf_map_lookup_elem(percpu, &zero);
 	if (n)
 		*n += 1; // per-CPU: no atomics needed
 }
@@ -194,7 +205,7 @@ static __always_inline void *reserve(__u64 size)
 {
 	void *e = bpf_ringbuf_reserve(&events, size, 0);
 	if (!e)
-		count_lost();
+		count(&lost);
 	return e;
 }
 
@@ -399,8 +410,13 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	}
 
 	struct owner *o = bpf_map_lookup_elem(&socks, &key);
-	if (!o)
+	if (!o) {
+		// A connection closing that was never seen open (a listener or a
+		// child that never completed its handshake is not one).
+		if (newstate == TCP_CLOSE && oldstate != TCP_LISTEN && oldstate != TCP_SYN_RECV && oldstate != TCP_CLOSE)
+			count(&untracked);
 		return 0;
+	}
 	if (established) {
 		o->start_ns = now;
 		o->cookie = bpf_get_socket_cookie((void *)sk);

@@ -113,6 +113,7 @@ const (
 	CollectorMapEvents              = "events"
 	CollectorMapLost                = "lost"
 	CollectorMapSocks               = "socks"
+	CollectorMapUntracked           = "untracked"
 	CollectorProgHandleAccept4Exit  = "handle_accept4_exit"
 	CollectorProgHandleAcceptExit   = "handle_accept_exit"
 	CollectorProgHandleConnectEnter = "handle_connect_enter"
@@ -186,6 +187,7 @@ type CollectorMapSpecs struct {
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Lost       *ebpf.MapSpec `ebpf:"lost"`
 	Socks      *ebpf.MapSpec `ebpf:"socks"`
+	Untracked  *ebpf.MapSpec `ebpf:"untracked"`
 }
 
 // CollectorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -223,6 +225,7 @@ type CollectorMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
 	Lost       *ebpf.Map `ebpf:"lost"`
 	Socks      *ebpf.Map `ebpf:"socks"`
+	Untracked  *ebpf.Map `ebpf:"untracked"`
 }
 
 func (m *CollectorMaps) Close() error {
@@ -231,6 +234,7 @@ func (m *CollectorMaps) Close() error {
 		m.Events,
 		m.Lost,
 		m.Socks,
+		m.Untracked,
 	)
 }
 

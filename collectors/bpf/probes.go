@@ -199,9 +199,21 @@ func (c *Collector) SetDeadline(t time.Time) { c.rd.SetDeadline(t) }
 // Lost is the number of events the kernel dropped because the ring buffer
 // was full, summed over CPUs, since Open.
 func (c *Collector) Lost() (uint64, error) {
+	return sumPerCPU(c.objs.Lost, "lost")
+}
+
+// Untracked is the TCP connections that closed without the collector
+// having seen them open, summed over CPUs, since Open: opened before it
+// attached, or forgotten because more than MaxSockets were open at once
+// (the LRU evicted them). Their close events were not sent.
+func (c *Collector) Untracked() (uint64, error) {
+	return sumPerCPU(c.objs.Untracked, "untracked")
+}
+
+func sumPerCPU(m *ebpf.Map, name string) (uint64, error) {
 	var perCPU []uint64
-	if err := c.objs.Lost.Lookup(uint32(0), &perCPU); err != nil {
-		return 0, fmt.Errorf("read lost counter: %w", err)
+	if err := m.Lookup(uint32(0), &perCPU); err != nil {
+		return 0, fmt.Errorf("read %s counter: %w", name, err)
 	}
 	var n uint64
 	for _, v := range perCPU {

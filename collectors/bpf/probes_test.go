@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 )
 
 func requireRoot(t *testing.T) {
@@ -185,4 +186,144 @@ func testTCPBytes(t *testing.T, network, address string, serverFirst bool, famil
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+}
+
+// TestConnectTimedOut: a connect whose SYNs go unanswered (the listener's
+// accept queue is full, so the kernel drops them) fails with ETIMEDOUT,
+// and the collector reports it as a failed connect with that errno.
+func TestConnectTimedOut(t *testing.T) {
+	requireRoot(t)
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	lfd := tcpSocket(t)
+	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 0); err != nil { // room for one: it never accepts
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(lfd)
+	addr := sa.(*unix.SockaddrInet4)
+	filler := tcpSocket(t)
+	if err := unix.Connect(filler, addr); err != nil {
+		t.Fatal(err)
+	}
+	fd := tcpSocket(t)
+	// One SYN retry: ETIMEDOUT after about 3 s instead of 2 minutes.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_SYNCNT, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Connect(fd, addr); err != unix.ETIMEDOUT {
+		t.Fatalf("connect to a full accept queue: %v, want ETIMEDOUT", err)
+	}
+	e, ok := readTCP(t, c, 5*time.Second, func(e CollectorTcpEvent) bool {
+		return e.Phase == 4 && e.Conn.Rport == uint16(addr.Port) && int(e.Hdr.Pid) == os.Getpid()
+	})
+	if !ok {
+		t.Fatal("no failed-connect event")
+	}
+	if e.Err != int32(unix.ETIMEDOUT) || e.Role != 1 {
+		t.Errorf("failed connect: err %d role %d, want ETIMEDOUT (%d), client", e.Err, e.Role, unix.ETIMEDOUT)
+	}
+}
+
+// TestUntrackedCloses: with room for 64 sockets and 400 connections
+// open at once, the LRU forgets most of them; each close the collector
+// cannot report is counted, so sent closes + untracked cover every close.
+func TestUntrackedCloses(t *testing.T) {
+	requireRoot(t)
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}, MaxSockets: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const n = 400
+	var clients, servers []net.Conn
+	for range n {
+		cl, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sv, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients, servers = append(clients, cl), append(servers, sv)
+	}
+	before, err := c.Untracked()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := map[uint16]bool{}
+	for _, cl := range clients {
+		ours[uint16(cl.LocalAddr().(*net.TCPAddr).Port)] = true
+		cl.(*net.TCPConn).SetLinger(0) // a reset: both ends close at once
+		cl.Close()
+	}
+	for _, sv := range servers {
+		sv.Close()
+	}
+	sport := uint16(ln.Addr().(*net.TCPAddr).Port)
+	closes := 0
+	readTCP(t, c, 2*time.Second, func(e CollectorTcpEvent) bool {
+		if e.Phase == 3 && ((e.Conn.Rport == sport && ours[e.Conn.Lport]) || (e.Conn.Lport == sport && ours[e.Conn.Rport])) {
+			closes++
+		}
+		return false
+	})
+	after, err := c.Untracked()
+	if err != nil {
+		t.Fatal(err)
+	}
+	untracked := int(after - before)
+	t.Logf("%d connections: %d close events sent, %d untracked", n, closes, untracked)
+	// Other sockets on the machine may close meanwhile: at least.
+	if closes+untracked < 2*n || untracked < n {
+		t.Errorf("%d connections (%d closes): %d close events sent, %d untracked; want sent + untracked ≥ %d and most untracked", n, 2*n, closes, untracked, 2*n)
+	}
+	if lost, _ := c.Lost(); lost != 0 {
+		t.Errorf("lost %d", lost)
+	}
+}
+
+func tcpSocket(t *testing.T) int {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// readTCP reads TCP records for up to d until match says yes.
+func readTCP(t *testing.T, c *Collector, d time.Duration, match func(CollectorTcpEvent) bool) (CollectorTcpEvent, bool) {
+	t.Helper()
+	var rec ringbuf.Record
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		c.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		if err := c.Read(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			t.Fatal(err)
+		}
+		if binary.LittleEndian.Uint32(rec.RawSample[TypeOffset:]) != TypeTCP {
+			continue
+		}
+		if e := *(*CollectorTcpEvent)(unsafe.Pointer(&rec.RawSample[0])); match(e) {
+			return e, true
+		}
+	}
+	return CollectorTcpEvent{}, false
 }

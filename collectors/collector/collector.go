@@ -60,6 +60,11 @@ func Kind() stage.Kind {
 type Stats struct {
 	// Lost is the events the kernel could not put in the ring buffer.
 	Lost uint64 `json:"lost"`
+	// UntrackedCloses is the TCP connections that closed without having
+	// been seen open (open before the collector attached, or evicted
+	// from the socket LRU: raise maxSockets if it grows): their close
+	// events, with bytes and duration, were not sent.
+	UntrackedCloses uint64 `json:"untracked_closes"`
 	// Gaps in attribution (events published with what was known).
 	UnknownCgroup    uint64 `json:"unknown_cgroup"`
 	ProcessGone      uint64 `json:"process_gone"`
@@ -287,6 +292,7 @@ func (s *Stage) Stats() Stats {
 		} else {
 			st.Lost = s.lost.Load()
 		}
+		st.UntrackedCloses, _ = coll.Untracked()
 	}
 	if pipe != nil {
 		st.Filtered, st.Undecodable = pipe.Filtered.Load(), pipe.Undecodable.Load()
