@@ -46,7 +46,7 @@ func newBenchCollectorCmd() *cobra.Command {
 			fmt.Fprintf(w, "  overhead           %12.3f× wall time (with ÷ without, same run)\n", r.StormOverheadRatio)
 			fmt.Fprintf(w, "  events             %12.0f events/s, %d lost\n", r.StormEventsPerSec, r.LostEvents)
 			fmt.Fprintf(w, "  CPU                %12.4f cores per 10k events/s\n", r.CPUCoresPer10kEvents)
-			fmt.Fprintf(w, "  RSS                %12d bytes peak\n", r.RSSBytes)
+			fmt.Fprintf(w, "  RSS                %12d bytes peak (anonymous %d, ring buffer %d, the rest binary text)\n", r.RSSBytes, r.RSSAnonBytes, r.RSSRingBytes)
 			return nil
 		},
 	}

@@ -115,6 +115,10 @@ type Result struct {
 	// RSSAnonBytes is the collector's anonymous memory (heap, stacks, ring
 	// buffer) at the end of a round; the rest of RSS is the binary's text.
 	RSSAnonBytes uint64 `json:"rss_anon_bytes"`
+	// RSSRingBytes is the ring buffer's share of RSS (kernel memory mapped
+	// into the process; its data pages are mapped twice and count twice).
+	// What is neither anonymous nor ring is the binary's text.
+	RSSRingBytes uint64 `json:"rss_ring_bytes"`
 	// StormSkipped says why there are no storm figures, if there are none.
 	StormSkipped string `json:"storm_skipped,omitempty"`
 
@@ -386,7 +390,8 @@ func storm(ctx context.Context, o Options, srvURL string, child StormCommand, re
 		events += cr.Events
 		res.RSSBytes = max(res.RSSBytes, cr.RSS)
 		res.RSSAnonBytes = max(res.RSSAnonBytes, cr.Anon)
-		o.Log.Info("storm round", "round", r, "without", without[r], "with", d, "events", cr.Events, "lost", cr.Lost, "cpu", cr.CPU, "rss", cr.RSS, "anon", cr.Anon, "file", cr.File)
+		res.RSSRingBytes = max(res.RSSRingBytes, cr.Ring)
+		o.Log.Info("storm round", "round", r, "without", without[r], "with", d, "events", cr.Events, "lost", cr.Lost, "cpu", cr.CPU, "rss", cr.RSS, "anon", cr.Anon, "ring", cr.Ring, "file", cr.File)
 	}
 	bw, cw := median(without), median(with)
 	res.StormConnectionsPerSec = float64(o.Conns) / bw.Seconds()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +32,9 @@ type collectorResult struct {
 	// buffer) and file pages (the binary's text).
 	Anon uint64 `json:"rss_anon_bytes"`
 	File uint64 `json:"rss_file_bytes"`
+	// Of the file pages: the ring buffer's, mapped from the kernel (its
+	// data pages are mapped twice, so they count twice).
+	Ring uint64 `json:"rss_ring_bytes"`
 }
 
 // collectorChild runs the collector stage, as `weft run` would, in its own
@@ -76,7 +80,7 @@ func collectorChild(url string) error {
 	return json.NewEncoder(os.Stdout).Encode(collectorResult{
 		Events: counters.EventsIn.Load(), Lost: st.Stats().Lost,
 		CPU: cpuTime() - c0, Wall: time.Since(t0), RSS: peakRSS(),
-		Anon: procStatus("RssAnon:"), File: procStatus("RssFile:"),
+		Anon: procStatus("RssAnon:"), File: procStatus("RssFile:"), Ring: ringRSS(),
 	})
 }
 
@@ -140,3 +144,26 @@ type host struct{ js jetstream.JetStream }
 func (h host) JetStream() jetstream.JetStream { return h.js }
 func (h host) Handle(string, http.Handler)    {}
 func (h host) Fatal(error)                    {}
+
+// ringRSS is the resident bytes of this process's BPF map mappings (the
+// ring buffer), from /proc/self/smaps.
+func ringRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	inMap := false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			inMap = len(f) >= 6 && strings.Contains(f[5], "bpf-map")
+			continue
+		}
+		if inMap && len(f) == 3 && f[0] == "Rss:" {
+			kb, _ := strconv.ParseUint(f[1], 10, 64)
+			n += kb << 10
+		}
+	}
+	return n
+}
