@@ -99,6 +99,11 @@ type Config struct {
 	MaxAckPending int
 	// PullBatch is how many messages the client buffers. Default 64.
 	PullBatch int
+	// PullMaxBytes bounds the bytes one pull brings, whatever PullBatch
+	// says: batches of large messages past the server's pending limit
+	// (64 MiB) get the client cut off as a slow consumer. It must be at
+	// least the largest message (the server's max payload). Default 16 MiB.
+	PullMaxBytes int
 	// Backoff is the redelivery delay after the n-th failed delivery;
 	// default 100ms doubling to 10s.
 	Backoff func(n uint64) time.Duration
@@ -134,6 +139,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PullBatch <= 0 {
 		c.PullBatch = 64
+	}
+	if c.PullMaxBytes <= 0 {
+		c.PullMaxBytes = 16 << 20
 	}
 	if c.Backoff == nil {
 		c.Backoff = func(n uint64) time.Duration {
@@ -217,7 +225,7 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, c
 	if err != nil {
 		return nil, err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.PullBatch))
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(cfg.PullBatch, cfg.PullMaxBytes))
 	if err != nil {
 		return nil, fmt.Errorf("stage %s: read stream %s: %w", cfg.Stage, cfg.Stream, err)
 	}
