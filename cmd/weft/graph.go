@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -14,18 +15,25 @@ import (
 	"github.com/weftobs/weft/correlator/graph"
 	"github.com/weftobs/weft/correlator/graph/export"
 	"github.com/weftobs/weft/correlator/graph/memstore"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore"
 )
 
 func newGraphCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "graph", Short: "Work with the call graph"}
 	var format, addr, dataDir, stageName string
+	var neo neo4jstore.Config
 	exp := &cobra.Command{
 		Use:   "export",
 		Short: "Print the graph as JSON, Cypher (loads into an empty Neo4j with cypher-shell) or DOT",
-		Args:  cobra.NoArgs,
+		Long: `Print the graph as JSON, Cypher (loads into an empty Neo4j with cypher-shell) or DOT.
+
+It is read from, in this order: the embedded store saved in --data-dir; Neo4j,
+when --neo4j-uri (or WEFT_NEO4J_URI) is set; a running weft's /api/v1/graph at --addr.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var g *graph.Graph
-			if dataDir != "" {
+			switch {
+			case dataDir != "":
 				// A weft data dir holds each stage's state under
 				// stages/<name>; a stage dir is taken as is.
 				dir := dataDir
@@ -39,7 +47,16 @@ func newGraphCmd() *cobra.Command {
 				if g, err = st.Graph(cmd.Context()); err != nil {
 					return err
 				}
-			} else {
+			case neo.URI != "":
+				st, err := neo4jstore.Open(cmd.Context(), neo)
+				if err != nil {
+					return err
+				}
+				defer st.Close(context.WithoutCancel(cmd.Context()))
+				if g, err = st.Graph(cmd.Context()); err != nil {
+					return fmt.Errorf("read the graph from Neo4j %s: %w", neo.URI, err)
+				}
+			default:
 				url := addr
 				if !strings.Contains(url, "://") {
 					url = "http://" + url
@@ -68,6 +85,7 @@ func newGraphCmd() *cobra.Command {
 	exp.Flags().StringVar(&stageName, "stage", "graph", "with --data-dir: the graph stage whose store to read")
 	exp.Flags().StringVar(&addr, "addr", "127.0.0.1:7680", "HTTP address of a running weft")
 	exp.Flags().StringVar(&dataDir, "data-dir", "", "read the graph saved in this stage data dir (holding graph.json) instead")
+	neo4jFlags(exp.Flags(), &neo)
 	cmd.AddCommand(exp)
 	return cmd
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/weftobs/weft/correlator/graph/neo4jstore"
 )
@@ -18,10 +19,7 @@ func newMigrateCmd() *cobra.Command {
 		Use:   "migrate status|up",
 		Short: "Show or apply the Neo4j schema migrations (embedded in this binary)",
 	}
-	cmd.PersistentFlags().StringVar(&cfg.URI, "neo4j-uri", os.Getenv("WEFT_NEO4J_URI"), "Neo4j URI: bolt://, neo4j://, neo4j+s:// (TLS) [$WEFT_NEO4J_URI]")
-	cmd.PersistentFlags().StringVar(&cfg.User, "neo4j-user", envOr("WEFT_NEO4J_USER", "neo4j"), "Neo4j user [$WEFT_NEO4J_USER]")
-	cmd.PersistentFlags().StringVar(&cfg.Password, "neo4j-password", os.Getenv("WEFT_NEO4J_PASSWORD"), "Neo4j password [$WEFT_NEO4J_PASSWORD]")
-	cmd.PersistentFlags().StringVar(&cfg.Database, "neo4j-database", "neo4j", "Neo4j database")
+	neo4jFlags(cmd.PersistentFlags(), &cfg)
 	open := func(ctx context.Context) (*neo4jstore.Store, error) { return neo4jstore.Open(ctx, cfg) }
 	cmd.AddCommand(&cobra.Command{
 		Use: "status", Short: "List applied and pending migrations", Args: cobra.NoArgs,
@@ -65,4 +63,13 @@ func newMigrateCmd() *cobra.Command {
 	up.Flags().DurationVar(&lockTTL, "lock-ttl", 10*time.Minute, "how long a lock left by a crashed run blocks others")
 	cmd.AddCommand(up)
 	return cmd
+}
+
+// neo4jFlags are the flags that say where Neo4j is, with their
+// environment defaults.
+func neo4jFlags(fs *pflag.FlagSet, cfg *neo4jstore.Config) {
+	fs.StringVar(&cfg.URI, "neo4j-uri", os.Getenv("WEFT_NEO4J_URI"), "Neo4j URI: bolt://, neo4j://, neo4j+s:// (TLS) [$WEFT_NEO4J_URI]")
+	fs.StringVar(&cfg.User, "neo4j-user", envOr("WEFT_NEO4J_USER", "neo4j"), "Neo4j user [$WEFT_NEO4J_USER]")
+	fs.StringVar(&cfg.Password, "neo4j-password", os.Getenv("WEFT_NEO4J_PASSWORD"), "Neo4j password [$WEFT_NEO4J_PASSWORD]")
+	fs.StringVar(&cfg.Database, "neo4j-database", "neo4j", "Neo4j database")
 }

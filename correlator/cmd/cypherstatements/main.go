@@ -1,6 +1,7 @@
 // Command cypherstatements prints every Cypher statement weft sends to
 // Neo4j — migrations, the migration history and lock, the graph writer's
-// templates, and a sample of the Cypher export — with their parameters, as
+// templates, a sample of the Cypher export and what the Neo4j integration
+// tests send — with their parameters, as
 // JSON for .ci/cypherlint:
 //
 //	go run ./correlator/cmd/cypherstatements > statements.json
@@ -13,6 +14,7 @@ import (
 
 	"github.com/weftobs/weft/correlator/graph/export"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
 	"github.com/weftobs/weft/migrations"
 )
 
@@ -42,6 +44,8 @@ func run() error {
 		neo4jstore.Statement{Name: "migration record", Cypher: migrations.Record, Parameters: map[string]any{"version": 1, "description": "d", "checksum": "c"}},
 	)
 	out = append(out, neo4jstore.Statements()...)
+	// What the Neo4j integration tests send to prepare a database.
+	out = append(out, neo4jtest.Statements()...)
 	for i, s := range export.CypherStatements(export.Sample()) {
 		out = append(out, neo4jstore.Statement{Name: fmt.Sprintf("export #%d", i+1), Cypher: s, Parameters: map[string]any{}})
 	}

@@ -101,8 +101,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // Close implements graph.Store.
 func (s *Store) Close(ctx context.Context) error { return s.driver.Close(ctx) }
 
+// session opens a session on the configured database. It shares the
+// bookmark manager of neo4j.ExecuteQuery (which Migrate uses), so every
+// read sees what this store wrote before, by either route, even when a
+// cluster sends the read to another member than the write.
 func (s *Store) session(ctx context.Context, mode neo4j.AccessMode) neo4j.SessionWithContext {
-	return s.driver.NewSession(ctx, neo4j.SessionConfig{DatabaseName: s.cfg.Database, AccessMode: mode})
+	return s.driver.NewSession(ctx, neo4j.SessionConfig{DatabaseName: s.cfg.Database, AccessMode: mode,
+		BookmarkManager: s.driver.ExecuteQueryBookmarkManager()})
 }
 
 // LastSeq implements graph.Store.
@@ -119,12 +124,14 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 	return uint64(n), nil
 }
 
-// Empty reports whether the database holds no weft graph.
+// Empty reports whether the database holds no weft graph: no node of the
+// graph's labels and no recorded stream sequence (a cursor left behind by
+// a deleted graph would make a replay skip everything up to it).
 func (s *Store) Empty(ctx context.Context) (bool, error) {
 	sess := s.session(ctx, neo4j.AccessModeRead)
 	defer sess.Close(ctx)
 	v, err := sess.ExecuteRead(ctx, func(tx neo4j.ManagedTransaction) (any, error) {
-		return single(ctx, tx, countNodes, nil, "n")
+		return single(ctx, tx, countGraph, nil, "n")
 	})
 	if err != nil {
 		return false, fmt.Errorf("neo4j: count nodes: %w", err)
@@ -133,20 +140,39 @@ func (s *Store) Empty(ctx context.Context) (bool, error) {
 	return n == 0, nil
 }
 
+// single runs a statement that returns one row and returns its key.
 func single(ctx context.Context, tx neo4j.ManagedTransaction, cypher string, params map[string]any, key string) (any, error) {
+	rows, err := collect(ctx, tx, cypher, params)
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) != 1 {
+		return nil, fmt.Errorf("%d rows, want 1", len(rows))
+	}
+	return rows[0][key], nil
+}
+
+// collect runs a statement and returns its rows.
+func collect(ctx context.Context, tx neo4j.ManagedTransaction, cypher string, params map[string]any) ([]map[string]any, error) {
 	res, err := tx.Run(ctx, cypher, params)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := res.Single(ctx)
+	recs, err := res.Collect(ctx)
 	if err != nil {
 		return nil, err
 	}
-	v, _ := rec.Get(key)
-	return v, nil
+	out := make([]map[string]any, len(recs))
+	for i, r := range recs {
+		out[i] = r.AsMap()
+	}
+	return out, nil
 }
 
 // Apply implements graph.Store: one managed write transaction per batch.
+// The transaction first write-locks the stream's cursor node and reads
+// it, so two writers of the same batch serialise and the second sees the
+// first's sequence and skips the batch.
 func (s *Store) Apply(ctx context.Context, b *graph.Batch) error {
 	stmts := Render(b)
 	sess := s.session(ctx, neo4j.AccessModeWrite)
@@ -271,8 +297,12 @@ func (s *Store) CheckMigrations(ctx context.Context) error {
 		for _, m := range st.Pending {
 			names = append(names, m.Name())
 		}
-		return fmt.Errorf("neo4j database %q has %d pending migrations (%s): run `weft migrate up --neo4j-uri %s` first",
-			s.cfg.Database, len(st.Pending), strings.Join(names, ", "), s.cfg.URI)
+		db := ""
+		if s.cfg.Database != "neo4j" {
+			db = " --neo4j-database " + s.cfg.Database
+		}
+		return fmt.Errorf("neo4j database %q has %d pending migrations (%s): run `weft migrate up --neo4j-uri %s%s` first",
+			s.cfg.Database, len(st.Pending), strings.Join(names, ", "), s.cfg.URI, db)
 	}
 	return nil
 }
@@ -281,17 +311,12 @@ func (s *Store) history(ctx context.Context) ([]migrations.Applied, error) {
 	sess := s.session(ctx, neo4j.AccessModeRead)
 	defer sess.Close(ctx)
 	v, err := sess.ExecuteRead(ctx, func(tx neo4j.ManagedTransaction) (any, error) {
-		res, err := tx.Run(ctx, migrations.History, nil)
-		if err != nil {
-			return nil, err
-		}
-		recs, err := res.Collect(ctx)
+		rows, err := collect(ctx, tx, migrations.History, nil)
 		if err != nil {
 			return nil, err
 		}
 		var out []migrations.Applied
-		for _, r := range recs {
-			m := r.AsMap()
+		for _, m := range rows {
 			v, _ := m["version"].(int64)
 			d, _ := m["description"].(string)
 			c, _ := m["checksum"].(string)
@@ -314,8 +339,8 @@ var ErrLocked = errors.New("another weft migrate holds the migration lock")
 // in its own transaction (schema changes cannot share one), recording
 // each migration after its statements. It returns what it applied.
 func (s *Store) Migrate(ctx context.Context, holder string, ttl time.Duration) ([]migrations.Migration, error) {
-	if _, err := neo4j.ExecuteQuery(ctx, s.driver, migrations.LockConstraint, nil, neo4j.EagerResultTransformer, neo4j.ExecuteQueryWithDatabase(s.cfg.Database)); err != nil {
-		return nil, fmt.Errorf("neo4j: create migration lock constraint: %w", err)
+	if err := s.lockConstraint(ctx); err != nil {
+		return nil, err
 	}
 	res, err := neo4j.ExecuteQuery(ctx, s.driver, migrations.Lock, map[string]any{"holder": holder, "ttl_seconds": int64(ttl.Seconds())},
 		neo4j.EagerResultTransformer, neo4j.ExecuteQueryWithDatabase(s.cfg.Database))
@@ -348,4 +373,20 @@ func (s *Store) Migrate(ctx context.Context, holder string, ttl time.Duration) (
 		done = append(done, m)
 	}
 	return done, nil
+}
+
+// lockConstraint creates the lock's uniqueness constraint. It runs before
+// the lock exists, so two first runs of `weft migrate up` create it at
+// once; Neo4j does not document that IF NOT EXISTS makes the loser of that
+// race a no-op rather than an error, so a failure is tried once more, when
+// IF NOT EXISTS sees the winner's constraint.
+func (s *Store) lockConstraint(ctx context.Context) error {
+	var err error
+	for range 2 {
+		if _, err = neo4j.ExecuteQuery(ctx, s.driver, migrations.LockConstraint, nil, neo4j.EagerResultTransformer,
+			neo4j.ExecuteQueryWithDatabase(s.cfg.Database)); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("neo4j: create migration lock constraint: %w", err)
 }

@@ -85,12 +85,36 @@ func addCalls(s callShape) string {
 }
 
 // Cursor statements: the last CALLS sequence applied, written in the same
-// transaction as the batch.
+// transaction as the batch. readCursor takes the cursor node's write lock
+// before it reads (setting a property does; Neo4j reads at read-committed
+// isolation and locks only what is written), so the check that skips an
+// applied batch and the write after it cannot interleave with another
+// writer's.
 const (
-	readCursor  = "MERGE (s:WeftStream {name: $stream}) ON CREATE SET s.last_seq = 0 RETURN s.last_seq AS last_seq"
+	readCursor  = "MERGE (s:WeftStream {name: $stream}) ON CREATE SET s.last_seq = 0 SET s._lock = true REMOVE s._lock RETURN s.last_seq AS last_seq"
 	writeCursor = "MATCH (s:WeftStream {name: $stream}) SET s.last_seq = $seq"
 	peekCursor  = "OPTIONAL MATCH (s:WeftStream {name: $stream}) RETURN coalesce(s.last_seq, 0) AS last_seq"
-	countNodes  = "MATCH (n) WHERE n:Node OR n:Pod OR n:Container OR n:Workload OR n:Process OR n:External RETURN count(n) AS n"
+)
+
+// isGraph is a WHERE condition true for nodes of the graph's labels.
+func isGraph(v string) string {
+	var parts []string
+	for _, l := range entityLabels {
+		parts = append(parts, v+":"+l)
+	}
+	return strings.Join(parts, " OR ")
+}
+
+// Statements that read the graph: countGraph counts its nodes and stream
+// cursors (what makes a database not empty), readNodes and readRels return
+// it whole.
+var (
+	countGraph = "MATCH (n) WHERE " + isGraph("n") + " OR n:WeftStream RETURN count(n) AS n"
+	readNodes  = "MATCH (n) WHERE " + isGraph("n") + " RETURN labels(n) AS labels, properties(n) AS props"
+	readRels   = "MATCH (a)-[r:" + strings.Join([]string{graph.RelRunsOn, graph.RelHasContainer, graph.RelOwns, graph.RelCalls}, "|") + "]->(b)" +
+		" WHERE (" + isGraph("a") + ") AND (" + isGraph("b") + ")" +
+		" RETURN labels(a) AS from_labels, properties(a) AS from_props, type(r) AS type, properties(r) AS props," +
+		" labels(b) AS to_labels, properties(b) AS to_props"
 )
 
 func refKey(r graph.Ref) map[string]any { return r.Key() }
@@ -125,7 +149,9 @@ func Statements() []Statement {
 		Statement{Name: "read cursor", Cypher: readCursor, Parameters: map[string]any{"stream": "CALLS"}},
 		Statement{Name: "write cursor", Cypher: writeCursor, Parameters: map[string]any{"stream": "CALLS", "seq": 1}},
 		Statement{Name: "peek cursor", Cypher: peekCursor, Parameters: map[string]any{"stream": "CALLS"}},
-		Statement{Name: "count nodes", Cypher: countNodes, Parameters: map[string]any{}},
+		Statement{Name: "count graph", Cypher: countGraph, Parameters: map[string]any{}},
+		Statement{Name: "read nodes", Cypher: readNodes, Parameters: map[string]any{}},
+		Statement{Name: "read relationships", Cypher: readRels, Parameters: map[string]any{}},
 	)
 	return out
 }

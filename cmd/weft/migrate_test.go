@@ -1,0 +1,72 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
+)
+
+// TestNeo4jMigrateCommand runs `weft migrate status|up` as users do,
+// against the Neo4j WEFT_NEO4J_URI names (skipped without one; the
+// database is wiped first, see package neo4jtest): status lists both
+// migrations pending, up applies them, status then lists them applied and
+// nothing pending, a second up is up to date; ups started at once apply
+// each migration once between them; an edited migration makes both exit
+// 1 naming it.
+func TestNeo4jMigrateCommand(t *testing.T) {
+	cfg := neo4jtest.Fresh(t)
+	args := func(sub string) []string {
+		return []string{"migrate", sub, "--neo4j-uri", cfg.URI, "--neo4j-user", cfg.User, "--neo4j-database", cfg.Database}
+	}
+	weft := func(sub string) (stdout, stderr string, err error) {
+		t.Helper()
+		p := start(t, args(sub)...)
+		err = <-p.done
+		return p.stdout.String(), p.stderr.String(), err
+	}
+	out, errOut, err := weft("status")
+	if err != nil || !strings.Contains(out, "pending  V001 constraints") || !strings.Contains(out, "pending  V002 indexes") {
+		t.Fatalf("status of a fresh database: %v\n%s%s", err, out, errOut)
+	}
+	out, errOut, err = weft("up")
+	if err != nil || out != "applied  V001 constraints\napplied  V002 indexes\n" {
+		t.Fatalf("up: %v\n%s%s", err, out, errOut)
+	}
+	out, errOut, err = weft("status")
+	if err != nil || !strings.Contains(out, "applied  V001 constraints") || !strings.Contains(out, "applied  V002 indexes") || strings.Contains(out, "pending") {
+		t.Fatalf("status after up: %v\n%s%s", err, out, errOut)
+	}
+	if out, errOut, err = weft("up"); err != nil || out != "up to date\n" {
+		t.Fatalf("second up: %v\n%s%s", err, out, errOut)
+	}
+
+	neo4jtest.Reset(t, cfg)
+	var ups []*proc
+	for range 3 {
+		ups = append(ups, start(t, args("up")...))
+	}
+	applied := 0
+	for i, p := range ups {
+		if err := <-p.done; err != nil && !strings.Contains(p.stderr.String(), "another weft migrate holds the migration lock") {
+			t.Errorf("concurrent up %d: %v\n%s", i, err, p.stderr)
+		}
+		applied += strings.Count(p.stdout.String(), "applied  V001 constraints")
+	}
+	if applied != 1 {
+		t.Errorf("V001 applied %d times by three concurrent ups", applied)
+	}
+	if out, errOut, err = weft("status"); err != nil || strings.Contains(out, "pending") {
+		t.Fatalf("status after concurrent ups: %v\n%s%s", err, out, errOut)
+	}
+
+	neo4jtest.Exec(t, cfg, "MATCH (m:WeftMigration {version: 1}) SET m.checksum = $sum", map[string]any{"sum": strings.Repeat("0", 64)})
+	for _, sub := range []string{"status", "up"} {
+		_, errOut, err := weft(sub)
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(errOut, "applied migration was edited") ||
+			!strings.Contains(errOut, "V001 constraints") {
+			t.Errorf("%s with V001 edited: %v, want exit 1 naming V001 constraints as edited; stderr:\n%s", sub, err, errOut)
+		}
+	}
+}

@@ -1,0 +1,377 @@
+package neo4jstore_test
+
+// The Neo4j integration tests of the store: they run against the server
+// WEFT_NEO4J_URI names and skip without one. Each wipes its database
+// first; see package neo4jtest for what they do to it and when they
+// refuse to.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/correlator/graph/export"
+	"github.com/weftobs/weft/correlator/graph/memstore"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
+	"github.com/weftobs/weft/correlator/internal/scenario"
+	"github.com/weftobs/weft/migrations"
+	"github.com/weftobs/weft/streams/schema"
+)
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), neo4jtest.Timeout)
+	t.Cleanup(cancel)
+	return c
+}
+
+// traffic is round r of calls of every shape the graph has: a pod calling
+// a NATS pod over TCP (Node, Workload, Container, Broker), an app
+// container calling its crypto-broker sidecar over a unix socket
+// (container-level CALLS), a host process calling an address outside
+// everything (Process, External, errors), and that address calling a pod.
+// Times are nanoseconds past 2^53, so a store that rounds them through a
+// float shows.
+func traffic(r int) []*schema.Call {
+	at := scenario.T0 + uint64(r)*1e9 + 123
+	app := &schema.Endpoint{Node: "node-a", Address: []byte{10, 0, 1, 5},
+		Pod: &schema.Pod{Uid: "uid-app", Name: "app-7d9f", Namespace: "shop", Node: "node-a", Ips: []string{"10.0.1.5"},
+			Owners: []*schema.OwnerRef{{Kind: "Deployment", Name: "app", Uid: "own-app", Controller: true}}},
+		Container: &schema.Container{Id: "c-app", Name: "app", Image: "example/app:1"}}
+	nats := &schema.Endpoint{Node: "node-b", Address: []byte{10, 0, 2, 7},
+		Pod: &schema.Pod{Uid: "uid-nats", Name: "nats-0", Namespace: "infra", Node: "node-b", Ips: []string{"10.0.2.7"},
+			Labels: map[string]string{"app.kubernetes.io/name": "nats"},
+			Owners: []*schema.OwnerRef{{Kind: "StatefulSet", Name: "nats", Uid: "own-nats", Controller: true}}},
+		Container: &schema.Container{Id: "c-nats", Name: "nats", Image: "nats:2.10"}}
+	orders := &schema.Pod{Uid: "uid-orders", Name: "orders-5c8b", Namespace: "shop", Node: "node-a", Ips: []string{"10.0.1.9"}}
+	ordersApp := &schema.Endpoint{Node: "node-a", Pod: orders, Container: &schema.Container{Id: "c-orders", Name: "orders", Image: "example/orders:1"}}
+	signer := &schema.Endpoint{Node: "node-a", Pod: orders, Container: &schema.Container{Id: "c-signer", Name: "signer", Image: "example/crypto-broker:1"}}
+	curl := &schema.Endpoint{Node: "node-a", Address: []byte{192, 168, 1, 10}, Task: &schema.Task{Pid: 4242, Exe: "/usr/bin/curl", Comm: "curl"}}
+	outside := &schema.Endpoint{External: true, Address: []byte{93, 184, 216, 34}}
+	tcp, unix := schema.Transport_TRANSPORT_TCP, schema.Transport_TRANSPORT_UNIX
+	var out []*schema.Call
+	add := func(cli, srv *schema.Endpoint, tr schema.Transport, port uint32, path string, sent, recv uint64, errno int32) {
+		start := at + uint64(len(out))*1e6
+		out = append(out, &schema.Call{Id: fmt.Sprintf("call-%d-%d", r, len(out)), Transport: tr, Client: cli, Server: srv,
+			Port: port, Path: path, BytesSent: sent, BytesReceived: recv, StartUnixNano: start, EndUnixNano: start + 2e6 + uint64(r), Errno: errno})
+	}
+	add(app, nats, tcp, 4222, "", 100+uint64(r), 2000, 0)
+	add(ordersApp, signer, unix, 0, "/var/run/crypto-broker.sock", 64, 512+uint64(r), 0)
+	add(curl, outside, tcp, 443, "", 0, 0, int32(r%2)*111)
+	add(outside, app, tcp, 8080, "", 10, 20, 0)
+	return out
+}
+
+// batch folds the given rounds of traffic into one batch at seq, as the
+// graph stage does.
+func batch(seq uint64, rounds ...int) *graph.Batch {
+	f := graph.NewFold(graph.DefaultBrokers, nil)
+	for _, r := range rounds {
+		for _, c := range traffic(r) {
+			f.Add(c)
+		}
+	}
+	return f.Take(seq)
+}
+
+func apply(t *testing.T, st graph.Store, b *graph.Batch) {
+	t.Helper()
+	if err := st.Apply(ctx(t), b); err != nil {
+		t.Fatalf("apply batch %d: %v", b.Seq, err)
+	}
+}
+
+func lastSeq(t *testing.T, st graph.Store) uint64 {
+	t.Helper()
+	n, err := st.LastSeq(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestNeo4jBatchWrittenTwice: the embedded store is given each batch once
+// and is the ground truth; Neo4j is given them again (a retry, a restarted
+// store's redelivery, an older batch, four writers of one batch at once)
+// and must hold the same graph, counts and bytes included, after each.
+func TestNeo4jBatchWrittenTwice(t *testing.T) {
+	cfg, st := neo4jtest.Migrated(t)
+	mem := memstore.New()
+	same := func(step string) {
+		t.Helper()
+		if err := neo4jtest.Compare(neo4jtest.Graph(t, mem), neo4jtest.Graph(t, st)); err != nil {
+			t.Fatalf("%s: the Neo4j graph is not the embedded store's given each batch once: %v", step, err)
+		}
+	}
+	b1, b2, b3 := batch(3, 0, 1), batch(5, 2), batch(9, 3, 4)
+
+	apply(t, mem, b1)
+	apply(t, st, b1)
+	same("first write")
+	if n := lastSeq(t, st); n != 3 {
+		t.Fatalf("recorded sequence %d after batch 3", n)
+	}
+	if empty, err := st.Empty(ctx(t)); err != nil || empty {
+		t.Fatalf("Empty after a write: %v, %v", empty, err)
+	}
+	apply(t, st, b1)
+	same("the same batch again")
+
+	// A restarted stage has a new store and is redelivered what it wrote
+	// but had not acked.
+	st2 := neo4jtest.Open(t, cfg)
+	if n := lastSeq(t, st2); n != 3 {
+		t.Fatalf("a new store reads sequence %d, want 3", n)
+	}
+	apply(t, st2, b1)
+	same("the same batch after a restart")
+	apply(t, st2, batch(2, 0))
+	same("an older batch")
+	apply(t, mem, b2)
+	apply(t, st2, b2)
+	same("the next batch")
+
+	apply(t, mem, b3)
+	var stores []*neo4jstore.Store
+	for range 4 {
+		stores = append(stores, neo4jtest.Open(t, cfg))
+	}
+	errs := make([]error, len(stores))
+	c := ctx(t)
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Go(func() { errs[i] = s.Apply(c, b3) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	same("one batch written by four writers at once")
+	if n := lastSeq(t, st); n != 9 {
+		t.Fatalf("recorded sequence %d after batch 9", n)
+	}
+}
+
+// TestNeo4jCypherExportLoads: `weft graph export --format cypher`, run
+// statement by statement as cypher-shell runs a file, loads into an empty
+// Neo4j (never migrated, and migrated) a graph whose JSON export is the
+// source's.
+func TestNeo4jCypherExportLoads(t *testing.T) {
+	mem := memstore.New()
+	for _, b := range []*graph.Batch{batch(3, 0, 1), batch(5, 2), batch(9, 3, 4)} {
+		apply(t, mem, b)
+	}
+	src := neo4jtest.Graph(t, mem)
+	var script bytes.Buffer
+	if err := export.Write(&script, src, "cypher"); err != nil {
+		t.Fatal(err)
+	}
+	statements := migrations.Split(script.String())
+	if len(statements) != len(src.Nodes)+len(src.Edges) {
+		t.Fatalf("%d statements for %d nodes and %d edges", len(statements), len(src.Nodes), len(src.Edges))
+	}
+	for _, migrated := range []bool{false, true} {
+		name := "empty"
+		if migrated {
+			name = "migrated"
+		}
+		t.Run(name, func(t *testing.T) {
+			cfg := neo4jtest.Fresh(t)
+			st := neo4jtest.Open(t, cfg)
+			if migrated {
+				neo4jtest.Migrate(t, st)
+			}
+			if _, err := neo4jtest.Run(cfg, statements, nil); err != nil {
+				t.Fatalf("load the Cypher export: %v", err)
+			}
+			if err := neo4jtest.Compare(src, neo4jtest.Graph(t, st)); err != nil {
+				t.Fatalf("the loaded graph is not the one exported: %v", err)
+			}
+		})
+	}
+}
+
+// history reads the migration history as the store records it.
+func history(t *testing.T, cfg neo4jstore.Config) []map[string]any {
+	t.Helper()
+	return neo4jtest.Exec(t, cfg, migrations.History, nil)
+}
+
+// TestNeo4jMigrate: up applies V001 and V002 and records each; status has
+// nothing pending after; a second up changes nothing; the constraints
+// exist.
+func TestNeo4jMigrate(t *testing.T) {
+	cfg := neo4jtest.Fresh(t)
+	st := neo4jtest.Open(t, cfg)
+	all, err := migrations.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := st.MigrationStatus(ctx(t))
+	if err != nil || len(s.Applied) != 0 || len(s.Pending) != len(all) {
+		t.Fatalf("status of a fresh database: %+v, %v", s, err)
+	}
+	done, err := st.Migrate(ctx(t), "test", time.Minute)
+	if err != nil || len(done) != len(all) {
+		t.Fatalf("up: applied %d of %d: %v", len(done), len(all), err)
+	}
+	h := history(t, cfg)
+	if len(h) != len(all) {
+		t.Fatalf("history %v, want %d entries", h, len(all))
+	}
+	for i, m := range all {
+		v, _ := h[i]["version"].(int64)
+		at, _ := h[i]["applied_at"].(string)
+		if int(v) != m.Version || h[i]["description"] != m.Description || h[i]["checksum"] != m.Checksum {
+			t.Errorf("history entry %d: %v, want %s with checksum %s", i, h[i], m.Name(), m.Checksum)
+		}
+		if _, err := time.Parse("2006-01-02T15:04:05", at[:min(len(at), 19)]); err != nil {
+			t.Errorf("history entry %d: applied_at %q is no datetime: %v", i, at, err)
+		}
+	}
+	s, err = st.MigrationStatus(ctx(t))
+	if err != nil || len(s.Pending) != 0 || len(s.Applied) != len(all) {
+		t.Fatalf("status after up: %+v, %v", s, err)
+	}
+	if err := st.CheckMigrations(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	done, err = st.Migrate(ctx(t), "test", time.Minute)
+	if err != nil || len(done) != 0 {
+		t.Fatalf("second up: applied %v, %v", done, err)
+	}
+	if h2 := history(t, cfg); len(h2) != len(h) || h2[0]["applied_at"] != h[0]["applied_at"] {
+		t.Fatalf("second up changed the history: %v, was %v", h2, h)
+	}
+	names := map[string]bool{}
+	for _, r := range neo4jtest.Exec(t, cfg, "SHOW CONSTRAINTS YIELD name RETURN name", nil) {
+		names[r["name"].(string)] = true
+	}
+	for _, want := range []string{"weft_pod_uid", "weft_workload_key", "weft_stream_name", "weft_migration_version", "weft_migration_lock"} {
+		if !names[want] {
+			t.Errorf("constraint %s missing after up (have %v)", want, names)
+		}
+	}
+	if n := len(neo4jtest.Exec(t, cfg, "MATCH (l:WeftMigrationLock) RETURN l", nil)); n != 0 {
+		t.Errorf("the lock is still held after up (%d lock nodes)", n)
+	}
+}
+
+// TestNeo4jMigrateConcurrent: ups started at once on a fresh database
+// apply each migration once between them; each either applies or is told
+// another holds the lock (or finds nothing left to do).
+func TestNeo4jMigrateConcurrent(t *testing.T) {
+	cfg := neo4jtest.Fresh(t)
+	all, err := migrations.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stores []*neo4jstore.Store
+	for range 4 {
+		stores = append(stores, neo4jtest.Open(t, cfg))
+	}
+	done := make([][]migrations.Migration, len(stores))
+	errs := make([]error, len(stores))
+	start := make(chan struct{})
+	c := ctx(t)
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Go(func() {
+			<-start
+			done[i], errs[i] = s.Migrate(c, fmt.Sprintf("up-%d", i), time.Minute)
+		})
+	}
+	close(start)
+	wg.Wait()
+	applied := map[int]int{}
+	for i, err := range errs {
+		if err != nil && !errors.Is(err, neo4jstore.ErrLocked) {
+			t.Errorf("up %d: %v", i, err)
+		}
+		for _, m := range done[i] {
+			applied[m.Version]++
+		}
+	}
+	for _, m := range all {
+		if applied[m.Version] != 1 {
+			t.Errorf("%s applied %d times between the ups", m.Name(), applied[m.Version])
+		}
+	}
+	if h := history(t, cfg); len(h) != len(all) {
+		t.Errorf("history has %d entries, want %d: %v", len(h), len(all), h)
+	}
+	if err := stores[0].CheckMigrations(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNeo4jMigrateLock: a lock another run holds refuses up with
+// ErrLocked until it expires; an expired one is taken over.
+func TestNeo4jMigrateLock(t *testing.T) {
+	cfg := neo4jtest.Fresh(t)
+	st := neo4jtest.Open(t, cfg)
+	neo4jtest.Exec(t, cfg, migrations.LockConstraint, nil)
+	neo4jtest.Exec(t, cfg, migrations.Lock, map[string]any{"holder": "crashed", "ttl_seconds": int64(600)})
+	if done, err := st.Migrate(ctx(t), "test", time.Hour); !errors.Is(err, neo4jstore.ErrLocked) || len(done) != 0 {
+		t.Fatalf("up under another's lock: applied %v, %v; want ErrLocked", done, err)
+	}
+	if h := history(t, cfg); len(h) != 0 {
+		t.Fatalf("up under another's lock wrote history %v", h)
+	}
+	neo4jtest.Exec(t, cfg, "MATCH (l:WeftMigrationLock) SET l.acquired_at = datetime() - duration({hours: 2})", nil)
+	if done, err := st.Migrate(ctx(t), "test", time.Hour); err != nil || len(done) == 0 {
+		t.Fatalf("up after the lock expired: applied %v, %v", done, err)
+	}
+	if n := len(neo4jtest.Exec(t, cfg, "MATCH (l:WeftMigrationLock) RETURN l", nil)); n != 0 {
+		t.Errorf("the taken-over lock is still held after up (%d lock nodes)", n)
+	}
+}
+
+// TestNeo4jMigrationEdited: an applied migration whose checksum differs
+// from the file is refused by status, up, and the store's start check,
+// naming it.
+func TestNeo4jMigrationEdited(t *testing.T) {
+	cfg, st := neo4jtest.Migrated(t)
+	neo4jtest.Exec(t, cfg, "MATCH (m:WeftMigration {version: 1}) SET m.checksum = $sum", map[string]any{"sum": strings.Repeat("0", 64)})
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, migrations.ErrEdited) || !strings.Contains(err.Error(), "V001 constraints") {
+			t.Errorf("%s with V001 edited: %v; want ErrEdited naming V001 constraints", what, err)
+		}
+	}
+	s, err := st.MigrationStatus(ctx(t))
+	check("status", err)
+	if s == nil || len(s.Applied) != 2 {
+		t.Errorf("status lists %+v as applied, want both", s)
+	}
+	_, err = st.Migrate(ctx(t), "test", time.Minute)
+	check("up", err)
+	check("the start check", st.CheckMigrations(ctx(t)))
+	if n := len(neo4jtest.Exec(t, cfg, "MATCH (l:WeftMigrationLock) RETURN l", nil)); n != 0 {
+		t.Errorf("a refused up left its lock (%d lock nodes)", n)
+	}
+}
+
+// TestNeo4jPendingMigrations: the store's start check names every pending
+// migration, and only those.
+func TestNeo4jPendingMigrations(t *testing.T) {
+	cfg := neo4jtest.Fresh(t)
+	st := neo4jtest.Open(t, cfg)
+	err := st.CheckMigrations(ctx(t))
+	if err == nil || !strings.Contains(err.Error(), "V001 constraints") || !strings.Contains(err.Error(), "V002 indexes") ||
+		!strings.Contains(err.Error(), "weft migrate up") {
+		t.Fatalf("start check on a fresh database: %v; want both migrations named and the command to run", err)
+	}
+	neo4jtest.Migrate(t, st)
+	neo4jtest.Exec(t, cfg, "MATCH (m:WeftMigration {version: 2}) DELETE m", nil)
+	err = st.CheckMigrations(ctx(t))
+	if err == nil || strings.Contains(err.Error(), "V001") || !strings.Contains(err.Error(), "V002 indexes") {
+		t.Fatalf("start check with V002 unrecorded: %v; want V002 named, V001 not", err)
+	}
+}

@@ -1,0 +1,347 @@
+// Package neo4jtest gates and prepares weft's Neo4j integration tests, so
+// every one of them is skipped, and touches a database, the same way.
+//
+// The tests run when WEFT_NEO4J_URI names a Neo4j 5 server (the user and
+// password from WEFT_NEO4J_USER and WEFT_NEO4J_PASSWORD, the database from
+// WEFT_NEO4J_DATABASE, default "neo4j"); without it they skip with
+// SkipMessage.
+//
+// What a test does to that database: it deletes everything in it
+// (MATCH (n) DETACH DELETE n), drops every constraint and index whose name
+// starts with weft_, and writes one (:WeftTestMarker) node; then it
+// migrates and writes as it likes. So that this never destroys a graph
+// that matters, Fresh fails the test unless the database is empty, or
+// holds nothing but weft's labels and the marker an earlier run left, or
+// WEFT_NEO4J_TEST_WIPE=1 says to wipe it whatever it holds. A production
+// weft graph has no marker, so it is refused too. Neo4j Community has one
+// user database; with Enterprise, point WEFT_NEO4J_DATABASE at a scratch
+// database (CREATE DATABASE weft_test).
+//
+// go test runs the test binaries of several packages at once, and they
+// would wipe each other's database: Fresh takes a lock file in the temp
+// dir, one per URI and database, for the test's duration. The tests must
+// not call t.Parallel.
+//
+// Like the store, it imports the Neo4j driver; only tests import it, and
+// correlator/cmd/cypherstatements, so CI lints its statements too.
+package neo4jtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/neo4j/neo4j-go-driver/v5/neo4j"
+
+	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/correlator/graph/export"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore"
+	"github.com/weftobs/weft/testenv/natstest"
+)
+
+// Environment variables the tests read, beyond the store's own
+// WEFT_NEO4J_URI, WEFT_NEO4J_USER and WEFT_NEO4J_PASSWORD.
+const (
+	DatabaseEnv = "WEFT_NEO4J_DATABASE"
+	WipeEnv     = "WEFT_NEO4J_TEST_WIPE"
+)
+
+// SkipMessage is what every Neo4j integration test says when it skips.
+const SkipMessage = "skipped: set WEFT_NEO4J_URI (bolt://…) to run the Neo4j integration tests " +
+	"(with WEFT_NEO4J_USER, WEFT_NEO4J_PASSWORD, and WEFT_NEO4J_DATABASE if not neo4j; " +
+	"they wipe that database, see package neo4jtest); no Neo4j server here"
+
+// Timeout bounds each statement a helper runs, and the wait for the lock.
+const Timeout = 8 * time.Minute
+
+// Config returns the target database from the environment, or skips t
+// with SkipMessage.
+func Config(t testing.TB) neo4jstore.Config {
+	t.Helper()
+	uri := os.Getenv("WEFT_NEO4J_URI")
+	if uri == "" {
+		t.Skip(SkipMessage)
+	}
+	cfg := neo4jstore.Config{URI: uri, Database: os.Getenv(DatabaseEnv)}
+	cfg.FromEnv()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("WEFT_NEO4J_URI: %v", err)
+	}
+	return cfg
+}
+
+// Fresh gates t on WEFT_NEO4J_URI, takes the database for the test's
+// duration, refuses it if it may hold a graph that matters, and wipes it
+// (see the package doc).
+func Fresh(t testing.TB) neo4jstore.Config {
+	t.Helper()
+	cfg := Config(t)
+	lock(t, cfg)
+	Reset(t, cfg)
+	return cfg
+}
+
+// Migrated is Fresh, then the migrations applied by a store of the test.
+func Migrated(t testing.TB) (neo4jstore.Config, *neo4jstore.Store) {
+	t.Helper()
+	cfg := Fresh(t)
+	st := Open(t, cfg)
+	Migrate(t, st)
+	return cfg, st
+}
+
+// Open opens a store on cfg, closed when the test ends.
+func Open(t testing.TB, cfg neo4jstore.Config) *neo4jstore.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	st, err := neo4jstore.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("open the Neo4j store: %v", err)
+	}
+	t.Cleanup(func() { _ = st.Close(context.Background()) })
+	return st
+}
+
+// Migrate applies the pending migrations with st.
+func Migrate(t testing.TB, st *neo4jstore.Store) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	if _, err := st.Migrate(ctx, "neo4jtest "+t.Name(), time.Minute); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+}
+
+// Statements the helpers send (linted with the store's: see Statements).
+const (
+	wipeAll         = "MATCH (n) DETACH DELETE n"
+	showConstraints = "SHOW CONSTRAINTS YIELD name WHERE name STARTS WITH 'weft_' RETURN name"
+	showIndexes     = "SHOW INDEXES YIELD name WHERE name STARTS WITH 'weft_' RETURN name"
+	mark            = "CREATE (:WeftTestMarker {note: $note, at: datetime()})"
+	// Drop statements take a name checked against weftName.
+	dropConstraint = "DROP CONSTRAINT %s IF EXISTS"
+	dropIndex      = "DROP INDEX %s IF EXISTS"
+)
+
+// census counts the database's nodes, the test marker, and the nodes of no
+// label weft writes.
+var census = "MATCH (n) RETURN count(n) AS total, count(CASE WHEN n:WeftTestMarker THEN 1 END) AS marked, " +
+	"count(CASE WHEN NOT (" + strings.Join(weftLabels("n"), " OR ") + ") THEN 1 END) AS foreign"
+
+func weftLabels(v string) []string {
+	var out []string
+	for _, l := range []string{graph.LabelNode, graph.LabelPod, graph.LabelContainer, graph.LabelWorkload, graph.LabelProcess,
+		graph.LabelExternal, "WeftStream", "WeftMigration", "WeftMigrationLock", "WeftTestMarker"} {
+		out = append(out, v+":"+l)
+	}
+	return out
+}
+
+var weftName = regexp.MustCompile(`^weft_[A-Za-z0-9_]+$`)
+
+// Statements lists the statements the helpers send, with example
+// parameters, in the shape of neo4jstore.Statements, for the Cypher linter.
+func Statements() []neo4jstore.Statement {
+	none := map[string]any{}
+	return []neo4jstore.Statement{
+		{Name: "test census", Cypher: census, Parameters: none},
+		{Name: "test wipe", Cypher: wipeAll, Parameters: none},
+		{Name: "test show constraints", Cypher: showConstraints, Parameters: none},
+		{Name: "test show indexes", Cypher: showIndexes, Parameters: none},
+		{Name: "test drop constraint", Cypher: fmt.Sprintf(dropConstraint, "weft_pod_uid"), Parameters: none},
+		{Name: "test drop index", Cypher: fmt.Sprintf(dropIndex, "weft_pod_name"), Parameters: none},
+		{Name: "test marker", Cypher: mark, Parameters: map[string]any{"note": "x"}},
+	}
+}
+
+// Reset checks that the database may be wiped and wipes it (see the
+// package doc). A test that already holds it (Fresh) calls it to start
+// over, e.g. to replay into an empty database.
+func Reset(t testing.TB, cfg neo4jstore.Config) {
+	t.Helper()
+	c := Exec(t, cfg, census, nil)[0]
+	total, _ := c["total"].(int64)
+	marked, _ := c["marked"].(int64)
+	foreign, _ := c["foreign"].(int64)
+	if total > 0 && (marked == 0 || foreign > 0) && os.Getenv(WipeEnv) != "1" {
+		t.Fatalf("refusing to wipe Neo4j database %q at %s: it holds %d nodes, %d of labels weft does not write, and %d test markers. "+
+			"The Neo4j integration tests delete everything in their database and drop weft's constraints and indexes, so they use "+
+			"only one that is empty or holds nothing but weft's labels and the (:WeftTestMarker) an earlier run left: "+
+			"point WEFT_NEO4J_URI (and %s) at such a database, or set %s=1 to wipe this one",
+			cfg.Database, cfg.URI, total, foreign, marked, DatabaseEnv, WipeEnv)
+	}
+	Exec(t, cfg, wipeAll, nil)
+	for _, q := range []struct{ show, drop string }{{showConstraints, dropConstraint}, {showIndexes, dropIndex}} {
+		for _, row := range Exec(t, cfg, q.show, nil) {
+			name, _ := row["name"].(string)
+			if !weftName.MatchString(name) {
+				t.Fatalf("%s: unexpected name %q", q.show, name)
+			}
+			Exec(t, cfg, fmt.Sprintf(q.drop, name), nil)
+		}
+	}
+	Exec(t, cfg, mark, map[string]any{"note": "the weft Neo4j integration tests wipe this database (package neo4jtest)"})
+}
+
+// Exec runs one statement in an auto-commit transaction, as cypher-shell
+// does, and returns its rows.
+func Exec(t testing.TB, cfg neo4jstore.Config, cypher string, params map[string]any) []map[string]any {
+	t.Helper()
+	rows, err := Run(cfg, []string{cypher}, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+// Run runs statements in order, each in its own auto-commit transaction
+// as cypher-shell runs a file, over one connection, and returns the rows
+// of the last.
+func Run(cfg neo4jstore.Config, statements []string, params map[string]any) (rows []map[string]any, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	d, err := neo4j.NewDriverWithContext(cfg.URI, neo4j.BasicAuth(cfg.User, cfg.Password, ""))
+	if err != nil {
+		return nil, fmt.Errorf("neo4j %s: %w", cfg.URI, err)
+	}
+	defer func() { err = errors.Join(err, d.Close(ctx)) }()
+	sess := d.NewSession(ctx, neo4j.SessionConfig{DatabaseName: cfg.Database})
+	defer func() { err = errors.Join(err, sess.Close(ctx)) }()
+	for i, s := range statements {
+		res, err := sess.Run(ctx, s, params)
+		if err != nil {
+			return nil, fmt.Errorf("statement %d %q: %w", i+1, s, err)
+		}
+		recs, err := res.Collect(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("statement %d %q: %w", i+1, s, err)
+		}
+		rows = rows[:0]
+		for _, r := range recs {
+			rows = append(rows, r.AsMap())
+		}
+	}
+	return rows, nil
+}
+
+// Graph reads st's whole graph.
+func Graph(t testing.TB, st graph.Reader) *graph.Graph {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	g, err := st.Graph(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// Compare returns nil when want and got are the same graph: the same text
+// from `weft graph export --format json`, whichever store each came from.
+// Otherwise its error names the nodes and relationships that differ (the
+// first ten).
+func Compare(want, got *graph.Graph) error {
+	w, err := canonical(want)
+	if err != nil {
+		return err
+	}
+	g, err := canonical(got)
+	if err != nil || w == g {
+		return err
+	}
+	wi, gi := elements(want), elements(got)
+	var diffs []string
+	for k, wv := range wi {
+		switch gv, ok := gi[k]; {
+		case !ok:
+			diffs = append(diffs, fmt.Sprintf("%s missing (want %s)", k, wv))
+		case gv != wv:
+			diffs = append(diffs, fmt.Sprintf("%s: got %s, want %s", k, gv, wv))
+		}
+	}
+	for k, gv := range gi {
+		if _, ok := wi[k]; !ok {
+			diffs = append(diffs, fmt.Sprintf("%s unexpected: %s", k, gv))
+		}
+	}
+	sort.Strings(diffs)
+	if len(diffs) > 10 {
+		diffs = append(diffs[:10], fmt.Sprintf("and %d more", len(diffs)-10))
+	}
+	if len(diffs) == 0 {
+		diffs = []string{"the same nodes and relationships, but not the same export"}
+	}
+	return fmt.Errorf("graphs differ (want %d nodes and %d relationships, got %d and %d):\n  %s",
+		len(want.Nodes), len(want.Edges), len(got.Nodes), len(got.Edges), strings.Join(diffs, "\n  "))
+}
+
+// canonical is g as `weft graph export --format json` prints it, sorted.
+func canonical(g *graph.Graph) (string, error) {
+	g.Sort()
+	var b bytes.Buffer
+	err := export.Write(&b, g, "json")
+	return b.String(), err
+}
+
+// elements indexes g's nodes by id and its relationships by their ends,
+// type and key, each to its JSON.
+func elements(g *graph.Graph) map[string]string {
+	out := map[string]string{}
+	for _, n := range g.Nodes {
+		data, _ := json.Marshal(n)
+		out["node "+n.ID] = string(data)
+	}
+	for _, e := range g.Edges {
+		data, _ := json.Marshal(e.Props)
+		k := fmt.Sprintf("%s -[%s %v %v %v]-> %s", e.From, e.Type, e.Props["transport"], e.Props["port"], e.Props["path"], e.To)
+		out[k] = string(data)
+	}
+	return out
+}
+
+// inProcess serialises the tests of one binary; the lock file, binaries.
+var inProcess sync.Mutex
+
+// lock holds the database for t: within the process, then across
+// processes with an flock on a file named for the URI and database.
+func lock(t testing.TB, cfg neo4jstore.Config) {
+	t.Helper()
+	natstest.CheckFor(t, Timeout, 50*time.Millisecond, func() error {
+		if !inProcess.TryLock() {
+			return errors.New("another test of this package holds the Neo4j test database (Neo4j tests must not be parallel)")
+		}
+		return nil
+	})
+	sum := sha256.Sum256([]byte(cfg.URI + "\x00" + cfg.Database))
+	path := filepath.Join(os.TempDir(), "weft-neo4j-test-"+hex.EncodeToString(sum[:8])+".lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		inProcess.Unlock()
+		t.Fatalf("neo4j test lock: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		_ = f.Close()
+		inProcess.Unlock()
+	})
+	natstest.CheckFor(t, Timeout, 100*time.Millisecond, func() error {
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			return fmt.Errorf("another test process holds the Neo4j test database (lock %s): %w", path, err)
+		}
+		return nil
+	})
+}

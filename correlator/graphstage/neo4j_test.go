@@ -1,0 +1,241 @@
+package graphstage_test
+
+// The graph stage on Neo4j: run against the server WEFT_NEO4J_URI names,
+// skipped without one. Each test wipes its database first; see package
+// neo4jtest for what they do to it and when they refuse to.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
+	"github.com/weftobs/weft/correlator/graphstage"
+	"github.com/weftobs/weft/correlator/internal/scenario"
+	"github.com/weftobs/weft/correlator/internal/stagetest"
+	"github.com/weftobs/weft/streams/consume"
+	"github.com/weftobs/weft/streams/schema"
+	"github.com/weftobs/weft/streams/stage"
+	"github.com/weftobs/weft/testenv/natstest"
+)
+
+// neo4jSettings are graphSettings with the store on Neo4j.
+func neo4jSettings(t *testing.T, cfg neo4jstore.Config, replay *stage.Replay) stage.Settings {
+	set := graphSettings(t.TempDir(), replay)
+	gc := set.Config.(*graphstage.Config)
+	gc.Store, gc.Neo4j = graphstage.StoreNeo4j, cfg
+	return set
+}
+
+// served is st's graph as /api/v1/graph would serve it (numbers decoded
+// as JSON numbers), for podEdges.
+func served(t *testing.T, st *neo4jstore.Store) *graph.Graph {
+	t.Helper()
+	data, err := json.Marshal(neo4jtest.Graph(t, st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g graph.Graph
+	if err := json.Unmarshal(data, &g); err != nil {
+		t.Fatal(err)
+	}
+	return &g
+}
+
+// clusterEvents starts NATS with weft's streams and returns it with the
+// two-node cluster scenario of rounds rounds: its ground truth and its
+// events, as the collectors publish them.
+func clusterEvents(t *testing.T, rounds int) (*natstest.Server, *scenario.Sim, []*schema.EventBatch) {
+	s := natstest.Start(t)
+	stagetest.Streams(t, s)
+	c := scenario.NewCluster()
+	sim := scenario.New()
+	c.Up(sim)
+	c.Traffic(sim, rounds, 3e6)
+	return s, sim, sim.Interleaved(8)
+}
+
+// waitSeq waits until st has applied CALLS up to seq.
+func waitSeq(t *testing.T, st graph.Store, seq uint64) {
+	t.Helper()
+	natstest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		n, err := st.LastSeq(context.Background())
+		if err == nil && n < seq {
+			err = fmt.Errorf("store at CALLS sequence %d, want %d", n, seq)
+		}
+		return err
+	})
+}
+
+// startErr starts a graph stage that must refuse to start.
+func startErr(t *testing.T, h *stagetest.Host, set stage.Settings) error {
+	t.Helper()
+	st, err := graphstage.New(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Start(context.Background(), h)
+	if err == nil {
+		_ = st.Shutdown(context.Background())
+	}
+	return err
+}
+
+// TestNeo4jStageRefusesPendingMigrations: the stage does not start on a
+// database with pending migrations, and names them; it starts once they
+// are applied.
+func TestNeo4jStageRefusesPendingMigrations(t *testing.T) {
+	cfg := neo4jtest.Fresh(t)
+	s := natstest.Start(t)
+	stagetest.Streams(t, s)
+	h := stagetest.NewHost(s.JS)
+	err := startErr(t, h, neo4jSettings(t, cfg, nil))
+	for _, want := range []string{"stage graph", "pending migrations", "V001 constraints", "V002 indexes", "weft migrate up"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("start with nothing migrated: %v; want it to say %q", err, want)
+		}
+	}
+	neo4jtest.Migrate(t, neo4jtest.Open(t, cfg))
+	g := startGraph(t, h, neo4jSettings(t, cfg, nil))
+	if err := g.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNeo4jCrashBetweenWriteAndAck mirrors TestEndToEnd's kill on Neo4j,
+// made certain to crash between a write and its acks: the first graph
+// stage holds every message (no timed write), its connection is cut, and
+// its shutdown writes the batch to Neo4j while the acks have nowhere to
+// go. The restarted stage is redelivered the written messages (after the
+// consumer's AckWait, 30s) and must skip them: the graph equals the
+// ground truth.
+func TestNeo4jCrashBetweenWriteAndAck(t *testing.T) {
+	cfg, st := neo4jtest.Migrated(t)
+	s, sim, batches := clusterEvents(t, 200)
+	half := len(batches) / 2
+	stagetest.PublishEvents(t, s.JS, batches[:half])
+
+	nc1, js1 := stagetest.Connect(t, s)
+	h1 := stagetest.NewHost(js1)
+	cor1 := startCorrelator(t, h1)
+	set1 := neo4jSettings(t, cfg, nil)
+	hold := set1.Config.(*graphstage.Config)
+	hold.FlushInterval, hold.MaxPendingMessages = time.Hour, 1<<20
+	g1 := startGraph(t, h1, set1)
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := g1.Stats().Calls; n < 100 {
+			return fmt.Errorf("%d calls so far", n)
+		}
+		return nil
+	})
+	nc1.Close()
+	dead, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = cor1.Shutdown(dead)
+	live, cancelLive := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelLive()
+	_ = g1.Shutdown(live) // the write lands; the acks fail on the closed connection
+
+	written, err := st.LastSeq(live)
+	if err != nil || written == 0 || g1.Stats().Batches != 1 {
+		t.Fatalf("before the crash: Neo4j at CALLS sequence %d (%v) after %d batches; want one batch written", written, err, g1.Stats().Batches)
+	}
+	cons, err := s.JS.Consumer(live, schema.StreamCalls, consume.DurableName("graph", schema.StreamCalls))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ackFloor := func() uint64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.AckFloor.Stream
+	}
+	if f := ackFloor(); f >= written {
+		t.Fatalf("acks reached the server (ack floor %d, written up to %d): no crash between write and ack to test", f, written)
+	}
+
+	stagetest.PublishEvents(t, s.JS, batches[half:])
+	_, js2 := stagetest.Connect(t, s)
+	h2 := stagetest.NewHost(js2)
+	cor2 := startCorrelator(t, h2)
+	defer cor2.Shutdown(context.Background())
+	g2 := startGraph(t, h2, neo4jSettings(t, cfg, nil))
+	defer g2.Shutdown(context.Background())
+	natstest.CheckFor(t, 2*time.Minute, 250*time.Millisecond, func() error {
+		if g2.Stats().Skipped == 0 {
+			return errors.New("the written messages have not been redelivered yet")
+		}
+		if f := ackFloor(); f < written {
+			return fmt.Errorf("ack floor %d, written up to %d", f, written)
+		}
+		return compare(sim.Truth, podEdges(served(t, st)))
+	})
+	t.Logf("written before the crash up to CALLS %d; restarted stage %+v", written, g2.Stats())
+}
+
+// TestNeo4jReplayEquality: the graph built live in Neo4j equals the one a
+// replay of CALLS builds in the embedded store and the one it builds in an
+// emptied Neo4j (compared as the export's JSON); a replay refuses a
+// database that holds a graph, or only the cursor of a deleted one.
+func TestNeo4jReplayEquality(t *testing.T) {
+	cfg, st := neo4jtest.Migrated(t)
+	s, sim, batches := clusterEvents(t, 100)
+	stagetest.PublishEvents(t, s.JS, batches)
+
+	h1 := stagetest.NewHost(s.JS)
+	cor := startCorrelator(t, h1)
+	g1 := startGraph(t, h1, neo4jSettings(t, cfg, nil))
+	natstest.CheckFor(t, 60*time.Second, 100*time.Millisecond, func() error {
+		return compare(sim.Truth, podEdges(served(t, st)))
+	})
+	if err := cor.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := g1.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The live graph is CALLS up to last; the replays stop there too.
+	last, err := st.LastSeq(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := neo4jtest.Graph(t, st)
+	upToLast := func(durable string) *stage.Replay {
+		return &stage.Replay{Durable: durable, StartSeq: 1, UntilSeq: last}
+	}
+
+	h2 := stagetest.NewHost(s.JS)
+	emb := startGraph(t, h2, graphSettings(t.TempDir(), upToLast("replay-embedded")))
+	defer emb.Shutdown(context.Background())
+	waitSeq(t, emb.Store(), last)
+	if err := neo4jtest.Compare(live, neo4jtest.Graph(t, emb.Store().(graph.Reader))); err != nil {
+		t.Errorf("the embedded store's replay is not the live Neo4j graph: %v", err)
+	}
+
+	replay := func(durable string) stage.Settings { return neo4jSettings(t, cfg, upToLast(durable)) }
+	if err := startErr(t, h2, replay("replay-full")); err == nil || !strings.Contains(err.Error(), "replay needs an empty graph") {
+		t.Errorf("replay into the live graph's database: %v; want it refused", err)
+	}
+	neo4jtest.Exec(t, cfg, "MATCH (n) WHERE n:Node OR n:Pod OR n:Container OR n:Workload OR n:Process OR n:External DETACH DELETE n", nil)
+	if err := startErr(t, h2, replay("replay-cursor")); err == nil || !strings.Contains(err.Error(), "replay needs an empty graph") {
+		t.Errorf("replay into a database with a deleted graph's cursor: %v; want it refused", err)
+	}
+
+	neo4jtest.Reset(t, cfg)
+	neo4jtest.Migrate(t, st)
+	g3 := startGraph(t, h2, replay("replay-neo4j"))
+	defer g3.Shutdown(context.Background())
+	waitSeq(t, st, last)
+	if err := neo4jtest.Compare(live, neo4jtest.Graph(t, st)); err != nil {
+		t.Errorf("the replay into an empty Neo4j is not the live graph: %v", err)
+	}
+}
