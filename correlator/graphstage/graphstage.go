@@ -6,8 +6,11 @@
 // A batch is applied together with the last CALLS sequence it contains and
 // the messages are acked after; a message at or below the store's sequence
 // is skipped, so a crash between write and ack, or a replay, never counts a
-// call twice. Calls re-emitted by a restarted correlator carry the same id
-// and are dropped by id.
+// call twice. Calls re-emitted by a restarted correlator share a connection
+// half (or, naming none, the id) with the first emission and are dropped
+// by it. Nodes and links the store was given before, unchanged, are left
+// out of later batches (graph.Written), so writes scale with the edges
+// whose counts change.
 package graphstage
 
 import (
@@ -124,6 +127,10 @@ type Stage struct {
 	store graph.Store
 	mem   *memstore.Store // the embedded store, nil for Neo4j
 
+	// dec is the handler's decoder; the consumer calls the handler from one
+	// goroutine at a time, after warmup has used it.
+	dec *schema.CallDecoder
+
 	mu      sync.Mutex
 	fold    *graph.Fold
 	seen    *graph.Seen
@@ -181,8 +188,12 @@ func New(s stage.Settings) (stage.Stage, error) {
 		brokers = append(brokers, graph.DefaultBrokers...)
 	}
 	seen := graph.NewSeen(cfg.DedupeWindow)
+	fold := graph.NewFold(brokers, seen)
+	// The record of what the store holds starts empty with the stage, so
+	// the first batch after a start writes every node again.
+	fold.SkipWritten(graph.NewWritten(0))
 	return &Stage{set: s, cfg: *cfg, log: s.Logger, input: s.Inputs[0],
-		fold: graph.NewFold(brokers, seen), seen: seen,
+		dec: schema.NewCallDecoder(), fold: fold, seen: seen,
 		kick: make(chan struct{}, 1), done: make(chan struct{})}, nil
 }
 
@@ -256,7 +267,10 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	cc := consume.ConfigFor(s.set, s.input)
 	cc.AckWait = max(30*time.Second, 10*s.cfg.FlushInterval)
 	cc.MaxAckPending = 4 * s.cfg.MaxPendingMessages
-	cc.PullBatch = 256
+	// CALLS messages run up to the publisher's 256 KiB: 64 of them are
+	// 16 MiB on their way, well under the 64 MiB past which the server
+	// cuts a client off as a slow consumer.
+	cc.PullBatch = 64
 	if s.mem != nil && s.set.Replay == nil {
 		// The embedded graph is rebuilt from its snapshot plus the
 		// stream's tail, read afresh at every start.
@@ -311,7 +325,7 @@ func (s *Stage) warmup(ctx context.Context, js jetstream.JetStream, last uint64)
 			if meta.Sequence.Stream > last {
 				return nil
 			}
-			b, err := schema.DecodeCallBatch(msg.Data())
+			b, err := s.dec.Decode(msg.Data())
 			if err != nil {
 				continue
 			}
@@ -344,7 +358,7 @@ func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {
 		return consume.Permanent(err)
 	}
 	seq := meta.Sequence.Stream
-	b, err := schema.DecodeCallBatch(m.Data())
+	b, err := s.dec.Decode(m.Data())
 	if err != nil {
 		return consume.Permanent(err)
 	}

@@ -25,7 +25,7 @@ func graphSettings(dir string, replay *stage.Replay) stage.Settings {
 		Inputs: []stage.Stream{{Name: schema.StreamCalls}}, Config: cfg, Counters: &stage.Counters{}}
 }
 
-func startGraph(t *testing.T, h *stagetest.Host, set stage.Settings) *graphstage.Stage {
+func startGraph(t testing.TB, h *stagetest.Host, set stage.Settings) *graphstage.Stage {
 	t.Helper()
 	st, err := graphstage.New(set)
 	if err != nil {

@@ -40,3 +40,21 @@ func TestIDsForDeterministic(t *testing.T) {
 		t.Error("id-less calls: two different calls share ids")
 	}
 }
+
+// TestIDsForReemittedCall: a correlator restarted between the two closes
+// of a connection emits it again from the side whose close it is given
+// again. From the client's side the call keeps its id, the client's half,
+// and so its trace and client span: the client span a backend already
+// has is the same span.
+func TestIDsForReemittedCall(t *testing.T) {
+	joined := tcpCall(1)
+	joined.Id = "tcp:node-a:2a:17d"
+	joined.Halves = []string{"tcp:node-a:2a:17d", "tcp:node-b:9f:17e"}
+	again := proto.Clone(joined).(*schema.Call)
+	again.Halves, again.Partial = again.Halves[:1], true
+	again.Server = &schema.Endpoint{Address: joined.GetServer().GetAddress(), Port: 5672, Pod: joined.GetServer().GetPod()}
+	a, b := otlp.IDsFor(joined), otlp.IDsFor(again)
+	if a.Trace != b.Trace || a.Client != b.Client {
+		t.Errorf("re-emitted from the client side: trace %v client %v, the joined call's %v %v", b.Trace, b.Client, a.Trace, a.Client)
+	}
+}

@@ -36,6 +36,14 @@ type CallIDs struct {
 // IDsFor derives the ids of c: SHA-256 of its id, the first 16 bytes the
 // trace id, the next 8 the client span's id, the last 8 the server's. A
 // call without an id (a writer bug) is identified by its encoding.
+//
+// The id, not the halves (Call.halves), and on purpose: a TCP call's id is
+// its first half, the client's whenever the client was seen, so a call a
+// restarted correlator emits again from the client's side alone keeps its
+// ids. Emitted again from the server's side alone it carries only the
+// server's half, and no derivation from halves could give it the joined
+// call's trace id without taking it from the client-side re-emission;
+// that case is for a consumer to drop by halves, as the graph does.
 func IDsFor(c *schema.Call) CallIDs {
 	var sum [32]byte
 	if id := c.GetId(); id != "" {

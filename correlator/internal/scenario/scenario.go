@@ -67,6 +67,7 @@ type Totals struct {
 type Sim struct {
 	events map[string][]*schema.Event
 	cookie uint64
+	seqs   map[string]uint64 // the last batch sequence Drain gave each node
 	Truth  map[Key]*Totals
 }
 
@@ -240,6 +241,29 @@ func (s *Sim) Interleaved(size int) []*schema.EventBatch {
 	for _, n := range s.Nodes() {
 		all = append(all, s.Batches(n, size)...)
 	}
+	sort.SliceStable(all, func(a, b int) bool {
+		return all[a].GetEvents()[0].GetTimeUnixNano() < all[b].GetEvents()[0].GetTimeUnixNano()
+	})
+	return all
+}
+
+// Drain returns the events added since the last Drain as Interleaved
+// does, and forgets them: a live feeder adds traffic, drains, publishes,
+// and again. Each node's batch sequence goes on from the last Drain, so
+// the batches' message ids never repeat.
+func (s *Sim) Drain(size int) []*schema.EventBatch {
+	if s.seqs == nil {
+		s.seqs = map[string]uint64{}
+	}
+	var all []*schema.EventBatch
+	for _, n := range s.Nodes() {
+		for _, b := range s.Batches(n, size) {
+			s.seqs[n]++
+			b.Origin.Seq = s.seqs[n]
+			all = append(all, b)
+		}
+	}
+	clear(s.events)
 	sort.SliceStable(all, func(a, b int) bool {
 		return all[a].GetEvents()[0].GetTimeUnixNano() < all[b].GetEvents()[0].GetTimeUnixNano()
 	})
