@@ -42,7 +42,7 @@ type Options struct {
 	// every CPU busy with the storm, the collector's own CPU is taken from
 	// it and shows in the ratio.
 	Workers int
-	// Rounds of (baseline, collector) storms. Default 3.
+	// Rounds of (baseline, collector) storms. Default 5.
 	Rounds int
 	// Payload bytes each way per connection. Default 64.
 	Payload int
@@ -65,7 +65,7 @@ func (o *Options) defaults() {
 		o.Workers = max(1, runtime.NumCPU()-1)
 	}
 	if o.Rounds <= 0 {
-		o.Rounds = 3
+		o.Rounds = 5
 	}
 	if o.Payload <= 0 {
 		o.Payload = 64

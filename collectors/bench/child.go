@@ -72,6 +72,7 @@ func collectorChild(url string) error {
 	c0, t0 := cpuTime(), time.Now()
 	fmt.Println("ready")
 	bufio.NewReader(os.Stdin).ReadString('\n')
+	ring := ringRSS() // before Shutdown unmaps it
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := st.Shutdown(sctx); err != nil {
@@ -80,7 +81,7 @@ func collectorChild(url string) error {
 	return json.NewEncoder(os.Stdout).Encode(collectorResult{
 		Events: counters.EventsIn.Load(), Lost: st.Stats().Lost,
 		CPU: cpuTime() - c0, Wall: time.Since(t0), RSS: peakRSS(),
-		Anon: procStatus("RssAnon:"), File: procStatus("RssFile:"), Ring: ringRSS(),
+		Anon: procStatus("RssAnon:"), File: procStatus("RssFile:"), Ring: ring,
 	})
 }
 
