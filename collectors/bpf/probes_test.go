@@ -100,26 +100,13 @@ func testTCPBytes(t *testing.T, network, address string, serverFirst bool, famil
 		}
 	}
 
-	var rec ringbuf.Record
 	got := map[[2]uint8]CollectorTcpEvent{} // (phase, role)
-	deadline := time.Now().Add(5 * time.Second)
-	for len(got) < 4 && time.Now().Before(deadline) {
-		c.SetDeadline(time.Now().Add(200 * time.Millisecond))
-		if err := c.Read(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
-			}
-			t.Fatal(err)
+	readTCP(t, c, 5*time.Second, func(e CollectorTcpEvent) bool {
+		if (e.Conn.Lport == cport && e.Conn.Rport == sport) || (e.Conn.Lport == sport && e.Conn.Rport == cport) {
+			got[[2]uint8{e.Phase, e.Role}] = e
 		}
-		if binary.LittleEndian.Uint32(rec.RawSample[TypeOffset:]) != TypeTCP {
-			continue
-		}
-		e := *(*CollectorTcpEvent)(unsafe.Pointer(&rec.RawSample[0]))
-		if !(e.Conn.Lport == cport && e.Conn.Rport == sport) && !(e.Conn.Lport == sport && e.Conn.Rport == cport) {
-			continue
-		}
-		got[[2]uint8{e.Phase, e.Role}] = e
-	}
+		return len(got) == 4
+	})
 	for k, e := range got {
 		if e.Conn.Family != family {
 			t.Errorf("event %v: family %d, want %d", k, e.Conn.Family, family)
@@ -171,7 +158,7 @@ func testTCPBytes(t *testing.T, network, address string, serverFirst bool, famil
 		}
 	}
 	// Programs are freed after an RCU grace period: poll.
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for _, id := range progIDs {
 		for {
 			p, err := ebpf.NewProgramFromID(id)

@@ -90,7 +90,9 @@ func TestKubeProvider(t *testing.T) {
 	if _, err := pods.Update(ctx, changed, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("the update", func(c []change) bool { return len(c) == 2 && c[1].op == Upsert && c[1].pod.GetLabels()["version"] == "2" })
+	waitFor("the update", func(c []change) bool {
+		return len(c) == 2 && c[1].op == Upsert && c[1].pod.GetLabels()["version"] == "2"
+	})
 	if err := pods.Delete(ctx, "broker-0", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,17 @@ func startGraph(t testing.TB, h *stagetest.Host, set stage.Settings) *graphstage
 	return st.(*graphstage.Stage)
 }
 
+// waitCalls waits until g has folded at least n calls.
+func waitCalls(t *testing.T, g *graphstage.Stage, n uint64) {
+	t.Helper()
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if got := g.Stats().Calls; got < n {
+			return fmt.Errorf("%d calls so far, waiting for %d", got, n)
+		}
+		return nil
+	})
+}
+
 func startCorrelator(t *testing.T, h *stagetest.Host) stage.Stage {
 	cfg := correlate.NewConfig()
 	cfg.Window, cfg.CloseWait, cfg.AckWait, cfg.FlushInterval = 200*time.Millisecond, 300*time.Millisecond, time.Second, 20*time.Millisecond
@@ -124,12 +135,7 @@ func TestEndToEnd(t *testing.T) {
 	h1 := stagetest.NewHost(js1)
 	cor1 := startCorrelator(t, h1)
 	g1 := startGraph(t, h1, graphSettings(dir, nil))
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if n := g1.Stats().Calls; n < 100 {
-			return fmt.Errorf("%d calls so far", n)
-		}
-		return nil
-	})
+	waitCalls(t, g1, 100)
 	// Kill both: the connection is cut, nothing is drained.
 	nc1.Close()
 	dead, cancel := context.WithCancel(context.Background())

@@ -128,12 +128,7 @@ func TestNeo4jCrashBetweenWriteAndAck(t *testing.T) {
 	hold := set1.Config.(*graphstage.Config)
 	hold.FlushInterval, hold.MaxPendingMessages = time.Hour, 1<<20
 	g1 := startGraph(t, h1, set1)
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if n := g1.Stats().Calls; n < 100 {
-			return fmt.Errorf("%d calls so far", n)
-		}
-		return nil
-	})
+	waitCalls(t, g1, 100)
 	nc1.Close()
 	dead, cancel := context.WithCancel(context.Background())
 	cancel()
