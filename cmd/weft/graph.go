@@ -28,7 +28,8 @@ func newGraphCmd() *cobra.Command {
 		Long: `Print the graph as JSON, Cypher (loads into an empty Neo4j with cypher-shell) or DOT.
 
 It is read from, in this order: the embedded store saved in --data-dir; Neo4j,
-when --neo4j-uri (or WEFT_NEO4J_URI) is set; a running weft's /api/v1/graph at --addr.`,
+when --neo4j-uri (or WEFT_NEO4J_URI) is set and --addr is not given; a running
+weft's /api/v1/graph at --addr.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var g *graph.Graph
@@ -47,7 +48,7 @@ when --neo4j-uri (or WEFT_NEO4J_URI) is set; a running weft's /api/v1/graph at -
 				if g, err = st.Graph(cmd.Context()); err != nil {
 					return err
 				}
-			case neo.URI != "":
+			case neo.URI != "" && !cmd.Flags().Changed("addr"):
 				st, err := neo4jstore.Open(cmd.Context(), neo)
 				if err != nil {
 					return err

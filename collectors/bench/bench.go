@@ -44,7 +44,9 @@ type Options struct {
 	Workers int
 	// Rounds of (baseline, collector) storms. Default 5.
 	Rounds int
-	// Payload bytes each way per connection. Default 64.
+	// Payload bytes each way per connection. Default 64, at most 16 KiB:
+	// one thread drives both ends, so a payload must fit the sockets'
+	// buffers.
 	Payload int
 	// SkipStorm runs the user-space path only (no privileges needed).
 	SkipStorm bool
@@ -74,6 +76,9 @@ func (o *Options) defaults() {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 }
+
+// maxPayload bounds Options.Payload.
+const maxPayload = 16 << 10
 
 // Result is what `weft bench collector --json` prints.
 type Result struct {
@@ -143,6 +148,9 @@ func SelfStorm(args ...string) StormCommand {
 // is skipped and said so in the result.
 func Run(ctx context.Context, o Options, child StormCommand) (*Result, error) {
 	o.defaults()
+	if o.Payload > maxPayload {
+		return nil, fmt.Errorf("storm payload %d bytes: at most %d (one thread drives both ends of a connection)", o.Payload, maxPayload)
+	}
 	res := &Result{CPUs: runtime.NumCPU(), Kernel: kernel()}
 	dir, err := os.MkdirTemp("", "weft-bench-")
 	if err != nil {

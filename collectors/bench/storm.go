@@ -6,7 +6,6 @@
 package bench
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -150,21 +149,25 @@ func oneConn(lfd int, addr *unix.SockaddrInet4, buf []byte) error {
 		unix.Close(cfd)
 		return fmt.Errorf("accept: %w", err)
 	}
-	err = errors.Join(
-		wrap("client write", writeFull(cfd, buf)),
-		wrap("server read", readFull(sfd, buf)),
-		wrap("server write", writeFull(sfd, buf)),
-		wrap("client read", readFull(cfd, buf)),
-		wrap("linger", unix.SetsockoptLinger(cfd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})),
-	)
-	unix.Close(cfd)
-	unix.Close(sfd)
-	return err
-}
-
-func wrap(what string, err error) error {
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+	defer unix.Close(sfd)
+	defer unix.Close(cfd)
+	// In order, stopping at the first failure (a read after a failed
+	// write would wait forever).
+	for _, step := range []struct {
+		what string
+		do   func() error
+	}{
+		{"client write", func() error { return writeFull(cfd, buf) }},
+		{"server read", func() error { return readFull(sfd, buf) }},
+		{"server write", func() error { return writeFull(sfd, buf) }},
+		{"client read", func() error { return readFull(cfd, buf) }},
+		{"linger", func() error {
+			return unix.SetsockoptLinger(cfd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		}},
+	} {
+		if err := step.do(); err != nil {
+			return fmt.Errorf("%s: %w", step.what, err)
+		}
 	}
 	return nil
 }

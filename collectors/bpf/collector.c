@@ -405,7 +405,15 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		o.role = ROLE_SERVER;
 		o.cookie = bpf_get_socket_cookie((void *)sk);
 		read_conn_btf(&o.conn, sk);
-		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
+		if (bpf_map_update_elem(&socks, &key, &o, BPF_NOEXIST) != 0) {
+			// Accepted already (TCP Fast Open hands the socket to
+			// accept() before the handshake ends): keep its owner.
+			struct owner *ex = bpf_map_lookup_elem(&socks, &key);
+			if (ex) {
+				ex->cookie = o.cookie;
+				ex->conn = o.conn;
+			}
+		}
 		return 0;
 	}
 
@@ -434,6 +442,8 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		read_conn_btf(&o->conn, sk);
 		emit_tcp(sk, o, TCP_PHASE_CONNECT_FAILED, err, now, oldstate);
 	} else if (o->role == ROLE_CLIENT || o->accepted) {
+		if (!o->cookie) // accepted before attach: its cookie is made now
+			o->cookie = bpf_get_socket_cookie((void *)sk);
 		emit_tcp(sk, o, TCP_PHASE_CLOSE, 0, now, oldstate);
 	}
 	bpf_map_delete_elem(&socks, &key);
@@ -574,7 +584,11 @@ static __always_inline int on_accept(long ret)
 	}
 	fill_current(&o->hdr, EVENT_TCP);
 	o->accepted = 1;
-	emit_tcp(sk, o, TCP_PHASE_ACCEPT, 0, now, TCP_ESTABLISHED);
+	// A connection established before the collector attached has no
+	// cookie yet (the kernel makes one on first request, which this
+	// program type cannot make): its close, which can, reports it.
+	if (o->cookie)
+		emit_tcp(sk, o, TCP_PHASE_ACCEPT, 0, now, TCP_ESTABLISHED);
 	return 0;
 }
 

@@ -314,3 +314,40 @@ func readTCP(t *testing.T, c *Collector, d time.Duration, match func(CollectorTc
 	}
 	return CollectorTcpEvent{}, false
 }
+
+// TestEstablishedBeforeAttach: a connection whose handshake ended before
+// the collector attached, accepted after, still reports its server-side
+// close with a cookie (the correlator's key) and the accepting process.
+func TestEstablishedBeforeAttach(t *testing.T) {
+	requireRoot(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cl, err := net.Dial("tcp4", ln.Addr().String()) // in the accept queue
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cport := uint16(cl.LocalAddr().(*net.TCPAddr).Port)
+	sv.Close()
+	e, ok := readTCP(t, c, 5*time.Second, func(e CollectorTcpEvent) bool {
+		return e.Phase == 3 && e.Role == 2 && e.Conn.Rport == cport
+	})
+	if !ok {
+		t.Fatal("no server close event")
+	}
+	if e.Cookie == 0 || int(e.Hdr.Pid) != os.Getpid() {
+		t.Errorf("server close: cookie %d pid %d, want a cookie and pid %d", e.Cookie, e.Hdr.Pid, os.Getpid())
+	}
+}

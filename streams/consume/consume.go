@@ -102,7 +102,8 @@ type Config struct {
 	// PullMaxBytes bounds the bytes one pull brings, whatever PullBatch
 	// says: batches of large messages past the server's pending limit
 	// (64 MiB) get the client cut off as a slow consumer. It must be at
-	// least the largest message (the server's max payload). Default 16 MiB.
+	// least the largest message: it is raised to the server's max payload
+	// when that is larger. Default 16 MiB.
 	PullMaxBytes int
 	// Backoff is the redelivery delay after the n-th failed delivery;
 	// default 100ms doubling to 10s.
@@ -224,6 +225,11 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, c
 	cons, err := Ensure(ctx, js, cfg)
 	if err != nil {
 		return nil, err
+	}
+	// A pull must hold the largest message the server takes, or that
+	// message would be pulled again and again and the stage would stall.
+	if mp := int(js.Conn().MaxPayload()); cfg.PullMaxBytes < mp {
+		cfg.PullMaxBytes = mp
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(cfg.PullBatch, cfg.PullMaxBytes))
 	if err != nil {

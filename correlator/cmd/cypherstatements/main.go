@@ -14,7 +14,7 @@ import (
 
 	"github.com/weftobs/weft/correlator/graph/export"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore"
-	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest/testcypher"
 	"github.com/weftobs/weft/migrations"
 )
 
@@ -45,7 +45,7 @@ func run() error {
 	)
 	out = append(out, neo4jstore.Statements()...)
 	// What the Neo4j integration tests send to prepare a database.
-	out = append(out, neo4jtest.Statements()...)
+	out = append(out, testcypher.Statements()...)
 	for i, s := range export.CypherStatements(export.Sample()) {
 		out = append(out, neo4jstore.Statement{Name: fmt.Sprintf("export #%d", i+1), Cypher: s, Parameters: map[string]any{}})
 	}

@@ -22,8 +22,9 @@
 // dir, one per URI and database, for the test's duration. The tests must
 // not call t.Parallel.
 //
-// Like the store, it imports the Neo4j driver; only tests import it, and
-// correlator/cmd/cypherstatements, so CI lints its statements too.
+// Like the store, it imports the Neo4j driver; only tests import it. The
+// Cypher it sends is in package testcypher, which the linter's statement
+// list includes.
 package neo4jtest
 
 import (
@@ -49,6 +50,7 @@ import (
 	"github.com/weftobs/weft/correlator/graph"
 	"github.com/weftobs/weft/correlator/graph/export"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest/testcypher"
 	"github.com/weftobs/weft/testenv/natstest"
 )
 
@@ -126,54 +128,14 @@ func Migrate(t testing.TB, st *neo4jstore.Store) {
 	}
 }
 
-// Statements the helpers send (linted with the store's: see Statements).
-const (
-	wipeAll         = "MATCH (n) DETACH DELETE n"
-	showConstraints = "SHOW CONSTRAINTS YIELD name WHERE name STARTS WITH 'weft_' RETURN name"
-	showIndexes     = "SHOW INDEXES YIELD name WHERE name STARTS WITH 'weft_' RETURN name"
-	mark            = "CREATE (:WeftTestMarker {note: $note, at: datetime()})"
-	// Drop statements take a name checked against weftName.
-	dropConstraint = "DROP CONSTRAINT %s IF EXISTS"
-	dropIndex      = "DROP INDEX %s IF EXISTS"
-)
-
-// census counts the database's nodes, the test marker, and the nodes of no
-// label weft writes.
-var census = "MATCH (n) RETURN count(n) AS total, count(CASE WHEN n:WeftTestMarker THEN 1 END) AS marked, " +
-	"count(CASE WHEN NOT (" + strings.Join(weftLabels("n"), " OR ") + ") THEN 1 END) AS foreign"
-
-func weftLabels(v string) []string {
-	var out []string
-	for _, l := range []string{graph.LabelNode, graph.LabelPod, graph.LabelContainer, graph.LabelWorkload, graph.LabelProcess,
-		graph.LabelExternal, "WeftStream", "WeftMigration", "WeftMigrationLock", "WeftTestMarker"} {
-		out = append(out, v+":"+l)
-	}
-	return out
-}
-
 var weftName = regexp.MustCompile(`^weft_[A-Za-z0-9_]+$`)
-
-// Statements lists the statements the helpers send, with example
-// parameters, in the shape of neo4jstore.Statements, for the Cypher linter.
-func Statements() []neo4jstore.Statement {
-	none := map[string]any{}
-	return []neo4jstore.Statement{
-		{Name: "test census", Cypher: census, Parameters: none},
-		{Name: "test wipe", Cypher: wipeAll, Parameters: none},
-		{Name: "test show constraints", Cypher: showConstraints, Parameters: none},
-		{Name: "test show indexes", Cypher: showIndexes, Parameters: none},
-		{Name: "test drop constraint", Cypher: fmt.Sprintf(dropConstraint, "weft_pod_uid"), Parameters: none},
-		{Name: "test drop index", Cypher: fmt.Sprintf(dropIndex, "weft_pod_name"), Parameters: none},
-		{Name: "test marker", Cypher: mark, Parameters: map[string]any{"note": "x"}},
-	}
-}
 
 // Reset checks that the database may be wiped and wipes it (see the
 // package doc). A test that already holds it (Fresh) calls it to start
 // over, e.g. to replay into an empty database.
 func Reset(t testing.TB, cfg neo4jstore.Config) {
 	t.Helper()
-	c := Exec(t, cfg, census, nil)[0]
+	c := Exec(t, cfg, testcypher.Census, nil)[0]
 	total, _ := c["total"].(int64)
 	marked, _ := c["marked"].(int64)
 	foreign, _ := c["foreign"].(int64)
@@ -184,8 +146,8 @@ func Reset(t testing.TB, cfg neo4jstore.Config) {
 			"point WEFT_NEO4J_URI (and %s) at such a database, or set %s=1 to wipe this one",
 			cfg.Database, cfg.URI, total, foreign, marked, DatabaseEnv, WipeEnv)
 	}
-	Exec(t, cfg, wipeAll, nil)
-	for _, q := range []struct{ show, drop string }{{showConstraints, dropConstraint}, {showIndexes, dropIndex}} {
+	Exec(t, cfg, testcypher.WipeAll, nil)
+	for _, q := range []struct{ show, drop string }{{testcypher.ShowConstraints, testcypher.DropConstraint}, {testcypher.ShowIndexes, testcypher.DropIndex}} {
 		for _, row := range Exec(t, cfg, q.show, nil) {
 			name, _ := row["name"].(string)
 			if !weftName.MatchString(name) {
@@ -194,7 +156,7 @@ func Reset(t testing.TB, cfg neo4jstore.Config) {
 			Exec(t, cfg, fmt.Sprintf(q.drop, name), nil)
 		}
 	}
-	Exec(t, cfg, mark, map[string]any{"note": "the weft Neo4j integration tests wipe this database (package neo4jtest)"})
+	Exec(t, cfg, testcypher.Mark, map[string]any{"note": "the weft Neo4j integration tests wipe this database (package neo4jtest)"})
 }
 
 // Exec runs one statement in an auto-commit transaction, as cypher-shell
