@@ -41,20 +41,6 @@ func start(t *testing.T, h *stagetest.Host, cfg *correlate.Config) stage.Stage {
 	return st
 }
 
-func compare(want, got map[scenario.Key]*scenario.Totals) error {
-	for k, w := range want {
-		if g := got[k]; g == nil || *g != *w {
-			return fmt.Errorf("edge %+v: got %+v, want %+v", k, g, *w)
-		}
-	}
-	for k := range got {
-		if want[k] == nil {
-			return fmt.Errorf("unexpected edge %+v", k)
-		}
-	}
-	return nil
-}
-
 // TestGroundTruth: the three scenarios, through NATS, give the exact calls.
 func TestGroundTruth(t *testing.T) {
 	s := natstest.Start(t)
@@ -71,7 +57,7 @@ func TestGroundTruth(t *testing.T) {
 		if _, dups := stagetest.Dedupe(calls); dups > 0 {
 			return fmt.Errorf("%d duplicate calls", dups)
 		}
-		return compare(sim.Truth, scenario.Fold(calls))
+		return scenario.Compare(sim.Truth, scenario.Fold(calls))
 	})
 	// Every EVENTS message is acked once its calls are out.
 	natstest.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
@@ -123,7 +109,7 @@ func TestKillRestart(t *testing.T) {
 	defer st2.Shutdown(context.Background())
 	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
 		calls, _ := stagetest.Dedupe(stagetest.ReadCalls(t, s.JS))
-		return compare(sim.Truth, scenario.Fold(calls))
+		return scenario.Compare(sim.Truth, scenario.Fold(calls))
 	})
 	_, dups := stagetest.Dedupe(stagetest.ReadCalls(t, s.JS))
 	t.Logf("calls emitted again after the kill (dropped by id downstream): %d", dups)
@@ -150,7 +136,7 @@ func TestMalformedToDLQ(t *testing.T) {
 	st := start(t, stagetest.NewHost(s.JS), testConfig())
 	defer st.Shutdown(ctx)
 	natstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		return compare(sim.Truth, scenario.Fold(stagetest.ReadCalls(t, s.JS)))
+		return scenario.Compare(sim.Truth, scenario.Fold(stagetest.ReadCalls(t, s.JS)))
 	})
 	dlq, err := s.JS.Stream(ctx, schema.StreamDLQ)
 	if err != nil {

@@ -101,20 +101,6 @@ func podEdges(g *graph.Graph) map[scenario.Key]*scenario.Totals {
 	return out
 }
 
-func compare(want, got map[scenario.Key]*scenario.Totals) error {
-	for k, w := range want {
-		if g := got[k]; g == nil || *g != *w {
-			return fmt.Errorf("edge %+v: got %+v, want %+v", k, g, *w)
-		}
-	}
-	for k := range got {
-		if want[k] == nil {
-			return fmt.Errorf("unexpected edge %+v", k)
-		}
-	}
-	return nil
-}
-
 // TestEndToEnd: events → correlator → CALLS → graph stage → /api/v1/graph
 // equals the ground truth, brokers are labelled, both stages are killed
 // mid-stream and restarted, a restart comes back with the same graph, and
@@ -150,7 +136,7 @@ func TestEndToEnd(t *testing.T) {
 	defer cor2.Shutdown(context.Background())
 	g2 := startGraph(t, h2, graphSettings(dir, nil))
 	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
-		return compare(sim.Truth, podEdges(fetch(t, h2)))
+		return scenario.Compare(sim.Truth, podEdges(fetch(t, h2)))
 	})
 	live := fetch(t, h2)
 	t.Logf("graph: %d nodes, %d edges; stage %+v", len(live.Nodes), len(live.Edges), g2.Stats())

@@ -172,7 +172,7 @@ func TestNeo4jCrashBetweenWriteAndAck(t *testing.T) {
 		if f := ackFloor(); f < written {
 			return fmt.Errorf("ack floor %d, written up to %d", f, written)
 		}
-		return compare(sim.Truth, podEdges(served(t, st)))
+		return scenario.Compare(sim.Truth, podEdges(served(t, st)))
 	})
 	t.Logf("written before the crash up to CALLS %d; restarted stage %+v", written, g2.Stats())
 }
@@ -190,7 +190,7 @@ func TestNeo4jReplayEquality(t *testing.T) {
 	cor := startCorrelator(t, h1)
 	g1 := startGraph(t, h1, neo4jSettings(t, cfg, nil))
 	natstest.CheckFor(t, 60*time.Second, 100*time.Millisecond, func() error {
-		return compare(sim.Truth, podEdges(served(t, st)))
+		return scenario.Compare(sim.Truth, podEdges(served(t, st)))
 	})
 	if err := cor.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)

@@ -48,25 +48,6 @@ func run(t *testing.T, cfg join.Config, batches []*schema.EventBatch, end uint64
 	return calls, j
 }
 
-func compare(t *testing.T, want, got map[scenario.Key]*scenario.Totals) {
-	t.Helper()
-	for k, w := range want {
-		g := got[k]
-		if g == nil {
-			t.Errorf("edge %+v missing (want %+v)", k, *w)
-			continue
-		}
-		if *g != *w {
-			t.Errorf("edge %+v: got %+v, want %+v", k, *g, *w)
-		}
-	}
-	for k, g := range got {
-		if want[k] == nil {
-			t.Errorf("unexpected edge %+v: %+v", k, *g)
-		}
-	}
-}
-
 func TestScenarios(t *testing.T) {
 	for _, size := range []int{1, 7, 1000} {
 		t.Run(fmt.Sprintf("batch=%d", size), func(t *testing.T) {
@@ -75,7 +56,9 @@ func TestScenarios(t *testing.T) {
 			c.Up(sim)
 			c.Traffic(sim, 50, 3e6)
 			calls, j := run(t, join.Config{}, sim.Interleaved(size), scenario.T0+uint64(time.Hour))
-			compare(t, sim.Truth, scenario.Fold(calls))
+			if err := scenario.Compare(sim.Truth, scenario.Fold(calls)); err != nil {
+				t.Error(err)
+			}
 			st := j.Stats()
 			if st.Joined != 100 || st.Unix != 50 || st.Partial != 0 {
 				t.Errorf("stats %+v: want 100 joined, 50 unix, 0 partial", st)
@@ -164,7 +147,9 @@ func TestPartial(t *testing.T) {
 	if err := j.Advance(scenario.T0 + 2e9); err != nil {
 		t.Fatal(err)
 	}
-	compare(t, sim.Truth, scenario.Fold(calls))
+	if err := scenario.Compare(sim.Truth, scenario.Fold(calls)); err != nil {
+		t.Error(err)
+	}
 	for _, c := range calls {
 		if !c.GetPartial() {
 			t.Errorf("call %s not marked partial", c.GetId())
@@ -197,7 +182,9 @@ func TestIPReuse(t *testing.T) {
 		conn(10+i, scenario.T0+4e9+uint64(i)*1e6, b, i%2 == 0)
 	}
 	calls, _ := run(t, join.Config{}, sim.Interleaved(4), scenario.T0+uint64(time.Hour))
-	compare(t, sim.Truth, scenario.Fold(calls))
+	if err := scenario.Compare(sim.Truth, scenario.Fold(calls)); err != nil {
+		t.Error(err)
+	}
 }
 
 func TestMalformed(t *testing.T) {

@@ -8,6 +8,8 @@
 package scenario
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 	"sort"
 
@@ -61,6 +63,25 @@ type Key struct {
 // Totals are what one edge must add up to.
 type Totals struct {
 	Count, Sent, Received, Errors uint64
+}
+
+// Compare reports every pod-level edge where got differs from want: one
+// missing, one with other totals, one not expected. Nil when they agree.
+func Compare(want, got map[Key]*Totals) error {
+	var errs []error
+	for k, w := range want {
+		if g := got[k]; g == nil {
+			errs = append(errs, fmt.Errorf("edge %+v missing (want %+v)", k, *w))
+		} else if *g != *w {
+			errs = append(errs, fmt.Errorf("edge %+v: got %+v, want %+v", k, *g, *w))
+		}
+	}
+	for k, g := range got {
+		if want[k] == nil {
+			errs = append(errs, fmt.Errorf("unexpected edge %+v: %+v", k, *g))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Sim accumulates one or more nodes' events and the ground truth.
