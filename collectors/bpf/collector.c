@@ -3,11 +3,24 @@
 // weft's node collector: process exec/exit, TCP connections (IPv4 and IPv6)
 // and unix-socket connections, one ring buffer out.
 //
-// Hooks are tracepoints only (tp_btf, syscalls): they are stable across
-// kernels and need no kprobes. Cost is per connection, never per packet:
-// byte totals are read from the tcp_sock's own RFC 4898 counters at close,
-// and the owner of a socket (who connected or accepted it) is kept in a
-// bounded LRU map until then.
+// Hooks are BTF tracepoints only (tp_btf), plus two iterators run once at
+// start: stable across kernels, no kprobes, and no syscall tracepoints —
+// attaching any of those puts every system call of every task on the
+// node on the kernel's slow path, which costs more than everything else
+// here together. Cost is per connection, never per packet: byte totals
+// are read from the tcp_sock's own RFC 4898 counters at close, and the
+// owner of a socket is kept in a bounded LRU map until then.
+//
+// Who owns a socket:
+//   - a TCP client: the task that connect()s (the SYN_SENT transition
+//     runs in its context);
+//   - a TCP server side: the task that listen()ed on its port (the
+//     LISTEN transition runs in its context), recorded per listening
+//     address; the child socket is the listener's clone and carries its
+//     cgroup, which stands in when the listener predates the collector
+//     and the start-up scan did not see it;
+//   - a unix connection: both ends at once, when the connecting task
+//     queues its new connection on the listener (sk_data_ready).
 //
 // Every ring-buffer reserve failure is counted in the per-CPU `lost` map,
 // which user space exports; a lost event is never invisible.
@@ -24,6 +37,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define IPPROTO_MPTCP 262
 
 #define TASK_COMM_LEN 16
 #define FILENAME_MAX 256
@@ -125,8 +139,15 @@ struct owner {
 	__u64 start_ns;
 	__u64 cookie;
 	__u8 role;
-	__u8 accepted; // server side: set once accept() returned it
-	__u8 _pad[6];
+	__u8 _pad[7];
+};
+
+// listen_key is a listening TCP address; addr is all zero for a wildcard.
+struct listen_key {
+	__u32 netns;
+	__u16 port;
+	__u16 _pad;
+	__u8 addr[16];
 };
 
 struct {
@@ -161,13 +182,14 @@ struct {
 	__type(value, struct owner);
 } socks SEC(".maps");
 
-// connect_fds carries the fd of a connect() from syscall entry to exit.
+// listeners maps a listening TCP address to the task that listen()ed on
+// it: the owner of the connections it accepts.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __s32);
-} connect_fds SEC(".maps");
+	__type(key, struct listen_key);
+	__type(value, struct task_hdr);
+} listeners SEC(".maps");
 
 // Force the event types into BTF for bpf2go -type.
 const struct exec_event *unused_exec __attribute__((unused));
@@ -300,26 +322,6 @@ static __always_inline void read_conn_btf(struct conn *c, const struct sock *sk)
 	}
 }
 
-// read_conn reads them through an untyped pointer (from an fd).
-static __always_inline void read_conn(struct conn *c, const struct sock *sk)
-{
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	c->family = family;
-	c->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	c->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	c->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	c->_pad = 0;
-	__builtin_memset(c->laddr, 0, sizeof(c->laddr));
-	__builtin_memset(c->raddr, 0, sizeof(c->raddr));
-	if (family == AF_INET) {
-		bpf_core_read(c->laddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(c->raddr, 4, &sk->__sk_common.skc_daddr);
-	} else {
-		bpf_core_read(c->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(c->raddr, 16, &sk->__sk_common.skc_v6_daddr);
-	}
-}
-
 #define SEND_SHUTDOWN 2
 
 // data_bytes turns the tcp_sock's RFC 4898 counters into the bytes the
@@ -371,6 +373,51 @@ static __always_inline void emit_tcp(const struct sock *sk, struct owner *o, __u
 	submit(e, sizeof(*e));
 }
 
+// sk_cgroup_id is the cgroup v2 id of the task that created sk (a child
+// socket inherits its listener's).
+static __always_inline __u64 sk_cgroup_id(const struct sock *sk)
+{
+	struct cgroup *cg = sk->sk_cgrp_data.cgroup;
+	if (!cg)
+		return 0;
+	return cg->kn->id;
+}
+
+// listen_key_of fills k with sk's listening address.
+static __always_inline void listen_key_of(struct listen_key *k, const struct conn *c)
+{
+	k->netns = c->netns;
+	k->port = c->lport;
+	k->_pad = 0;
+	__builtin_memcpy(k->addr, c->laddr, sizeof(k->addr));
+}
+
+// listener_of returns the owner of the listener that accepted a child
+// with local address c: the exact address first, then the wildcard.
+static __always_inline struct task_hdr *listener_of(const struct conn *c)
+{
+	struct listen_key k;
+	listen_key_of(&k, c);
+	struct task_hdr *h = bpf_map_lookup_elem(&listeners, &k);
+	if (h)
+		return h;
+	__builtin_memset(k.addr, 0, sizeof(k.addr));
+	return bpf_map_lookup_elem(&listeners, &k);
+}
+
+// server_owner makes o the owner of a server-side child sk: its
+// listener's owner, or (listener unknown) the child's cgroup alone.
+static __always_inline void server_owner(struct owner *o, const struct sock *sk)
+{
+	struct task_hdr *l = listener_of(&o->conn);
+	if (l)
+		o->hdr = *l;
+	else
+		o->hdr.cgroup_id = sk_cgroup_id(sk);
+	o->hdr.type = EVENT_TCP;
+	o->role = ROLE_SERVER;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
@@ -378,7 +425,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	// map is touched.
 	int connecting = newstate == TCP_SYN_SENT;
 	int established = newstate == TCP_ESTABLISHED && (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV);
-	if (!connecting && !established && newstate != TCP_CLOSE)
+	if (!connecting && !established && newstate != TCP_CLOSE && newstate != TCP_LISTEN)
 		return 0;
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
@@ -397,31 +444,46 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
 		return 0;
 	}
+	if (newstate == TCP_LISTEN) {
+		// listen(): process context, the caller owns what it accepts.
+		struct conn c;
+		read_conn_btf(&c, sk);
+		struct listen_key k;
+		listen_key_of(&k, &c);
+		struct task_hdr h;
+		fill_current(&h, EVENT_TCP);
+		bpf_map_update_elem(&listeners, &k, &h, BPF_ANY);
+		return 0;
+	}
 	if (established && oldstate == TCP_SYN_RECV) {
-		// A server-side child: its owner is known at accept(); its
-		// addresses and cookie are read now, cheaply, through BTF.
+		// A server-side child, in softirq context: owned by whoever
+		// listens; accepted or not, the connection is made.
 		struct owner o = {};
 		o.start_ns = now;
-		o.role = ROLE_SERVER;
 		o.cookie = bpf_get_socket_cookie((void *)sk);
 		read_conn_btf(&o.conn, sk);
-		if (bpf_map_update_elem(&socks, &key, &o, BPF_NOEXIST) != 0) {
-			// Accepted already (TCP Fast Open hands the socket to
-			// accept() before the handshake ends): keep its owner.
-			struct owner *ex = bpf_map_lookup_elem(&socks, &key);
-			if (ex) {
-				ex->cookie = o.cookie;
-				ex->conn = o.conn;
-			}
-		}
+		server_owner(&o, sk);
+		o.hdr.ts_ns = now;
+		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
+		emit_tcp(sk, &o, TCP_PHASE_ACCEPT, 0, now, oldstate);
 		return 0;
 	}
 
 	struct owner *o = bpf_map_lookup_elem(&socks, &key);
 	if (!o) {
-		// A connection closing that was never seen open (a listener or a
-		// child that never completed its handshake is not one).
-		if (newstate == TCP_CLOSE && oldstate != TCP_LISTEN && oldstate != TCP_SYN_RECV && oldstate != TCP_CLOSE)
+		if (oldstate == TCP_LISTEN) {
+			// A listener closing: forget it (its port may be gone
+			// already, then the LRU does).
+			struct conn c;
+			read_conn_btf(&c, sk);
+			struct listen_key k;
+			listen_key_of(&k, &c);
+			bpf_map_delete_elem(&listeners, &k);
+			return 0;
+		}
+		// A connection closing that was never seen open (a child that
+		// never completed its handshake is not one).
+		if (newstate == TCP_CLOSE && oldstate != TCP_SYN_RECV && oldstate != TCP_CLOSE)
 			count(&untracked);
 		return 0;
 	}
@@ -441,74 +503,90 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		o->cookie = bpf_get_socket_cookie((void *)sk);
 		read_conn_btf(&o->conn, sk);
 		emit_tcp(sk, o, TCP_PHASE_CONNECT_FAILED, err, now, oldstate);
-	} else if (o->role == ROLE_CLIENT || o->accepted) {
-		if (!o->cookie) // accepted before attach: its cookie is made now
+	} else {
+		if (!o->cookie) // seen by the start-up scan: its cookie is made now
 			o->cookie = bpf_get_socket_cookie((void *)sk);
+		if (!o->role) // closed between the scan's two passes
+			o->role = listener_of(&o->conn) ? ROLE_SERVER : ROLE_CLIENT;
 		emit_tcp(sk, o, TCP_PHASE_CLOSE, 0, now, oldstate);
 	}
 	bpf_map_delete_elem(&socks, &key);
 	return 0;
 }
 
-// sock_from_fd returns the sock behind fd in the current task, or NULL.
-static __always_inline struct sock *sock_from_fd(int fd)
-{
-	struct task_struct *t = bpf_get_current_task_btf();
-	struct fdtable *fdt = t->files->fdt;
-	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
-		return NULL;
-	struct file **fds = fdt->fd;
-	struct file *f = NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	if (!f)
-		return NULL;
-	struct socket *sock = BPF_CORE_READ(f, private_data);
-	// Only a socket's file points at a socket that points back at it.
-	if (!sock || BPF_CORE_READ(sock, file) != f)
-		return NULL;
-	return BPF_CORE_READ(sock, sk);
-}
-
 // ---- unix ----
 
-// pid_task_cgroup returns the cgroup id of the thread group leader of pid.
-static __always_inline __u64 pid_cgroup(struct pid *pid)
+// sock_ino is the inode number of sk's socket, 0 if it has none.
+static __always_inline __u64 sock_ino(struct sock *sk)
 {
-	if (!pid)
+	if (!sk)
 		return 0;
-	struct hlist_node *first = BPF_CORE_READ(pid, tasks[PIDTYPE_TGID].first);
-	if (!first)
+	struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+	if (!sock)
 		return 0;
-	struct task_struct *t = (void *)first - bpf_core_field_offset(struct task_struct, pid_links[PIDTYPE_TGID]);
-	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+	struct socket_alloc *sa = container_of(sock, struct socket_alloc, socket);
+	return BPF_CORE_READ(sa, vfs_inode.i_ino);
 }
 
-static __always_inline void emit_unix(struct sock *sk, __u8 phase, __u8 role)
+// A unix stream (or seqpacket) connect queues the new connection's
+// server-side socket on the listener and then, still in the connecting
+// task, tells the listener data is ready. That one moment knows both
+// ends: the connecting task (current), the listener (who listen()ed, its
+// cgroup, its path), and the pair of sockets.
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(handle_data_ready, const struct sock *sk)
 {
-	struct unix_sock *us = (struct unix_sock *)sk;
-	struct sock *peer = BPF_CORE_READ(us, peer);
-	// The connected end of a client has no address; the path is the
-	// server's, which the peer (server-side) socket carries.
-	struct unix_address *addr = BPF_CORE_READ(us, addr);
-	if (!addr && peer)
-		addr = BPF_CORE_READ((struct unix_sock *)peer, addr);
+	// Fires for every socket with data: return at once unless this is a
+	// unix listener.
+	if (sk->__sk_common.skc_family != AF_UNIX || sk->__sk_common.skc_state != TCP_LISTEN)
+		return 0;
+	struct unix_sock *lu = bpf_skc_to_unix_sock((void *)sk);
+	if (!lu)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	// The new connection's skb is the last queued, unless another
+	// connect raced in behind it: look back a few for ours (its
+	// server-side socket's peer credentials are the connecting task's).
+	__u32 queued = sk->sk_receive_queue.qlen;
+	struct sk_buff *skb = sk->sk_receive_queue.prev;
+	struct sock *newsk = NULL;
+	for (int i = 0; i < 4 && i < queued && skb; i++) {
+		struct sock *s = skb->sk;
+		if (s) {
+			struct pid *pp = s->sk_peer_pid;
+			if (pp && pp->numbers[0].nr == tgid) {
+				newsk = s;
+				break;
+			}
+		}
+		skb = skb->prev;
+	}
+	struct sock *client = newsk ? BPF_CORE_READ((struct unix_sock *)newsk, peer) : NULL;
 
 	struct unix_event *e = reserve(sizeof(*e));
 	if (!e)
-		return;
+		return 0;
 	fill_current(&e->hdr, EVENT_UNIX);
-	e->sk = (__u64)sk;
-	e->peer_sk = (__u64)peer;
-	e->phase = phase;
-	e->role = role;
-	e->sock_type = BPF_CORE_READ(sk, sk_type);
-	struct pid *ppid = BPF_CORE_READ(sk, sk_peer_pid);
-	e->peer_pid = ppid ? BPF_CORE_READ(ppid, numbers[0].nr) : 0;
-	e->peer_cgroup_id = pid_cgroup(ppid);
+	// Socket identities are inode numbers (what ss -x shows): the
+	// client's, and the listener's (the server end gets its own only
+	// when accepted). Addresses would not do: they are reused as soon as
+	// a socket is freed. Should the client not be found, the event
+	// still stands, under a one-off id.
+	__u64 ino = sock_ino(client);
+	e->sk = ino ? ino : (e->hdr.ts_ns | (1ULL << 63));
+	e->peer_sk = sock_ino((struct sock *)sk);
+	e->phase = TCP_PHASE_CONNECT;
+	e->role = ROLE_CLIENT;
+	e->sock_type = sk->sk_type;
+	struct pid *lp = sk->sk_peer_pid; // who listen()ed
+	e->peer_pid = lp ? lp->numbers[0].nr : 0;
+	e->peer_cgroup_id = sk_cgroup_id(sk);
 	e->path_len = 0;
 	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+	struct unix_address *addr = lu->addr;
 	if (addr) {
-		int len = BPF_CORE_READ(addr, len) - 2; // minus sun_family
+		int len = addr->len - 2; // minus sun_family
 		if (len < 0)
 			len = 0;
 		if (len > UNIX_PATH_MAX)
@@ -517,89 +595,113 @@ static __always_inline void emit_unix(struct sock *sk, __u8 phase, __u8 role)
 		bpf_probe_read_kernel(e->path, sizeof(e->path), &addr->name[0].sun_path);
 	}
 	submit(e, sizeof(*e));
-}
-
-SEC("tracepoint/syscalls/sys_enter_connect")
-int handle_connect_enter(struct trace_event_raw_sys_enter *ctx)
-{
-	// Only unix-socket connects are followed here (TCP has its own
-	// tracepoint): check the address family before touching the map.
-	__u16 family = 0;
-	if (bpf_probe_read_user(&family, sizeof(family), (void *)ctx->args[1]) != 0 || family != AF_UNIX)
-		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__s32 fd = (__s32)ctx->args[0];
-	bpf_map_update_elem(&connect_fds, &tid, &fd, BPF_ANY);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_connect")
-int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
+// ---- start-up scan ----
+//
+// Sockets opened before the collector attached are found by two
+// iterators, run once right after attaching (live hooks win: nothing
+// here overwrites an entry). iter/task_file: every task's open files,
+// for the owner of each listener and of each connected TCP socket;
+// iter/tcp: every TCP socket, for connections not in any task's files
+// yet (handshake done, not accepted) and to tell servers from clients.
+
+// fill_task fills h from task t (not current).
+static __always_inline void fill_task(struct task_hdr *h, struct task_struct *t, __u64 now)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__s32 *fdp = bpf_map_lookup_elem(&connect_fds, &tid);
-	if (!fdp)
-		return 0;
-	__s32 fd = *fdp;
-	bpf_map_delete_elem(&connect_fds, &tid);
-	if (ctx->ret != 0)
-		return 0;
-	struct sock *sk = sock_from_fd(fd);
-	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_family) != AF_UNIX)
-		return 0;
-	emit_unix(sk, TCP_PHASE_CONNECT, ROLE_CLIENT);
-	return 0;
+	h->ts_ns = now;
+	h->type = EVENT_TCP;
+	h->pid = t->tgid;
+	h->tid = t->pid;
+	h->ppid = t->real_parent->tgid;
+	h->uid = t->cred->uid.val;
+	h->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
+	h->_pad = 0;
+	bpf_probe_read_kernel_str(h->comm, sizeof(h->comm), t->comm);
 }
 
-static __always_inline int on_accept(long ret)
+SEC("iter/task_file")
+int scan_files(struct bpf_iter__task_file *ctx)
 {
-	if (ret < 0)
+	struct task_struct *t = ctx->task;
+	struct file *f = ctx->file;
+	if (!t || !f)
 		return 0;
-	struct sock *sk = sock_from_fd((int)ret);
+	struct socket *sock = bpf_sock_from_file(f);
+	if (!sock)
+		return 0;
+	struct sock *sk = sock->sk;
 	if (!sk)
 		return 0;
-	__u64 key = (__u64)sk;
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	__u16 proto = sk->sk_protocol;
+	__u8 state = sk->__sk_common.skc_state;
 	__u64 now = bpf_ktime_get_ns();
-	// A TCP child is in socks since its handshake; anything else is
-	// looked at closer only when it is not.
-	struct owner *o = bpf_map_lookup_elem(&socks, &key);
-	if (!o) {
-		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-		if (family == AF_UNIX) {
-			emit_unix(sk, TCP_PHASE_ACCEPT, ROLE_SERVER);
-			return 0;
-		}
-		if ((family != AF_INET && family != AF_INET6) || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-			return 0;
-		// Established before the collector attached, or evicted.
-		struct owner fresh = {};
-		fresh.start_ns = now;
-		fresh.role = ROLE_SERVER;
-		fresh.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-		read_conn(&fresh.conn, sk);
-		bpf_map_update_elem(&socks, &key, &fresh, BPF_NOEXIST);
-		o = bpf_map_lookup_elem(&socks, &key);
-		if (!o)
-			return 0;
+	// An MPTCP listener (Go's default) accepts plain TCP too, through a
+	// TCP subflow listening on the same address.
+	if (state == TCP_LISTEN && (proto == IPPROTO_TCP || proto == IPPROTO_MPTCP)) {
+		struct conn c;
+		read_conn_btf(&c, sk);
+		struct listen_key k;
+		listen_key_of(&k, &c);
+		struct task_hdr h;
+		fill_task(&h, t, now);
+		bpf_map_update_elem(&listeners, &k, &h, BPF_NOEXIST);
+		return 0;
 	}
-	fill_current(&o->hdr, EVENT_TCP);
-	o->accepted = 1;
-	// A connection established before the collector attached has no
-	// cookie yet (the kernel makes one on first request, which this
-	// program type cannot make): its close, which can, reports it.
-	if (o->cookie)
-		emit_tcp(sk, o, TCP_PHASE_ACCEPT, 0, now, TCP_ESTABLISHED);
+	if (proto != IPPROTO_TCP || state == TCP_CLOSE || state == TCP_SYN_SENT || state == TCP_SYN_RECV)
+		return 0;
+	// Connected: owned by this task; client or server is told by
+	// iter/tcp, once every listener is known.
+	struct owner o = {};
+	fill_task(&o.hdr, t, now);
+	o.start_ns = now;
+	read_conn_btf(&o.conn, sk);
+	__u64 key = (__u64)sk;
+	bpf_map_update_elem(&socks, &key, &o, BPF_NOEXIST);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int handle_accept4_exit(struct trace_event_raw_sys_exit *ctx)
+SEC("iter/tcp")
+int scan_tcp(struct bpf_iter__tcp *ctx)
 {
-	return on_accept(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept")
-int handle_accept_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_accept(ctx->ret);
+	struct sock_common *skc = ctx->sk_common;
+	if (!skc)
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp) // request and time-wait sockets
+		return 0;
+	struct sock *sk = (struct sock *)tp;
+	__u8 state = sk->__sk_common.skc_state;
+	if (state == TCP_LISTEN || state == TCP_CLOSE || state == TCP_SYN_SENT || state == TCP_SYN_RECV)
+		return 0;
+	__u64 key = (__u64)sk;
+	struct owner *o = bpf_map_lookup_elem(&socks, &key);
+	if (o && o->role)
+		return 0; // seen live
+	struct conn c;
+	read_conn_btf(&c, sk);
+	struct task_hdr *l = listener_of(&c);
+	if (o) {
+		o->role = l ? ROLE_SERVER : ROLE_CLIENT;
+		return 0;
+	}
+	// In no task's files: a server child not accepted yet (or a socket
+	// whose owner could not be seen).
+	struct owner n = {};
+	n.conn = c;
+	n.start_ns = bpf_ktime_get_ns();
+	if (l) {
+		server_owner(&n, sk);
+	} else {
+		n.hdr.type = EVENT_TCP;
+		n.hdr.cgroup_id = sk_cgroup_id(sk);
+		n.role = ROLE_CLIENT;
+	}
+	n.hdr.ts_ns = n.start_ns;
+	bpf_map_update_elem(&socks, &key, &n, BPF_NOEXIST);
+	return 0;
 }

@@ -31,6 +31,14 @@ type CollectorExitEvent struct {
 	Pad      uint32
 }
 
+type CollectorListenKey struct {
+	_     structs.HostLayout
+	Netns uint32
+	Port  uint16
+	Pad   uint16
+	Addr  [16]uint8
+}
+
 type CollectorOwner struct {
 	_    structs.HostLayout
 	Hdr  CollectorTaskHdr
@@ -44,12 +52,11 @@ type CollectorOwner struct {
 		Laddr  [16]uint8
 		Raddr  [16]uint8
 	}
-	_        [4]byte
-	StartNs  uint64
-	Cookie   uint64
-	Role     uint8
-	Accepted uint8
-	Pad      [6]uint8
+	_       [4]byte
+	StartNs uint64
+	Cookie  uint64
+	Role    uint8
+	Pad     [7]uint8
 }
 
 type CollectorTaskHdr struct {
@@ -109,23 +116,22 @@ type CollectorUnixEvent struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	CollectorMapConnectFds          = "connect_fds"
-	CollectorMapEvents              = "events"
-	CollectorMapLost                = "lost"
-	CollectorMapSocks               = "socks"
-	CollectorMapUntracked           = "untracked"
-	CollectorProgHandleAccept4Exit  = "handle_accept4_exit"
-	CollectorProgHandleAcceptExit   = "handle_accept_exit"
-	CollectorProgHandleConnectEnter = "handle_connect_enter"
-	CollectorProgHandleConnectExit  = "handle_connect_exit"
-	CollectorProgHandleExec         = "handle_exec"
-	CollectorProgHandleExit         = "handle_exit"
-	CollectorProgHandleSetState     = "handle_set_state"
-	CollectorVarUnusedExec          = "unused_exec"
-	CollectorVarUnusedExit          = "unused_exit"
-	CollectorVarUnusedTcp           = "unused_tcp"
-	CollectorVarUnusedUnix          = "unused_unix"
-	CollectorVarWakeupBytes         = "wakeup_bytes"
+	CollectorMapEvents           = "events"
+	CollectorMapListeners        = "listeners"
+	CollectorMapLost             = "lost"
+	CollectorMapSocks            = "socks"
+	CollectorMapUntracked        = "untracked"
+	CollectorProgHandleDataReady = "handle_data_ready"
+	CollectorProgHandleExec      = "handle_exec"
+	CollectorProgHandleExit      = "handle_exit"
+	CollectorProgHandleSetState  = "handle_set_state"
+	CollectorProgScanFiles       = "scan_files"
+	CollectorProgScanTcp         = "scan_tcp"
+	CollectorVarUnusedExec       = "unused_exec"
+	CollectorVarUnusedExit       = "unused_exit"
+	CollectorVarUnusedTcp        = "unused_tcp"
+	CollectorVarUnusedUnix       = "unused_unix"
+	CollectorVarWakeupBytes      = "wakeup_bytes"
 )
 
 // LoadCollector returns the embedded CollectionSpec for Collector.
@@ -170,24 +176,23 @@ type CollectorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CollectorProgramSpecs struct {
-	HandleAccept4Exit  *ebpf.ProgramSpec `ebpf:"handle_accept4_exit"`
-	HandleAcceptExit   *ebpf.ProgramSpec `ebpf:"handle_accept_exit"`
-	HandleConnectEnter *ebpf.ProgramSpec `ebpf:"handle_connect_enter"`
-	HandleConnectExit  *ebpf.ProgramSpec `ebpf:"handle_connect_exit"`
-	HandleExec         *ebpf.ProgramSpec `ebpf:"handle_exec"`
-	HandleExit         *ebpf.ProgramSpec `ebpf:"handle_exit"`
-	HandleSetState     *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	HandleDataReady *ebpf.ProgramSpec `ebpf:"handle_data_ready"`
+	HandleExec      *ebpf.ProgramSpec `ebpf:"handle_exec"`
+	HandleExit      *ebpf.ProgramSpec `ebpf:"handle_exit"`
+	HandleSetState  *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	ScanFiles       *ebpf.ProgramSpec `ebpf:"scan_files"`
+	ScanTcp         *ebpf.ProgramSpec `ebpf:"scan_tcp"`
 }
 
 // CollectorMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CollectorMapSpecs struct {
-	ConnectFds *ebpf.MapSpec `ebpf:"connect_fds"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Lost       *ebpf.MapSpec `ebpf:"lost"`
-	Socks      *ebpf.MapSpec `ebpf:"socks"`
-	Untracked  *ebpf.MapSpec `ebpf:"untracked"`
+	Events    *ebpf.MapSpec `ebpf:"events"`
+	Listeners *ebpf.MapSpec `ebpf:"listeners"`
+	Lost      *ebpf.MapSpec `ebpf:"lost"`
+	Socks     *ebpf.MapSpec `ebpf:"socks"`
+	Untracked *ebpf.MapSpec `ebpf:"untracked"`
 }
 
 // CollectorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -221,17 +226,17 @@ func (o *CollectorObjects) Close() error {
 //
 // It can be passed to LoadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CollectorMaps struct {
-	ConnectFds *ebpf.Map `ebpf:"connect_fds"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Lost       *ebpf.Map `ebpf:"lost"`
-	Socks      *ebpf.Map `ebpf:"socks"`
-	Untracked  *ebpf.Map `ebpf:"untracked"`
+	Events    *ebpf.Map `ebpf:"events"`
+	Listeners *ebpf.Map `ebpf:"listeners"`
+	Lost      *ebpf.Map `ebpf:"lost"`
+	Socks     *ebpf.Map `ebpf:"socks"`
+	Untracked *ebpf.Map `ebpf:"untracked"`
 }
 
 func (m *CollectorMaps) Close() error {
 	return _CollectorClose(
-		m.ConnectFds,
 		m.Events,
+		m.Listeners,
 		m.Lost,
 		m.Socks,
 		m.Untracked,
@@ -253,24 +258,22 @@ type CollectorVariables struct {
 //
 // It can be passed to LoadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CollectorPrograms struct {
-	HandleAccept4Exit  *ebpf.Program `ebpf:"handle_accept4_exit"`
-	HandleAcceptExit   *ebpf.Program `ebpf:"handle_accept_exit"`
-	HandleConnectEnter *ebpf.Program `ebpf:"handle_connect_enter"`
-	HandleConnectExit  *ebpf.Program `ebpf:"handle_connect_exit"`
-	HandleExec         *ebpf.Program `ebpf:"handle_exec"`
-	HandleExit         *ebpf.Program `ebpf:"handle_exit"`
-	HandleSetState     *ebpf.Program `ebpf:"handle_set_state"`
+	HandleDataReady *ebpf.Program `ebpf:"handle_data_ready"`
+	HandleExec      *ebpf.Program `ebpf:"handle_exec"`
+	HandleExit      *ebpf.Program `ebpf:"handle_exit"`
+	HandleSetState  *ebpf.Program `ebpf:"handle_set_state"`
+	ScanFiles       *ebpf.Program `ebpf:"scan_files"`
+	ScanTcp         *ebpf.Program `ebpf:"scan_tcp"`
 }
 
 func (p *CollectorPrograms) Close() error {
 	return _CollectorClose(
-		p.HandleAccept4Exit,
-		p.HandleAcceptExit,
-		p.HandleConnectEnter,
-		p.HandleConnectExit,
+		p.HandleDataReady,
 		p.HandleExec,
 		p.HandleExit,
 		p.HandleSetState,
+		p.ScanFiles,
+		p.ScanTcp,
 	)
 }
 

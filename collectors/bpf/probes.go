@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -22,7 +23,7 @@ type Probe string
 const (
 	ProbeProcess Probe = "process" // exec and exit
 	ProbeTCP     Probe = "tcp"     // connect, accept, close, failed connects
-	ProbeUnix    Probe = "unix"    // unix-socket connect and accept
+	ProbeUnix    Probe = "unix"    // unix-socket connects, with both ends
 )
 
 // AllProbes lists every probe.
@@ -140,15 +141,7 @@ func (c *Collector) attach(probes []Probe) error {
 		c.links = append(c.links, l)
 		return nil
 	}
-	tp := func(group, name string, prog *ebpf.Program) error {
-		l, err := link.Tracepoint(group, name, prog, nil)
-		if err != nil {
-			return fmt.Errorf("attach tracepoint %s:%s: %w", group, name, err)
-		}
-		c.links = append(c.links, l)
-		return nil
-	}
-	var unixOn, tcpOn bool
+	tcpOn := false
 	for _, pr := range probes {
 		var err error
 		switch pr {
@@ -158,8 +151,7 @@ func (c *Collector) attach(probes []Probe) error {
 			tcpOn = true
 			err = tracing(p.HandleSetState)
 		case ProbeUnix:
-			unixOn = true
-			err = errors.Join(tp("syscalls", "sys_enter_connect", p.HandleConnectEnter), tp("syscalls", "sys_exit_connect", p.HandleConnectExit))
+			err = tracing(p.HandleDataReady)
 		default:
 			err = fmt.Errorf("unknown probe %q", pr)
 		}
@@ -167,9 +159,28 @@ func (c *Collector) attach(probes []Probe) error {
 			return err
 		}
 	}
-	// accept serves both TCP (the server's owner) and unix.
-	if tcpOn || unixOn {
-		return errors.Join(tp("syscalls", "sys_exit_accept4", p.HandleAccept4Exit), tp("syscalls", "sys_exit_accept", p.HandleAcceptExit))
+	if tcpOn {
+		// Now that the hooks see every new socket, find the ones that
+		// were there before: listeners and connections, with owners.
+		return errors.Join(runIter(p.ScanFiles, "task_file"), runIter(p.ScanTcp, "tcp"))
+	}
+	return nil
+}
+
+// runIter runs an iterator program once over everything it walks.
+func runIter(prog *ebpf.Program, what string) error {
+	it, err := link.AttachIter(link.IterOptions{Program: prog})
+	if err != nil {
+		return fmt.Errorf("attach %s iterator: %w", what, err)
+	}
+	defer it.Close()
+	rd, err := it.Open()
+	if err != nil {
+		return fmt.Errorf("open %s iterator: %w", what, err)
+	}
+	defer rd.Close()
+	if _, err := io.Copy(io.Discard, rd); err != nil {
+		return fmt.Errorf("run %s iterator: %w", what, err)
 	}
 	return nil
 }
@@ -229,7 +240,7 @@ func (c *Collector) Links() []link.Link { return c.links }
 func (c *Collector) ProgramIDs() []ebpf.ProgramID {
 	var ids []ebpf.ProgramID
 	for _, p := range []*ebpf.Program{c.objs.HandleExec, c.objs.HandleExit, c.objs.HandleSetState,
-		c.objs.HandleConnectEnter, c.objs.HandleConnectExit, c.objs.HandleAccept4Exit, c.objs.HandleAcceptExit} {
+		c.objs.HandleDataReady, c.objs.ScanFiles, c.objs.ScanTcp} {
 		if p == nil {
 			continue
 		}

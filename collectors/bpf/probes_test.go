@@ -316,8 +316,9 @@ func readTCP(t *testing.T, c *Collector, d time.Duration, match func(CollectorTc
 }
 
 // TestEstablishedBeforeAttach: a connection whose handshake ended before
-// the collector attached, accepted after, still reports its server-side
-// close with a cookie (the correlator's key) and the accepting process.
+// the collector attached (so in no task's files yet), accepted after,
+// still reports its server-side close with a cookie (the correlator's
+// key) and the process that listens: the start-up scan found both.
 func TestEstablishedBeforeAttach(t *testing.T) {
 	requireRoot(t)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")

@@ -10,10 +10,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/weftobs/weft/streams/schema"
 )
+
+// fakePods is the fake clientset's pods client, marked as the fake
+// clientset is: it serves no watch-list streams, so the informer lists.
+type fakePods struct{ typedcorev1.PodInterface }
+
+func (fakePods) IsWatchListSemanticsUnSupported() bool { return true }
 
 // TestKubeProvider runs the informer against client-go's fake clientset:
 // it lists with this node's field selector, and pods added, changed and
@@ -37,7 +44,7 @@ func TestKubeProvider(t *testing.T) {
 		selectors = append(selectors, a.(k8stesting.ListAction).GetListRestrictions().Fields.String())
 		return false, nil, nil
 	})
-	p, err := newKubeProvider(cs, "node-a")
+	p, err := newKubeProvider(fakePods{cs.CoreV1().Pods("")}, "node-a")
 	if err != nil {
 		t.Fatal(err)
 	}

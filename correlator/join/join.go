@@ -584,20 +584,24 @@ func (j *Joiner) failed(node string, t uint64, task *schema.Task, e *schema.TCPE
 }
 
 func (j *Joiner) unix(node string, t uint64, task *schema.Task, e *schema.UnixEvent) error {
+	// The collector sends one CONNECT per connection, from the client,
+	// naming the server: that is the call. A CLOSE naming its peer (with
+	// totals) makes one too; whichever comes first for a pair of sockets
+	// wins and the rest are swallowed.
 	switch e.GetPhase() {
-	case schema.UnixPhase_UNIX_PHASE_CONNECT, schema.UnixPhase_UNIX_PHASE_ACCEPT:
-		return nil // the close carries the peer and the totals
-	case schema.UnixPhase_UNIX_PHASE_CLOSE:
+	case schema.UnixPhase_UNIX_PHASE_ACCEPT:
+		return nil
+	case schema.UnixPhase_UNIX_PHASE_CONNECT, schema.UnixPhase_UNIX_PHASE_CLOSE:
 	default:
 		return fmt.Errorf("%w: unix phase %v", ErrMalformed, e.GetPhase())
 	}
 	role := e.GetRole()
 	if role != schema.Role_ROLE_CLIENT && role != schema.Role_ROLE_SERVER {
-		return fmt.Errorf("%w: unix close without role", ErrMalformed)
+		return fmt.Errorf("%w: unix %v without role", ErrMalformed, e.GetPhase())
 	}
 	a, b := e.GetSockCookie(), e.GetPeerSockCookie()
 	if a == 0 {
-		return fmt.Errorf("%w: unix close without socket cookie", ErrMalformed)
+		return fmt.Errorf("%w: unix %v without socket cookie", ErrMalformed, e.GetPhase())
 	}
 	if a > b {
 		a, b = b, a

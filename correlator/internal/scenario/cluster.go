@@ -67,7 +67,7 @@ func (c *Cluster) Traffic(s *Sim, n int, step uint64) {
 		s.TCP(Conn{Client: c.AppProc, Server: c.BrokerProc,
 			ClientAddr: netip.AddrPortFrom(c.AppAddr, port), ServerAddr: netip.AddrPortFrom(c.BrokerAddr, 4222),
 			Dialed: netip.AddrPortFrom(c.VIP, 4222), Start: t, Dur: 2e6, Sent: 100 + uint64(i%7), Received: 2000})
-		s.Unix(c.SidecarApp, c.SidecarBroker, "/var/run/crypto-broker.sock", t+1e5, 1e6, 64, 512)
+		s.Unix(c.SidecarApp, c.SidecarBroker, "/var/run/crypto-broker.sock", t+1e5)
 		s.TCP(Conn{Client: c.AppProc, Server: c.RedisProc,
 			ClientAddr: netip.AddrPortFrom(c.AppAddr, port+1), ServerAddr: netip.AddrPortFrom(c.RedisAddr, 6379),
 			Start: t + 2e5, Dur: 5e5, Sent: 30, Received: 7})

@@ -3,8 +3,8 @@
 // ground truth the correlator and the graph must reproduce. Tests and
 // benchmarks use it; it mirrors the collector's event shapes: CONNECT on the
 // client when established, ACCEPT on the server, CLOSE on each side with
-// the totals, CONNECT_FAILED for a refused dial, a CLOSE per unix-socket
-// end naming its peer, and PodEvents announcing pods.
+// the totals, CONNECT_FAILED for a refused dial, a CONNECT per unix-socket
+// connection naming both ends, and PodEvents announcing pods.
 package scenario
 
 import (
@@ -184,17 +184,16 @@ func (s *Sim) Failed(client Proc, from, dialed netip.AddrPort, t uint64, errno i
 	s.truth(Key{From: ident(client), To: truthTo, Transport: schema.Transport_TRANSPORT_TCP, Port: uint32(dialed.Port())}, 0, 0, 1)
 }
 
-// Unix adds a unix-socket connection between two processes on one node.
-// Both ends report a close naming the other.
-func (s *Sim) Unix(client, server Proc, path string, start, dur, sent, received uint64) {
-	ck, sk := s.next(), s.next()
-	s.add(client.Node, &schema.Event{TimeUnixNano: start + dur, Task: client.Task(), Body: &schema.Event_Unix{Unix: &schema.UnixEvent{
-		Phase: schema.UnixPhase_UNIX_PHASE_CLOSE, Role: schema.Role_ROLE_CLIENT, Path: path, SockType: 1, Peer: server.Task(),
-		BytesSent: sent, BytesReceived: received, DurationNs: dur, SockCookie: ck, PeerSockCookie: sk, StartUnixNano: start}}})
-	s.add(server.Node, &schema.Event{TimeUnixNano: start + dur + 5000, Task: server.Task(), Body: &schema.Event_Unix{Unix: &schema.UnixEvent{
-		Phase: schema.UnixPhase_UNIX_PHASE_CLOSE, Role: schema.Role_ROLE_SERVER, Path: path, SockType: 1, Peer: client.Task(),
-		BytesSent: received, BytesReceived: sent, DurationNs: dur, SockCookie: sk, PeerSockCookie: ck, StartUnixNano: start}}})
-	s.truth(Key{From: ident(client), To: ident(server), Transport: schema.Transport_TRANSPORT_UNIX, Path: path}, sent, received, 0)
+// Unix adds a unix-socket connection between two processes on one node:
+// as the collector sees it, one CONNECT from the client naming the
+// server (whoever listen()ed) — the kernel has no unix close hook
+// without syscall tracepoints, so there are no byte totals.
+func (s *Sim) Unix(client, server Proc, path string, start uint64) {
+	ck, lk := s.next(), s.next()
+	s.add(client.Node, &schema.Event{TimeUnixNano: start, Task: client.Task(), Body: &schema.Event_Unix{Unix: &schema.UnixEvent{
+		Phase: schema.UnixPhase_UNIX_PHASE_CONNECT, Role: schema.Role_ROLE_CLIENT, Path: path, SockType: 1, Peer: server.Task(),
+		SockCookie: ck, PeerSockCookie: lk, StartUnixNano: start}}})
+	s.truth(Key{From: ident(client), To: ident(server), Transport: schema.Transport_TRANSPORT_UNIX, Path: path}, 0, 0, 0)
 }
 
 func (s *Sim) truth(k Key, sent, recv, errs uint64) {
