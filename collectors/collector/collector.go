@@ -55,8 +55,9 @@ func Kind() stage.Kind {
 }
 
 // Stats are the collector's own figures, beyond stage.Counters.
-// They are served as JSON on GET /api/v1/collectors/<stage name>; Lost is
-// also counted in the stage's Lost counter (weft_stage_lost_total).
+// They are served as JSON on GET /api/v1/collectors/<stage name>; Lost and
+// UntrackedCloses are also the stage's weft_stage_lost_total and
+// weft_stage_untracked_total on /metrics.
 type Stats struct {
 	// Lost is the events the kernel could not put in the ring buffer.
 	Lost uint64 `json:"lost"`
@@ -83,20 +84,21 @@ type Stage struct {
 	log  *slog.Logger
 	node string
 
-	mu       sync.Mutex
-	started  bool
-	stopped  bool
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	coll     *bpf.Collector
-	pub      *publish.Publisher
-	enr      *enrich.Enricher
-	pipe     *Pipeline
-	forget   chan string
-	lost     atomic.Uint64
-	idle     atomic.Bool
-	draining atomic.Bool
-	counters *stage.Counters
+	mu        sync.Mutex
+	started   bool
+	stopped   bool
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	coll      *bpf.Collector
+	pub       *publish.Publisher
+	enr       *enrich.Enricher
+	pipe      *Pipeline
+	forget    chan string
+	lost      atomic.Uint64
+	untracked atomic.Uint64
+	idle      atomic.Bool
+	draining  atomic.Bool
+	counters  *stage.Counters
 }
 
 var _ stage.Stage = (*Stage)(nil)
@@ -232,8 +234,8 @@ func (s *Stage) read(ctx context.Context) {
 	}
 }
 
-// pollLost folds the kernel's loss counter into the stage's Lost
-// counter, so lost events show in /metrics.
+// pollLost folds the kernel's loss and untracked-close counters into the
+// stage's Lost and Untracked counters, so they show in /metrics.
 func (s *Stage) pollLost(ctx context.Context) {
 	defer s.wg.Done()
 	t := time.NewTicker(time.Second)
@@ -249,12 +251,15 @@ func (s *Stage) pollLost(ctx context.Context) {
 }
 
 func (s *Stage) updateLost() {
-	n, err := s.coll.Lost()
-	if err != nil {
-		return
+	if n, err := s.coll.Lost(); err == nil {
+		if old := s.lost.Swap(n); n > old {
+			s.counters.Lost.Add(n - old)
+		}
 	}
-	if old := s.lost.Swap(n); n > old {
-		s.counters.Lost.Add(n - old)
+	if n, err := s.coll.Untracked(); err == nil {
+		if old := s.untracked.Swap(n); n > old {
+			s.counters.Untracked.Add(n - old)
+		}
 	}
 }
 

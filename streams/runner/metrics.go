@@ -52,6 +52,7 @@ func newMetrics(r *Runner) (*Metrics, error) {
 	dropped := counter("weft.stage.dropped", "Events dropped because a bound was reached.", "{event}")
 	errs := counter("weft.stage.errors", "Processing errors that led to a retry.", "{error}")
 	lost := counter("weft.stage.lost", "Events lost before weft saw them (a full kernel ring buffer).", "{event}")
+	untracked := counter("weft.stage.untracked", "Connections a collector saw close without having seen them open (their totals were not reported).", "{connection}")
 	streamMsgs, _ := meter.Int64ObservableGauge("weft.stream.messages", metric.WithDescription("Messages stored in a stream."), metric.WithUnit("{message}"))
 	streamBytes, _ := meter.Int64ObservableGauge("weft.stream.bytes", metric.WithDescription("Bytes stored in a stream."), metric.WithUnit("By"))
 	pending, _ := meter.Int64ObservableGauge("weft.stage.pending", metric.WithDescription("Messages of an input stream a stage has not been delivered yet (consumer lag)."), metric.WithUnit("{message}"))
@@ -74,6 +75,7 @@ func newMetrics(r *Runner) (*Metrics, error) {
 			o.ObserveInt64(dropped, int64(s.Dropped), attrs)
 			o.ObserveInt64(errs, int64(s.Errors), attrs)
 			o.ObserveInt64(lost, int64(s.Lost), attrs)
+			o.ObserveInt64(untracked, int64(s.Untracked), attrs)
 		}
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -103,7 +105,7 @@ func newMetrics(r *Runner) (*Metrics, error) {
 			}
 		}
 		return nil
-	}, eventsIn, eventsOut, msgsIn, acked, redelivered, dlq, dropped, errs, lost, streamMsgs, streamBytes, pending, ackPending)
+	}, eventsIn, eventsOut, msgsIn, acked, redelivered, dlq, dropped, errs, lost, untracked, streamMsgs, streamBytes, pending, ackPending)
 	if err != nil {
 		return nil, err
 	}

@@ -101,8 +101,11 @@ func TestStartSinksFirstStopSourcesFirst(t *testing.T) {
 			t.Errorf("GET %s: %d, body lacks %q:\n%.2000s", path, code, want, body)
 		}
 	}
-	if _, body := get(t, srv.URL+"/metrics"); !strings.Contains(body, `weft_stream_messages{stream="EVENTS"}`) {
-		t.Errorf("/metrics lacks per-stream messages:\n%.3000s", body)
+	_, body := get(t, srv.URL+"/metrics")
+	for _, want := range []string{`weft_stream_messages{stream="EVENTS"}`, `weft_stage_lost_total{kind="mid",stage="middle"} 0`, `weft_stage_untracked_total{kind="mid",stage="middle"} 0`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s:\n%.3000s", want, body)
+		}
 	}
 	if err := r.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)

@@ -26,11 +26,15 @@ type Counters struct {
 	// Lost counts events lost before weft could see them (a kernel ring
 	// buffer that was full); collectors read it from the kernel.
 	Lost atomic.Uint64
+	// Untracked counts connections a collector saw close without having
+	// seen them open (open before it started, or forgotten past its
+	// socket bound): their totals were not reported.
+	Untracked atomic.Uint64
 }
 
 // Snapshot is a point-in-time copy of Counters.
 type Snapshot struct {
-	EventsIn, EventsOut, MessagesIn, Acked, Redelivered, DLQ, Dropped, Errors, Lost uint64
+	EventsIn, EventsOut, MessagesIn, Acked, Redelivered, DLQ, Dropped, Errors, Lost, Untracked uint64
 }
 
 // Snapshot reads every counter.
@@ -39,5 +43,6 @@ func (c *Counters) Snapshot() Snapshot {
 		EventsIn: c.EventsIn.Load(), EventsOut: c.EventsOut.Load(), MessagesIn: c.MessagesIn.Load(),
 		Acked: c.Acked.Load(), Redelivered: c.Redelivered.Load(), DLQ: c.DLQ.Load(),
 		Dropped: c.Dropped.Load(), Errors: c.Errors.Load(), Lost: c.Lost.Load(),
+		Untracked: c.Untracked.Load(),
 	}
 }
