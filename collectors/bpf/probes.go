@@ -13,7 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"golang.org/x/sys/unix"
 )
 
 // Probe names a group of programs that can be switched on or off.
@@ -299,12 +298,9 @@ const (
 var ErrPrivileges = errors.New("missing privileges for eBPF")
 
 // CheckPrivileges reports what this process lacks to load and attach the
-// collector: CAP_BPF, CAP_PERFMON (or CAP_SYS_ADMIN for both), kernel BTF
-// and tracefs, all named in one error that wraps ErrPrivileges.
-//
-// Syscall tracepoints are found through tracefs, which systemd mounts at
-// boot and containers often lack: with CAP_SYS_ADMIN, a missing tracefs is
-// mounted at /sys/kernel/tracing (the one side effect of this check).
+// collector: CAP_BPF, CAP_PERFMON (or CAP_SYS_ADMIN for both) and kernel
+// BTF, all named in one error that wraps ErrPrivileges. (Every hook is a
+// BTF tracepoint or an iterator: tracefs is not needed.)
 func CheckPrivileges() error {
 	var missing []string
 	eff, err := effectiveCaps()
@@ -312,9 +308,6 @@ func CheckPrivileges() error {
 		return fmt.Errorf("%w: cannot read capabilities: %v", ErrPrivileges, err)
 	}
 	has := func(c uint) bool { return eff&(1<<c) != 0 }
-	if !tracefsMounted() && has(capSysAdmin) {
-		_ = unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, "")
-	}
 	if !has(capBPF) && !has(capSysAdmin) {
 		missing = append(missing, "CAP_BPF")
 	}
@@ -323,9 +316,6 @@ func CheckPrivileges() error {
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		missing = append(missing, "kernel BTF (/sys/kernel/btf/vmlinux: a kernel built with CONFIG_DEBUG_INFO_BTF)")
-	}
-	if !tracefsMounted() {
-		missing = append(missing, "tracefs (/sys/kernel/tracing or /sys/kernel/debug/tracing)")
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: %s (run as root, or grant the capabilities: securityContext.capabilities.add: [BPF, PERFMON])", ErrPrivileges, strings.Join(missing, ", "))
@@ -344,16 +334,4 @@ func effectiveCaps() (uint64, error) {
 		}
 	}
 	return 0, errors.New("no CapEff in /proc/self/status")
-}
-
-func tracefsMounted() bool {
-	for _, dir := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
-		var st unix.Statfs_t
-		if unix.Statfs(dir, &st) == nil {
-			if _, err := os.Stat(dir + "/syscalls"); err == nil {
-				return true
-			}
-		}
-	}
-	return false
 }
