@@ -3,6 +3,7 @@ package bpf
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -350,5 +351,77 @@ func TestEstablishedBeforeAttach(t *testing.T) {
 	}
 	if e.Cookie == 0 || int(e.Hdr.Pid) != os.Getpid() {
 		t.Errorf("server close: cookie %d pid %d, want a cookie and pid %d", e.Cookie, e.Hdr.Pid, os.Getpid())
+	}
+}
+
+// TestListenerBeforeAttach: a server listening before the collector
+// attached (found by the start-up scan) owns the connections it accepts
+// after: pid, and role server with a cookie.
+func TestListenerBeforeAttach(t *testing.T) {
+	requireRoot(t)
+	for _, network := range []string{"tcp4", "tcp6", "tcp"} { // "tcp": Go's dual-stack MPTCP listener
+		t.Run(network, func(t *testing.T) {
+			addr := "127.0.0.1:0"
+			if network == "tcp6" {
+				addr = "[::1]:0"
+			} else if network == "tcp" {
+				addr = ":0"
+			}
+			ln, err := net.Listen(network, addr)
+			if err != nil {
+				t.Skipf("no %s: %v", network, err)
+			}
+			defer ln.Close()
+			c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			dial := ln.Addr().String()
+			if network == "tcp" {
+				dial = "127.0.0.1:" + fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+			}
+			cl, err := net.Dial("tcp", dial)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			cport := uint16(cl.LocalAddr().(*net.TCPAddr).Port)
+			e, ok := readTCP(t, c, 5*time.Second, func(e CollectorTcpEvent) bool {
+				return e.Phase == 2 && e.Conn.Rport == cport
+			})
+			if !ok {
+				t.Fatal("no accept event")
+			}
+			if e.Cookie == 0 || e.Role != 2 || int(e.Hdr.Pid) != os.Getpid() || e.Hdr.CgroupId == 0 {
+				t.Errorf("accept: cookie %d role %d pid %d cgroup %d, want a cookie, role 2, pid %d and a cgroup", e.Cookie, e.Role, e.Hdr.Pid, e.Hdr.CgroupId, os.Getpid())
+			}
+		})
+	}
+}
+
+// TestOnlyBTFHooks: every hook is a BTF tracepoint (an iterator runs only
+// at start). A syscall tracepoint would put every system call of every
+// task on the kernel's slow path: this keeps it from coming back.
+func TestOnlyBTFHooks(t *testing.T) {
+	requireRoot(t)
+	c, err := Open(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if len(c.Links()) == 0 {
+		t.Fatal("no links")
+	}
+	for _, l := range c.Links() {
+		info, err := l.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// tp_btf attaches as a raw tracepoint link (or a tracing one); a
+		// tracepoint from tracefs would be a perf event link.
+		if info.Type != link.RawTracepointType && info.Type != link.TracingType {
+			t.Errorf("link %d is of type %v, want a tp_btf attachment (raw tracepoint or tracing link)", info.ID, info.Type)
+		}
 	}
 }
