@@ -11,12 +11,10 @@ import (
 
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/engine"
-	"helm.sh/helm/v3/pkg/releaseutil"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftobs/weft/charts"
+	"github.com/weftobs/weft/charts/render/internal/helm"
 )
 
 // Options are what `helm install` would be given besides the chart. The
@@ -82,7 +80,7 @@ func Render(topologyYAML []byte, opts Options) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	hooks, manifests, err := releaseutil.SortManifests(files, caps.APIVersions, releaseutil.InstallOrder)
+	hooks, manifests, err := helm.SortManifests(files, caps.APIVersions, helm.InstallOrder)
 	if err != nil {
 		return "", fmt.Errorf("sort rendered manifests: %w", err)
 	}
@@ -99,7 +97,7 @@ func Render(topologyYAML []byte, opts Options) (string, error) {
 // ParseValues decodes a values file (`helm install -f FILE`) for
 // Options.Values, with the types Helm itself gives values.
 func ParseValues(data []byte) (map[string]any, error) {
-	v, err := chartutil.ReadValues(data)
+	v, err := helm.ReadValues(data)
 	if err != nil {
 		return nil, fmt.Errorf("decode values: %w", err)
 	}
@@ -176,7 +174,7 @@ func Kinds() (map[string][]string, error) {
 
 // renderFiles renders every template of c: Helm's schema validation, then
 // its template engine, with client-only capabilities as `helm template`.
-func renderFiles(c *chart.Chart, topologyYAML []byte, opts Options) (map[string]string, *chartutil.Capabilities, error) {
+func renderFiles(c *chart.Chart, topologyYAML []byte, opts Options) (map[string]string, *helm.Capabilities, error) {
 	vals := maps.Clone(opts.Values)
 	if vals == nil {
 		vals = map[string]any{}
@@ -191,27 +189,27 @@ func renderFiles(c *chart.Chart, topologyYAML []byte, opts Options) (map[string]
 		vals["topologyFile"] = string(topologyYAML)
 		delete(vals, "topology")
 	}
-	caps := chartutil.DefaultCapabilities.Copy()
-	kv, err := chartutil.ParseKubeVersion(cmp.Or(opts.KubeVersion, DefaultKubeVersion))
+	caps := helm.DefaultCapabilities.Copy()
+	kv, err := helm.ParseKubeVersion(cmp.Or(opts.KubeVersion, DefaultKubeVersion))
 	if err != nil {
 		return nil, nil, fmt.Errorf("kube version %q: %w", opts.KubeVersion, err)
 	}
 	caps.KubeVersion = *kv
 	caps.APIVersions = append(caps.APIVersions, opts.APIVersions...)
-	if c.Metadata.KubeVersion != "" && !chartutil.IsCompatibleRange(c.Metadata.KubeVersion, caps.KubeVersion.String()) {
+	if c.Metadata.KubeVersion != "" && !helm.IsCompatibleRange(c.Metadata.KubeVersion, caps.KubeVersion.String()) {
 		return nil, nil, fmt.Errorf("chart requires kubeVersion %s, cluster is %s", c.Metadata.KubeVersion, caps.KubeVersion.String())
 	}
-	release := chartutil.ReleaseOptions{
+	release := helm.ReleaseOptions{
 		Name:      cmp.Or(opts.ReleaseName, "weft"),
 		Namespace: cmp.Or(opts.Namespace, "weft"),
 		Revision:  1,
 		IsInstall: true,
 	}
-	rv, err := chartutil.ToRenderValuesWithSchemaValidation(c, vals, release, caps, false)
+	rv, err := helm.ToRenderValuesWithSchemaValidation(c, vals, release, caps, false)
 	if err != nil {
 		return nil, nil, fmt.Errorf("values: %w", err)
 	}
-	files, err := engine.Render(c, rv)
+	files, err := helm.Render(c, rv)
 	if err != nil {
 		return nil, nil, fmt.Errorf("render chart: %w", err)
 	}
