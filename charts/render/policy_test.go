@@ -153,7 +153,6 @@ func TestCollectorPods(t *testing.T) {
 	}{
 		{"/sys/kernel/btf", "/sys/kernel/btf", true},
 		{"/sys/fs/bpf", "/sys/fs/bpf", false},
-		{"/sys/kernel/tracing", "/sys/kernel/tracing", true},
 		{"/proc", "/host/proc", true},
 		{"/sys/fs/cgroup", "/host/sys/fs/cgroup", true},
 	}

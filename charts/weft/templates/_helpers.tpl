@@ -437,9 +437,6 @@ volumeMounts:
   - name: {{ $vp }}btf
     mountPath: /sys/kernel/btf
     readOnly: true
-  - name: {{ $vp }}tracefs
-    mountPath: /sys/kernel/tracing
-    readOnly: true
 {{- if not .app }}
   - name: bpffs
     mountPath: /sys/fs/bpf
@@ -516,10 +513,6 @@ volumes:
     hostPath:
       path: {{ $root.Values.collector.hostPaths.bpffs }}
       type: DirectoryOrCreate
-  - name: tracefs
-    hostPath:
-      path: {{ $root.Values.collector.hostPaths.tracefs }}
-      type: Directory
   - name: host-proc
     hostPath:
       path: {{ $root.Values.collector.hostPaths.proc }}
@@ -636,10 +629,6 @@ volumes:
   - name: weft-btf
     hostPath:
       path: {{ $root.Values.collector.hostPaths.btf }}
-      type: Directory
-  - name: weft-tracefs
-    hostPath:
-      path: {{ $root.Values.collector.hostPaths.tracefs }}
       type: Directory
 {{- end }}
 {{- end }}
