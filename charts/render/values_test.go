@@ -152,6 +152,18 @@ stages:
 			want:     []string{"autoscale needs deploy: deployment or statefulset"},
 		},
 		{
+			name:     "graph stage with two replicas",
+			topology: topo("  - {name: g, kind: graph, deploy: deployment, replicas: 2, inputs: [CALLS]}\n"),
+			values:   good,
+			want:     []string{"(g): a graph stage runs as one replica (replicas is 2)"},
+		},
+		{
+			name:     "autoscaled graph stage",
+			topology: topo("  - {name: g, kind: graph, deploy: statefulset, inputs: [CALLS], autoscale: {min: 1, max: 3}}\n"),
+			values:   good,
+			want:     []string{"a graph stage cannot autoscale"},
+		},
+		{
 			name:     "undeclared stream",
 			topology: topo("  - {name: c, kind: collector, deploy: daemonset, outputs: [EVENT]}\n"),
 			values:   good,

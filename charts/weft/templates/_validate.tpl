@@ -108,6 +108,14 @@ every problem at once, each naming the stage or value it concerns, so one
 {{- if and (hasKey $s "replicas") (not (has $mode (list "deployment" "statefulset"))) -}}
 {{- $errs = append $errs (printf "%s: replicas has no meaning for deploy: %s (one per node, or one per host pod)" $where $mode) -}}
 {{- end -}}
+{{- if eq (toString $s.kind) "graph" -}}
+{{- if gt (int ($s.replicas | default 1)) 1 -}}
+{{- $errs = append $errs (printf "%s: a graph stage runs as one replica (replicas is %v): it applies each CALLS message to its store exactly once with one cursor, and two writers would skip each other's batches" $where $s.replicas) -}}
+{{- end -}}
+{{- if $s.autoscale -}}
+{{- $errs = append $errs (printf "%s: a graph stage cannot autoscale: it runs as one replica" $where) -}}
+{{- end -}}
+{{- end -}}
 {{- range $io := concat ($s.inputs | default list) ($s.outputs | default list) -}}
 {{- if not (has (toString $io) $streams) -}}
 {{- $errs = append $errs (printf "%s: stream %q is not declared under topology.streams" $where $io) -}}
