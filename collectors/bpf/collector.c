@@ -120,8 +120,8 @@ struct tcp_event {
 
 struct unix_event {
 	struct task_hdr hdr;
-	__u64 sk;      // kernel identity of this end (hashed in user space)
-	__u64 peer_sk; // and of the other end
+	__u64 sk;      // this end's socket inode number (ss -x)
+	__u64 peer_sk; // the listener's
 	__u64 peer_cgroup_id;
 	__u32 peer_pid;
 	__u32 path_len; // bytes of path, sun_path[0]==0 for an abstract name
@@ -182,14 +182,39 @@ struct {
 	__type(value, struct owner);
 } socks SEC(".maps");
 
+// listener is who listen()ed on an address, and on which socket.
+struct weft_listener {
+	struct task_hdr hdr;
+	__u64 sk;
+};
+
 // listeners maps a listening TCP address to the task that listen()ed on
 // it: the owner of the connections it accepts.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct listen_key);
-	__type(value, struct task_hdr);
+	__type(value, struct weft_listener);
 } listeners SEC(".maps");
+
+// listener_keys maps a listening socket to its key in listeners: at close
+// its port may be released already, and only the socket that made an
+// entry may remove it (SO_REUSEPORT: others may listen there too).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct listen_key);
+} listener_keys SEC(".maps");
+
+// scan_phase tells scan_files which pass it runs: 0 listeners, 1
+// connections (set by user space between the runs).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} scan_phase SEC(".maps");
 
 // Force the event types into BTF for bpf2go -type.
 const struct exec_event *unused_exec __attribute__((unused));
@@ -398,11 +423,24 @@ static __always_inline struct task_hdr *listener_of(const struct conn *c)
 {
 	struct listen_key k;
 	listen_key_of(&k, c);
-	struct task_hdr *h = bpf_map_lookup_elem(&listeners, &k);
-	if (h)
-		return h;
-	__builtin_memset(k.addr, 0, sizeof(k.addr));
-	return bpf_map_lookup_elem(&listeners, &k);
+	struct weft_listener *l = bpf_map_lookup_elem(&listeners, &k);
+	if (!l) {
+		__builtin_memset(k.addr, 0, sizeof(k.addr));
+		l = bpf_map_lookup_elem(&listeners, &k);
+	}
+	return l ? &l->hdr : NULL;
+}
+
+// add_listener records sk, listening on c, as owned by h.
+static __always_inline void add_listener(const struct sock *sk, const struct conn *c, const struct task_hdr *h, __u64 flags)
+{
+	struct listen_key k;
+	listen_key_of(&k, c);
+	struct weft_listener l = {.hdr = *h, .sk = (__u64)sk};
+	if (bpf_map_update_elem(&listeners, &k, &l, flags) == 0) {
+		__u64 key = (__u64)sk;
+		bpf_map_update_elem(&listener_keys, &key, &k, BPF_ANY);
+	}
 }
 
 // server_owner makes o the owner of a server-side child sk: its
@@ -448,11 +486,21 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		// listen(): process context, the caller owns what it accepts.
 		struct conn c;
 		read_conn_btf(&c, sk);
-		struct listen_key k;
-		listen_key_of(&k, &c);
 		struct task_hdr h;
 		fill_current(&h, EVENT_TCP);
-		bpf_map_update_elem(&listeners, &k, &h, BPF_ANY);
+		add_listener(sk, &c, &h, BPF_ANY);
+		return 0;
+	}
+	if (oldstate == TCP_LISTEN) {
+		// A listener closing: forget it, if the entry is still its own.
+		__u64 key = (__u64)sk;
+		struct listen_key *k = bpf_map_lookup_elem(&listener_keys, &key);
+		if (k) {
+			struct weft_listener *l = bpf_map_lookup_elem(&listeners, k);
+			if (l && l->sk == key)
+				bpf_map_delete_elem(&listeners, k);
+			bpf_map_delete_elem(&listener_keys, &key);
+		}
 		return 0;
 	}
 	if (established && oldstate == TCP_SYN_RECV) {
@@ -471,16 +519,6 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 
 	struct owner *o = bpf_map_lookup_elem(&socks, &key);
 	if (!o) {
-		if (oldstate == TCP_LISTEN) {
-			// A listener closing: forget it (its port may be gone
-			// already, then the LRU does).
-			struct conn c;
-			read_conn_btf(&c, sk);
-			struct listen_key k;
-			listen_key_of(&k, &c);
-			bpf_map_delete_elem(&listeners, &k);
-			return 0;
-		}
 		// A connection closing that was never seen open (a child that
 		// never completed its handshake is not one).
 		if (newstate == TCP_CLOSE && oldstate != TCP_SYN_RECV && oldstate != TCP_CLOSE)
@@ -506,8 +544,6 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	} else {
 		if (!o->cookie) // seen by the start-up scan: its cookie is made now
 			o->cookie = bpf_get_socket_cookie((void *)sk);
-		if (!o->role) // closed between the scan's two passes
-			o->role = listener_of(&o->conn) ? ROLE_SERVER : ROLE_CLIENT;
 		emit_tcp(sk, o, TCP_PHASE_CLOSE, 0, now, oldstate);
 	}
 	bpf_map_delete_elem(&socks, &key);
@@ -600,12 +636,13 @@ int BPF_PROG(handle_data_ready, const struct sock *sk)
 
 // ---- start-up scan ----
 //
-// Sockets opened before the collector attached are found by two
-// iterators, run once right after attaching (live hooks win: nothing
-// here overwrites an entry). iter/task_file: every task's open files,
-// for the owner of each listener and of each connected TCP socket;
-// iter/tcp: every TCP socket, for connections not in any task's files
-// yet (handshake done, not accepted) and to tell servers from clients.
+// Sockets opened before the collector attached are found by iterators,
+// run right after attaching (live hooks win: nothing here overwrites an
+// entry). iter/task_file, twice: every task's open files, for the owner
+// of each listener, then of each connected TCP socket (a server side if
+// a listener has its local address); iter/tcp: connections in no task's
+// files yet (handshake done, not accepted) — it walks only the network
+// namespace of the collector itself (the host's, when it runs there).
 
 // fill_task fills h from task t (not current).
 static __always_inline void fill_task(struct task_hdr *h, struct task_struct *t, __u64 now)
@@ -642,24 +679,31 @@ int scan_files(struct bpf_iter__task_file *ctx)
 	__u64 now = bpf_ktime_get_ns();
 	// An MPTCP listener (Go's default) accepts plain TCP too, through a
 	// TCP subflow listening on the same address.
-	if (state == TCP_LISTEN && (proto == IPPROTO_TCP || proto == IPPROTO_MPTCP)) {
-		struct conn c;
-		read_conn_btf(&c, sk);
-		struct listen_key k;
-		listen_key_of(&k, &c);
-		struct task_hdr h;
-		fill_task(&h, t, now);
-		bpf_map_update_elem(&listeners, &k, &h, BPF_NOEXIST);
+	__u32 zero = 0;
+	__u32 *phase = bpf_map_lookup_elem(&scan_phase, &zero);
+	if (!phase)
+		return 0;
+	if (*phase == 0) {
+		// First pass: listeners.
+		if (state == TCP_LISTEN && (proto == IPPROTO_TCP || proto == IPPROTO_MPTCP)) {
+			struct conn c;
+			read_conn_btf(&c, sk);
+			struct task_hdr h;
+			fill_task(&h, t, now);
+			add_listener(sk, &c, &h, BPF_NOEXIST);
+		}
 		return 0;
 	}
-	if (proto != IPPROTO_TCP || state == TCP_CLOSE || state == TCP_SYN_SENT || state == TCP_SYN_RECV)
+	// Second pass: connected sockets, owned by this task; a server side
+	// if its local address is a listener's. (Works in every network
+	// namespace, unlike iter/tcp, which walks only the collector's.)
+	if (proto != IPPROTO_TCP || state == TCP_LISTEN || state == TCP_CLOSE || state == TCP_SYN_SENT || state == TCP_SYN_RECV)
 		return 0;
-	// Connected: owned by this task; client or server is told by
-	// iter/tcp, once every listener is known.
 	struct owner o = {};
 	fill_task(&o.hdr, t, now);
 	o.start_ns = now;
 	read_conn_btf(&o.conn, sk);
+	o.role = listener_of(&o.conn) ? ROLE_SERVER : ROLE_CLIENT;
 	__u64 key = (__u64)sk;
 	bpf_map_update_elem(&socks, &key, &o, BPF_NOEXIST);
 	return 0;
@@ -679,16 +723,11 @@ int scan_tcp(struct bpf_iter__tcp *ctx)
 	if (state == TCP_LISTEN || state == TCP_CLOSE || state == TCP_SYN_SENT || state == TCP_SYN_RECV)
 		return 0;
 	__u64 key = (__u64)sk;
-	struct owner *o = bpf_map_lookup_elem(&socks, &key);
-	if (o && o->role)
-		return 0; // seen live
+	if (bpf_map_lookup_elem(&socks, &key))
+		return 0; // seen live, or in some task's files
 	struct conn c;
 	read_conn_btf(&c, sk);
 	struct task_hdr *l = listener_of(&c);
-	if (o) {
-		o->role = l ? ROLE_SERVER : ROLE_CLIENT;
-		return 0;
-	}
 	// In no task's files: a server child not accepted yet (or a socket
 	// whose owner could not be seen).
 	struct owner n = {};

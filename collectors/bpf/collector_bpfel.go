@@ -112,13 +112,21 @@ type CollectorUnixEvent struct {
 	_            [4]byte
 }
 
+type CollectorWeftListener struct {
+	_   structs.HostLayout
+	Hdr CollectorTaskHdr
+	Sk  uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	CollectorMapEvents           = "events"
+	CollectorMapListenerKeys     = "listener_keys"
 	CollectorMapListeners        = "listeners"
 	CollectorMapLost             = "lost"
+	CollectorMapScanPhase        = "scan_phase"
 	CollectorMapSocks            = "socks"
 	CollectorMapUntracked        = "untracked"
 	CollectorProgHandleDataReady = "handle_data_ready"
@@ -188,11 +196,13 @@ type CollectorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CollectorMapSpecs struct {
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	Listeners *ebpf.MapSpec `ebpf:"listeners"`
-	Lost      *ebpf.MapSpec `ebpf:"lost"`
-	Socks     *ebpf.MapSpec `ebpf:"socks"`
-	Untracked *ebpf.MapSpec `ebpf:"untracked"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	ListenerKeys *ebpf.MapSpec `ebpf:"listener_keys"`
+	Listeners    *ebpf.MapSpec `ebpf:"listeners"`
+	Lost         *ebpf.MapSpec `ebpf:"lost"`
+	ScanPhase    *ebpf.MapSpec `ebpf:"scan_phase"`
+	Socks        *ebpf.MapSpec `ebpf:"socks"`
+	Untracked    *ebpf.MapSpec `ebpf:"untracked"`
 }
 
 // CollectorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -226,18 +236,22 @@ func (o *CollectorObjects) Close() error {
 //
 // It can be passed to LoadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CollectorMaps struct {
-	Events    *ebpf.Map `ebpf:"events"`
-	Listeners *ebpf.Map `ebpf:"listeners"`
-	Lost      *ebpf.Map `ebpf:"lost"`
-	Socks     *ebpf.Map `ebpf:"socks"`
-	Untracked *ebpf.Map `ebpf:"untracked"`
+	Events       *ebpf.Map `ebpf:"events"`
+	ListenerKeys *ebpf.Map `ebpf:"listener_keys"`
+	Listeners    *ebpf.Map `ebpf:"listeners"`
+	Lost         *ebpf.Map `ebpf:"lost"`
+	ScanPhase    *ebpf.Map `ebpf:"scan_phase"`
+	Socks        *ebpf.Map `ebpf:"socks"`
+	Untracked    *ebpf.Map `ebpf:"untracked"`
 }
 
 func (m *CollectorMaps) Close() error {
 	return _CollectorClose(
 		m.Events,
+		m.ListenerKeys,
 		m.Listeners,
 		m.Lost,
+		m.ScanPhase,
 		m.Socks,
 		m.Untracked,
 	)

@@ -161,9 +161,25 @@ func (c *Collector) attach(probes []Probe) error {
 	if tcpOn {
 		// Now that the hooks see every new socket, find the ones that
 		// were there before: listeners and connections, with owners.
-		return errors.Join(runIter(p.ScanFiles, "task_file"), runIter(p.ScanTcp, "tcp"))
+		return c.scan()
 	}
 	return nil
+}
+
+// scan finds the sockets open before attaching: listeners in every
+// task's files, then connected sockets there, then (in this network
+// namespace) connections not accepted yet.
+func (c *Collector) scan() error {
+	p := &c.objs.CollectorPrograms
+	for phase := uint32(0); phase < 2; phase++ {
+		if err := c.objs.ScanPhase.Put(uint32(0), phase); err != nil {
+			return fmt.Errorf("start-up scan: %w", err)
+		}
+		if err := runIter(p.ScanFiles, "task_file"); err != nil {
+			return err
+		}
+	}
+	return runIter(p.ScanTcp, "tcp")
 }
 
 // runIter runs an iterator program once over everything it walks.

@@ -1,12 +1,14 @@
 package bpf
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -423,5 +425,46 @@ func TestOnlyBTFHooks(t *testing.T) {
 		if info.Type != link.RawTracepointType && info.Type != link.TracingType {
 			t.Errorf("link %d is of type %v, want a tp_btf attachment (raw tracepoint or tracing link)", info.ID, info.Type)
 		}
+	}
+}
+
+// TestReuseportReload: a new listener takes over a port (SO_REUSEPORT,
+// as a server reload does) and the old one closes: what the new one
+// accepts keeps its owner (the old socket's close removes nothing of the
+// new one's).
+func TestReuseportReload(t *testing.T) {
+	requireRoot(t)
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+		return errors.Join(err, serr)
+	}}
+	old, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := lc.Listen(context.Background(), "tcp4", old.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	old.Close()
+	cl, err := net.Dial("tcp4", fresh.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	cport := uint16(cl.LocalAddr().(*net.TCPAddr).Port)
+	e, ok := readTCP(t, c, 5*time.Second, func(e CollectorTcpEvent) bool { return e.Phase == 2 && e.Conn.Rport == cport })
+	if !ok {
+		t.Fatal("no accept event")
+	}
+	if int(e.Hdr.Pid) != os.Getpid() {
+		t.Errorf("accept after reload: pid %d, want %d (the listener's owner)", e.Hdr.Pid, os.Getpid())
 	}
 }

@@ -239,9 +239,9 @@ func (d *Decoder) decodeTCP(r *bpf.CollectorTcpEvent) Decoded {
 	return Decoded{Event: &d.ev, Kind: schema.KindTCP, Pod: pod}
 }
 
-// opaque hides a kernel address behind a per-decoder key, keeping it an
-// identity (both ends of a unix connection are decoded by the same
-// collector) without publishing kernel addresses.
+// opaque maps a socket id from the kernel (a unix socket's inode number)
+// through a per-decoder key: still an identity within this collector,
+// not a number to look up on the node.
 func (d *Decoder) opaque(p uint64) uint64 {
 	if p == 0 {
 		return 0

@@ -585,9 +585,10 @@ func (j *Joiner) failed(node string, t uint64, task *schema.Task, e *schema.TCPE
 
 func (j *Joiner) unix(node string, t uint64, task *schema.Task, e *schema.UnixEvent) error {
 	// The collector sends one CONNECT per connection, from the client,
-	// naming the server: that is the call. A CLOSE naming its peer (with
-	// totals) makes one too; whichever comes first for a pair of sockets
-	// wins and the rest are swallowed.
+	// naming the server: that is the call (its ids: the client's socket
+	// and the listener's). A CLOSE naming its peer (with totals) makes a
+	// call too, keyed by both ends' sockets; a redelivered event is
+	// swallowed.
 	switch e.GetPhase() {
 	case schema.UnixPhase_UNIX_PHASE_ACCEPT:
 		return nil
