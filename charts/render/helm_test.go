@@ -3,7 +3,6 @@ package render
 import (
 	"cmp"
 	"fmt"
-	"maps"
 	"path"
 	"strings"
 	"testing"
@@ -33,23 +32,19 @@ func helmRender(topologyYAML []byte, opts Options) (string, error) {
 	}
 	var b strings.Builder
 	for _, m := range manifests {
-		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", m.Name, strings.TrimSpace(m.Content))
+		writeSource(&b, m.Name, m.Content)
 	}
 	for _, h := range hooks {
-		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", h.Path, strings.TrimSpace(h.Manifest))
+		writeSource(&b, h.Path, h.Manifest)
 	}
 	return b.String(), nil
 }
 
 // helmRenderFiles is renderFiles with the Helm SDK.
 func helmRenderFiles(c *chart.Chart, topologyYAML []byte, opts Options) (map[string]string, *chartutil.Capabilities, error) {
-	vals := maps.Clone(opts.Values)
-	if vals == nil {
-		vals = map[string]any{}
-	}
-	if topologyYAML != nil {
-		vals["topologyFile"] = string(topologyYAML)
-		delete(vals, "topology")
+	vals, err := chartValues(topologyYAML, opts)
+	if err != nil {
+		return nil, nil, err
 	}
 	caps := chartutil.DefaultCapabilities.Copy()
 	kv, err := chartutil.ParseKubeVersion(cmp.Or(opts.KubeVersion, DefaultKubeVersion))

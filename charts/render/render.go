@@ -86,12 +86,35 @@ func Render(topologyYAML []byte, opts Options) (string, error) {
 	}
 	var b strings.Builder
 	for _, m := range manifests {
-		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", m.Name, strings.TrimSpace(m.Content))
+		writeSource(&b, m.Name, m.Content)
 	}
 	for _, h := range hooks {
-		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", h.Path, strings.TrimSpace(h.Manifest))
+		writeSource(&b, h.Path, h.Manifest)
 	}
 	return b.String(), nil
+}
+
+// writeSource appends one rendered document, headed by its template.
+func writeSource(b *strings.Builder, name, content string) {
+	fmt.Fprintf(b, "---\n# Source: %s\n%s\n", name, strings.TrimSpace(content))
+}
+
+// chartValues is opts.Values with the topology given as text, as
+// `helm install --set-file topologyFile=…`: the chart parses the text and
+// its ConfigMap carries it verbatim, comments and line numbers included.
+func chartValues(topologyYAML []byte, opts Options) (map[string]any, error) {
+	vals := maps.Clone(opts.Values)
+	if vals == nil {
+		vals = map[string]any{}
+	}
+	if topologyYAML != nil {
+		if len(strings.TrimSpace(string(topologyYAML))) == 0 {
+			return nil, fmt.Errorf("topology: empty document")
+		}
+		vals["topologyFile"] = string(topologyYAML)
+		delete(vals, "topology")
+	}
+	return vals, nil
 }
 
 // ParseValues decodes a values file (`helm install -f FILE`) for
@@ -175,19 +198,9 @@ func Kinds() (map[string][]string, error) {
 // renderFiles renders every template of c: Helm's schema validation, then
 // its template engine, with client-only capabilities as `helm template`.
 func renderFiles(c *chart.Chart, topologyYAML []byte, opts Options) (map[string]string, *helm.Capabilities, error) {
-	vals := maps.Clone(opts.Values)
-	if vals == nil {
-		vals = map[string]any{}
-	}
-	if topologyYAML != nil {
-		// As `helm install --set-file topologyFile=…`: the chart parses
-		// the text and its ConfigMap carries it verbatim, comments and line
-		// numbers included.
-		if len(strings.TrimSpace(string(topologyYAML))) == 0 {
-			return nil, nil, fmt.Errorf("topology: empty document")
-		}
-		vals["topologyFile"] = string(topologyYAML)
-		delete(vals, "topology")
+	vals, err := chartValues(topologyYAML, opts)
+	if err != nil {
+		return nil, nil, err
 	}
 	caps := helm.DefaultCapabilities.Copy()
 	kv, err := helm.ParseKubeVersion(cmp.Or(opts.KubeVersion, DefaultKubeVersion))
