@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -96,9 +97,13 @@ type Result struct {
 	StormConnectionsPerSec float64 `json:"storm_connections_per_sec"`
 	// StormConnectionsPerSecCollector is the rate with it attached.
 	StormConnectionsPerSecCollector float64 `json:"storm_connections_per_sec_collector"`
-	// StormOverheadRatio is median wall time with the collector ÷ median
-	// without, same run, rounds interleaved.
+	// StormOverheadRatio is the median over rounds of wall time with the
+	// collector ÷ wall time without, each round's pair run back to back
+	// (in alternating order, so neither half always runs first).
 	StormOverheadRatio float64 `json:"storm_overhead_ratio"`
+	// StormRoundRatios are the rounds' ratios, in order: the spread is
+	// the machine's noise.
+	StormRoundRatios []float64 `json:"storm_round_ratios"`
 	// StormWorkers is the storm's threads.
 	StormWorkers int `json:"storm_workers,omitempty"`
 	// StormCPUs and CollectorCPUs are where the storm's threads and the
@@ -186,6 +191,9 @@ func Run(ctx context.Context, o Options, child StormCommand) (*Result, error) {
 		}
 	}
 
+	if os.Getenv("WEFT_STORM_ONLY") != "" {
+		return res, nil
+	}
 	var records [][]byte
 	if privErr == nil {
 		o.Log.Info("recording ring-buffer records")
@@ -371,40 +379,57 @@ func storm(ctx context.Context, o Options, srvURL string, child StormCommand, re
 	var without, with []time.Duration
 	var events uint64
 	var cpuWith, wallWith time.Duration
-	for r := 0; r < o.Rounds; r++ {
-		d, err := runChild()
-		if err != nil {
-			return err
-		}
-		without = append(without, d)
-
+	withCollector := func() (time.Duration, error) {
 		coll, err := startCollector(child, o, srvURL, pl.collector)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		d, err = runChild()
+		d, err := runChild()
 		if err != nil {
 			coll.kill()
-			return err
+			return 0, err
 		}
 		cr, err := coll.stop()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		cpuWith += cr.CPU
 		wallWith += cr.Wall
-		with = append(with, d)
 		res.LostEvents += cr.Lost
 		events += cr.Events
 		res.RSSBytes = max(res.RSSBytes, cr.RSS)
 		res.RSSAnonBytes = max(res.RSSAnonBytes, cr.Anon)
 		res.RSSRingBytes = max(res.RSSRingBytes, cr.Ring)
-		o.Log.Info("storm round", "round", r, "without", without[r], "with", d, "events", cr.Events, "lost", cr.Lost, "cpu", cr.CPU, "rss", cr.RSS, "anon", cr.Anon, "ring", cr.Ring, "file", cr.File)
+		o.Log.Info("storm with the collector", "wall", d, "events", cr.Events, "lost", cr.Lost, "cpu", cr.CPU, "rss", cr.RSS, "anon", cr.Anon, "ring", cr.Ring, "file", cr.File)
+		return d, nil
+	}
+	var ratios []float64
+	for r := 0; r < o.Rounds; r++ {
+		// ABBA: odd rounds run the collector's half first, so a drift
+		// of the machine within a round favours neither half.
+		halves := []func() (time.Duration, error){runChild, withCollector}
+		if r%2 == 1 {
+			halves[0], halves[1] = halves[1], halves[0]
+		}
+		var d [2]time.Duration
+		for i, run := range halves {
+			var err error
+			if d[i], err = run(); err != nil {
+				return err
+			}
+		}
+		if r%2 == 1 {
+			d[0], d[1] = d[1], d[0]
+		}
+		without, with = append(without, d[0]), append(with, d[1])
+		ratios = append(ratios, d[1].Seconds()/d[0].Seconds())
+		o.Log.Info("storm round", "round", r, "without", d[0], "with", d[1], "ratio", ratios[r])
 	}
 	bw, cw := median(without), median(with)
 	res.StormConnectionsPerSec = float64(o.Conns) / bw.Seconds()
 	res.StormConnectionsPerSecCollector = float64(o.Conns) / cw.Seconds()
-	res.StormOverheadRatio = cw.Seconds() / bw.Seconds()
+	res.StormOverheadRatio = median(ratios)
+	res.StormRoundRatios = ratios
 	res.StormWorkers = o.Workers
 	var withSum time.Duration
 	for _, d := range with {
@@ -429,8 +454,8 @@ func lastLine(s string) string {
 	return s
 }
 
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
+func median[T cmp.Ordered](v []T) T {
+	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
 }

@@ -33,6 +33,10 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+// bpf_rdonly_cast reads an object as another BTF type; the verifier
+// replaces the call with a move (no call at run time).
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 #define AF_UNIX 1
 #define AF_INET 2
 #define AF_INET6 10
@@ -230,20 +234,37 @@ static __always_inline void count(void *percpu)
 		*n += 1; // per-CPU: no atomics needed
 }
 
-// wakeup_bytes: the reader is woken only once this much data is waiting
-// (it also wakes itself on a timer), so a busy node pays one wakeup per
-// batch of events, not per event. Set by the loader; 0 wakes every time.
+// pending counts, per CPU, the bytes submitted since this CPU last woke
+// the reader.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} pending SEC(".maps");
+
+// wakeup_bytes: each CPU wakes the reader once it has submitted this much
+// since its last wakeup (the reader also wakes itself on a timer), so a
+// busy node pays one wakeup per batch of events, not per event. Counted
+// per CPU in an inlined array slot rather than by asking the ring for its
+// backlog: one helper call less per event. Set by the loader; 0 wakes
+// every time.
 const volatile __u64 wakeup_bytes = 0;
 
 static __always_inline void submit(void *e, __u64 size)
 {
 	__u64 flags = 0;
 	if (wakeup_bytes > 0) {
-		// Wake the reader once, when the backlog crosses the threshold;
-		// a backlog already past it means the reader was woken and has
-		// not caught up: waking it again per record only costs.
-		__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-		flags = (avail >= wakeup_bytes && avail < wakeup_bytes + size + 8) ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&pending, &zero);
+		flags = BPF_RB_NO_WAKEUP;
+		if (n) {
+			*n += size;
+			if (*n >= wakeup_bytes) {
+				*n = 0;
+				flags = BPF_RB_FORCE_WAKEUP;
+			}
+		}
 	}
 	bpf_ringbuf_submit(e, flags);
 }
@@ -261,20 +282,22 @@ static __always_inline void *reserve(__u64 size)
 // with CO-RE relocations, instead of a bpf_probe_read_kernel call each.
 // This is the hot path of every connection on the node.
 
-static __always_inline void fill_current(struct task_hdr *h, __u32 type)
+static __always_inline void fill_current(struct task_hdr *h, __u32 type, __u64 now)
 {
-	__u64 pt = bpf_get_current_pid_tgid();
+	// Loads, not helpers: on this hot path every helper call costs a
+	// call and a return (with return-thunk mitigations, most of a
+	// helper's price); the BTF pointer reads the same fields directly.
 	struct task_struct *t = bpf_get_current_task_btf();
 
-	h->ts_ns = bpf_ktime_get_ns();
+	h->ts_ns = now;
 	h->type = type;
-	h->pid = pt >> 32;
-	h->tid = (__u32)pt;
-	h->uid = (__u32)bpf_get_current_uid_gid();
-	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->pid = t->tgid;
+	h->tid = t->pid;
+	h->uid = t->cred->uid.val;
+	h->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
 	h->ppid = t->real_parent->tgid;
 	h->_pad = 0;
-	bpf_get_current_comm(h->comm, sizeof(h->comm));
+	__builtin_memcpy(h->comm, t->comm, sizeof(h->comm));
 }
 
 // ---- process ----
@@ -285,7 +308,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	struct exec_event *e = reserve(sizeof(*e));
 	if (!e)
 		return 0;
-	fill_current(&e->hdr, EVENT_EXEC);
+	fill_current(&e->hdr, EVENT_EXEC, bpf_ktime_get_ns());
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
 
 	struct mm_struct *mm = BPF_CORE_READ(p, mm);
@@ -317,7 +340,7 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 	struct exit_event *e = reserve(sizeof(*e));
 	if (!e)
 		return 0;
-	fill_current(&e->hdr, EVENT_EXIT);
+	fill_current(&e->hdr, EVENT_EXIT, bpf_ktime_get_ns());
 	e->start_ns = BPF_CORE_READ(p, group_leader, start_time);
 	e->exit_code = BPF_CORE_READ(p, exit_code);
 	e->_pad = 0;
@@ -354,9 +377,8 @@ static __always_inline void read_conn_btf(struct conn *c, const struct sock *sk)
 // FIN, bytes_received a received FIN, one sequence number each.
 static __always_inline void data_bytes(const struct sock *sk, struct owner *o, int oldstate, __u64 *sent, __u64 *received)
 {
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
-	if (!tp)
-		return;
+	// A TCP socket (the caller checked sk_protocol): cast, not a helper.
+	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	__u64 acked = tp->bytes_acked;
 	__u64 recv = tp->bytes_received;
 	if (o->role == ROLE_CLIENT && acked > 0)
@@ -476,7 +498,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	if (connecting) {
 		// connect(): process context, the caller owns the socket.
 		struct owner o = {};
-		fill_current(&o.hdr, EVENT_TCP);
+		fill_current(&o.hdr, EVENT_TCP, now);
 		o.start_ns = now;
 		o.role = ROLE_CLIENT;
 		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
@@ -487,7 +509,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		struct conn c;
 		read_conn_btf(&c, sk);
 		struct task_hdr h;
-		fill_current(&h, EVENT_TCP);
+		fill_current(&h, EVENT_TCP, now);
 		add_listener(sk, &c, &h, BPF_ANY);
 		return 0;
 	}
@@ -603,7 +625,7 @@ int BPF_PROG(handle_data_ready, const struct sock *sk)
 	struct unix_event *e = reserve(sizeof(*e));
 	if (!e)
 		return 0;
-	fill_current(&e->hdr, EVENT_UNIX);
+	fill_current(&e->hdr, EVENT_UNIX, bpf_ktime_get_ns());
 	// Socket identities are inode numbers (what ss -x shows): the
 	// client's, and the listener's (the server end gets its own only
 	// when accepted). Addresses would not do: they are reused as soon as

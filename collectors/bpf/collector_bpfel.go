@@ -126,6 +126,7 @@ const (
 	CollectorMapListenerKeys     = "listener_keys"
 	CollectorMapListeners        = "listeners"
 	CollectorMapLost             = "lost"
+	CollectorMapPending          = "pending"
 	CollectorMapScanPhase        = "scan_phase"
 	CollectorMapSocks            = "socks"
 	CollectorMapUntracked        = "untracked"
@@ -200,6 +201,7 @@ type CollectorMapSpecs struct {
 	ListenerKeys *ebpf.MapSpec `ebpf:"listener_keys"`
 	Listeners    *ebpf.MapSpec `ebpf:"listeners"`
 	Lost         *ebpf.MapSpec `ebpf:"lost"`
+	Pending      *ebpf.MapSpec `ebpf:"pending"`
 	ScanPhase    *ebpf.MapSpec `ebpf:"scan_phase"`
 	Socks        *ebpf.MapSpec `ebpf:"socks"`
 	Untracked    *ebpf.MapSpec `ebpf:"untracked"`
@@ -240,6 +242,7 @@ type CollectorMaps struct {
 	ListenerKeys *ebpf.Map `ebpf:"listener_keys"`
 	Listeners    *ebpf.Map `ebpf:"listeners"`
 	Lost         *ebpf.Map `ebpf:"lost"`
+	Pending      *ebpf.Map `ebpf:"pending"`
 	ScanPhase    *ebpf.Map `ebpf:"scan_phase"`
 	Socks        *ebpf.Map `ebpf:"socks"`
 	Untracked    *ebpf.Map `ebpf:"untracked"`
@@ -251,6 +254,7 @@ func (m *CollectorMaps) Close() error {
 		m.ListenerKeys,
 		m.Listeners,
 		m.Lost,
+		m.Pending,
 		m.ScanPhase,
 		m.Socks,
 		m.Untracked,

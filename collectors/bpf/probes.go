@@ -50,7 +50,7 @@ type Options struct {
 	// close (an LRU: past it the oldest is forgotten). Default 65536.
 	MaxSockets int
 	// WakeupBytes batches wakeups: the kernel wakes the reader only when
-	// this much data waits, and Read wakes itself every PollInterval to
+	// about this much data waits (each CPU counts its share of it), and Read wakes itself every PollInterval to
 	// take what is there. 0 wakes the reader for every record.
 	WakeupBytes int
 	// PollInterval bounds how long a record can wait when WakeupBytes is
@@ -99,7 +99,13 @@ func Open(o Options) (*Collector, error) {
 	spec.Maps[CollectorMapEvents].MaxEntries = uint32(o.RingBufferBytes)
 	spec.Maps[CollectorMapSocks].MaxEntries = uint32(o.MaxSockets)
 	if o.WakeupBytes > 0 {
-		if err := spec.Variables["wakeup_bytes"].Set(uint64(o.WakeupBytes)); err != nil {
+		// Each CPU counts its own share: together they wake the reader
+		// by the time WakeupBytes wait.
+		cpus, err := ebpf.PossibleCPU()
+		if err != nil {
+			return nil, fmt.Errorf("possible CPUs: %w", err)
+		}
+		if err := spec.Variables["wakeup_bytes"].Set(uint64(max(1, o.WakeupBytes/cpus))); err != nil {
 			return nil, fmt.Errorf("set wakeup_bytes: %w", err)
 		}
 		if o.PollInterval <= 0 {

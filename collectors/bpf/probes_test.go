@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -467,4 +469,88 @@ func TestReuseportReload(t *testing.T) {
 	if int(e.Hdr.Pid) != os.Getpid() {
 		t.Errorf("accept after reload: pid %d, want %d (the listener's owner)", e.Hdr.Pid, os.Getpid())
 	}
+}
+
+// TestTaskHeader: every field of a connecting task's header (read from
+// the task by BTF loads, not helpers) is that task's: a child process
+// running as nobody connects, and its connect event names its pid,
+// thread, parent, uid, command and cgroup.
+func TestTaskHeader(t *testing.T) {
+	requireRoot(t)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skipf("skipping: needs bash for /dev/tcp: %v", err)
+	}
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	// bash opens /dev/tcp itself (a single-threaded process: tid = pid).
+	cmd := exec.Command(bash, "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d && read -u 3 line", port))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write([]byte("bye\n"))
+	conn.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("bash: %v", err)
+	}
+	pid := cmd.Process.Pid
+
+	e, ok := readTCP(t, c, 5*time.Second, func(e CollectorTcpEvent) bool {
+		return e.Phase == 1 && int(e.Hdr.Pid) == pid
+	})
+	if !ok {
+		t.Fatalf("no connect event from pid %d", pid)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(cgroupDir(t), &st); err != nil {
+		t.Fatal(err)
+	}
+	h := e.Hdr
+	comm := unix.ByteSliceToString(unsafe.Slice((*byte)(unsafe.Pointer(&h.Comm[0])), len(h.Comm)))
+	for _, f := range []struct {
+		name      string
+		got, want any
+	}{
+		{"pid", int(h.Pid), pid},
+		{"tid", int(h.Tid), pid},
+		{"ppid", int(h.Ppid), os.Getpid()},
+		{"uid", h.Uid, uint32(65534)},
+		{"comm", comm, "bash"},
+		{"cgroup id", h.CgroupId, st.Ino},
+	} {
+		if f.got != f.want {
+			t.Errorf("%s: %v, want %v", f.name, f.got, f.want)
+		}
+	}
+}
+
+// cgroupDir is this process's cgroup v2 directory (its children start there).
+func cgroupDir(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			return "/sys/fs/cgroup" + p
+		}
+	}
+	t.Skip("skipping: no cgroup v2 hierarchy")
+	return ""
 }
