@@ -146,11 +146,12 @@ struct owner {
 	__u8 _pad[7];
 };
 
-// listen_key is a listening TCP address; addr is all zero for a wildcard.
+// listen_key is a listening TCP address; addr is all zero for a wildcard
+// (family tells 0.0.0.0 from [::], which another task may hold).
 struct listen_key {
 	__u32 netns;
 	__u16 port;
-	__u16 _pad;
+	__u16 family;
 	__u8 addr[16];
 };
 
@@ -167,13 +168,23 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
-// untracked counts, per CPU, TCP connections that closed without an
-// owner in socks: opened before the collector attached, or evicted from
-// the LRU by newer sockets. Their close events are not sent; user space
-// exports the count so the gap is never invisible.
+// untracked counts, per CPU, the gaps in what the TCP hooks know; user
+// space exports them so no gap is invisible:
+//   UNTRACKED_CLOSE: connections that closed without an owner in socks
+//     (opened before the collector attached, or evicted from the LRU by
+//     newer sockets); their close events are not sent;
+//   UNOWNED_ACCEPT: server-side connections whose listener is not known
+//     (it listen()ed without bind(), or was evicted from listeners); sent
+//     with the socket's cgroup and no process;
+//   UNIX_UNMATCHED: unix connections whose client socket was not found
+//     on the listener's queue (accepted before the hook ran); sent under
+//     a one-off id.
+#define UNTRACKED_CLOSE 0
+#define UNOWNED_ACCEPT 1
+#define UNIX_UNMATCHED 2
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, __u64);
 } untracked SEC(".maps");
@@ -186,10 +197,15 @@ struct {
 	__type(value, struct owner);
 } socks SEC(".maps");
 
-// listener is who listen()ed on an address, and on which socket.
+// listener is who listen()ed on an address, and on which socket; prev is
+// the one it displaced, still listening there (SO_REUSEPORT) or about to
+// fail (a second listen() that gets EADDRINUSE passes through LISTEN
+// first): it is restored when the newer one closes.
 struct weft_listener {
 	struct task_hdr hdr;
 	__u64 sk;
+	struct task_hdr prev_hdr;
+	__u64 prev_sk;
 };
 
 // listeners maps a listening TCP address to the task that listen()ed on
@@ -211,6 +227,22 @@ struct {
 	__type(value, struct listen_key);
 } listener_keys SEC(".maps");
 
+// claimed holds the queued unix connections already reported (server-side
+// socket, and the client socket's inode, so a reused address is a new
+// key), so that threads of one process connecting to one listener at
+// once each report their own: the insert (BPF_NOEXIST) is the claim, and
+// only one of two racing threads can make it.
+struct claim {
+	__u64 sk;
+	__u64 ino;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct claim);
+	__type(value, __u8);
+} claimed SEC(".maps");
+
 // scan_phase tells scan_files which pass it runs: 0 listeners, 1
 // connections (set by user space between the runs).
 struct {
@@ -226,10 +258,9 @@ const struct exit_event *unused_exit __attribute__((unused));
 const struct tcp_event *unused_tcp __attribute__((unused));
 const struct unix_event *unused_unix __attribute__((unused));
 
-static __always_inline void count(void *percpu)
+static __always_inline void count(void *percpu, __u32 slot)
 {
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(percpu, &zero);
+	__u64 *n = bpf_map_lookup_elem(percpu, &slot);
 	if (n)
 		*n += 1; // per-CPU: no atomics needed
 }
@@ -273,7 +304,7 @@ static __always_inline void *reserve(__u64 size)
 {
 	void *e = bpf_ringbuf_reserve(&events, size, 0);
 	if (!e)
-		count(&lost);
+		count(&lost, 0);
 	return e;
 }
 
@@ -435,7 +466,7 @@ static __always_inline void listen_key_of(struct listen_key *k, const struct con
 {
 	k->netns = c->netns;
 	k->port = c->lport;
-	k->_pad = 0;
+	k->family = c->family;
 	__builtin_memcpy(k->addr, c->laddr, sizeof(k->addr));
 }
 
@@ -453,16 +484,50 @@ static __always_inline struct task_hdr *listener_of(const struct conn *c)
 	return l ? &l->hdr : NULL;
 }
 
-// add_listener records sk, listening on c, as owned by h.
+// add_listener records sk, listening on c, as owned by h. A live hook
+// (flags BPF_ANY) displaces the entry there into prev; the start-up scan
+// (BPF_NOEXIST) never displaces one.
 static __always_inline void add_listener(const struct sock *sk, const struct conn *c, const struct task_hdr *h, __u64 flags)
 {
 	struct listen_key k;
 	listen_key_of(&k, c);
 	struct weft_listener l = {.hdr = *h, .sk = (__u64)sk};
-	if (bpf_map_update_elem(&listeners, &k, &l, flags) == 0) {
+	struct weft_listener *old = bpf_map_lookup_elem(&listeners, &k);
+	if (old) {
+		if (flags == BPF_NOEXIST)
+			return;
+		if (old->sk != (__u64)sk) {
+			l.prev_hdr = old->hdr;
+			l.prev_sk = old->sk;
+		}
+	}
+	if (bpf_map_update_elem(&listeners, &k, &l, BPF_ANY) == 0) {
 		__u64 key = (__u64)sk;
 		bpf_map_update_elem(&listener_keys, &key, &k, BPF_ANY);
 	}
+}
+
+// remove_listener forgets sk, a listener closing (or failing to listen):
+// the entry it made goes back to the one it displaced, if any.
+static __always_inline void remove_listener(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct listen_key *k = bpf_map_lookup_elem(&listener_keys, &key);
+	if (!k)
+		return;
+	struct weft_listener *l = bpf_map_lookup_elem(&listeners, k);
+	if (l && l->sk == key) {
+		if (l->prev_sk) {
+			l->hdr = l->prev_hdr;
+			l->sk = l->prev_sk;
+			l->prev_sk = 0;
+		} else {
+			bpf_map_delete_elem(&listeners, k);
+		}
+	} else if (l && l->prev_sk == key) {
+		l->prev_sk = 0;
+	}
+	bpf_map_delete_elem(&listener_keys, &key);
 }
 
 // server_owner makes o the owner of a server-side child sk: its
@@ -470,10 +535,12 @@ static __always_inline void add_listener(const struct sock *sk, const struct con
 static __always_inline void server_owner(struct owner *o, const struct sock *sk)
 {
 	struct task_hdr *l = listener_of(&o->conn);
-	if (l)
+	if (l) {
 		o->hdr = *l;
-	else
+	} else {
 		o->hdr.cgroup_id = sk_cgroup_id(sk);
+		count(&untracked, UNOWNED_ACCEPT);
+	}
 	o->hdr.type = EVENT_TCP;
 	o->role = ROLE_SERVER;
 }
@@ -514,18 +581,20 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		return 0;
 	}
 	if (oldstate == TCP_LISTEN) {
-		// A listener closing: forget it, if the entry is still its own.
-		__u64 key = (__u64)sk;
-		struct listen_key *k = bpf_map_lookup_elem(&listener_keys, &key);
-		if (k) {
-			struct weft_listener *l = bpf_map_lookup_elem(&listeners, k);
-			if (l && l->sk == key)
-				bpf_map_delete_elem(&listeners, k);
-			bpf_map_delete_elem(&listener_keys, &key);
-		}
+		remove_listener(sk);
 		return 0;
 	}
-	if (established && oldstate == TCP_SYN_RECV) {
+	// A server-side child is in no task's files until accepted; a socket
+	// that has one and reaches ESTABLISHED from SYN_RECV is a client in a
+	// simultaneous open (or connected to itself), or a Fast Open child
+	// accepted early: only then is socks asked which.
+	struct owner *o = NULL;
+	if (established && oldstate == TCP_SYN_RECV && sk->sk_socket) {
+		o = bpf_map_lookup_elem(&socks, &key);
+		if (o && o->role != ROLE_CLIENT)
+			o = NULL;
+	}
+	if (established && oldstate == TCP_SYN_RECV && !o) {
 		// A server-side child, in softirq context: owned by whoever
 		// listens; accepted or not, the connection is made.
 		struct owner o = {};
@@ -539,12 +608,13 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		return 0;
 	}
 
-	struct owner *o = bpf_map_lookup_elem(&socks, &key);
+	if (!o)
+		o = bpf_map_lookup_elem(&socks, &key);
 	if (!o) {
 		// A connection closing that was never seen open (a child that
 		// never completed its handshake is not one).
 		if (newstate == TCP_CLOSE && oldstate != TCP_SYN_RECV && oldstate != TCP_CLOSE)
-			count(&untracked);
+			count(&untracked, UNTRACKED_CLOSE);
 		return 0;
 	}
 	if (established) {
@@ -604,23 +674,27 @@ int BPF_PROG(handle_data_ready, const struct sock *sk)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 
 	// The new connection's skb is the last queued, unless another
-	// connect raced in behind it: look back a few for ours (its
-	// server-side socket's peer credentials are the connecting task's).
+	// connect raced in behind it: look back a few for ours, the newest
+	// whose server-side socket's peer credentials are the connecting
+	// process's and that no other thread of it has claimed.
 	__u32 queued = sk->sk_receive_queue.qlen;
 	struct sk_buff *skb = sk->sk_receive_queue.prev;
-	struct sock *newsk = NULL;
+	__u64 client = 0;
 	for (int i = 0; i < 4 && i < queued && skb; i++) {
 		struct sock *s = skb->sk;
-		if (s) {
-			struct pid *pp = s->sk_peer_pid;
-			if (pp && pp->numbers[0].nr == tgid) {
-				newsk = s;
-				break;
-			}
-		}
 		skb = skb->prev;
+		if (!s)
+			continue;
+		struct pid *pp = s->sk_peer_pid;
+		if (!pp || pp->numbers[0].nr != tgid)
+			continue;
+		struct claim k = {.sk = (__u64)s, .ino = sock_ino(BPF_CORE_READ((struct unix_sock *)s, peer))};
+		__u8 one = 1;
+		if (bpf_map_update_elem(&claimed, &k, &one, BPF_NOEXIST) != 0)
+			continue; // another thread's, or already reported
+		client = k.ino;
+		break;
 	}
-	struct sock *client = newsk ? BPF_CORE_READ((struct unix_sock *)newsk, peer) : NULL;
 
 	struct unix_event *e = reserve(sizeof(*e));
 	if (!e)
@@ -631,8 +705,9 @@ int BPF_PROG(handle_data_ready, const struct sock *sk)
 	// when accepted). Addresses would not do: they are reused as soon as
 	// a socket is freed. Should the client not be found, the event
 	// still stands, under a one-off id.
-	__u64 ino = sock_ino(client);
-	e->sk = ino ? ino : (e->hdr.ts_ns | (1ULL << 63));
+	if (!client)
+		count(&untracked, UNIX_UNMATCHED);
+	e->sk = client ? client : (e->hdr.ts_ns | (1ULL << 63));
 	e->peer_sk = sock_ino((struct sock *)sk);
 	e->phase = TCP_PHASE_CONNECT;
 	e->role = ROLE_CLIENT;

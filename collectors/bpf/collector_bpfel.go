@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type CollectorClaim struct {
+	_   structs.HostLayout
+	Sk  uint64
+	Ino uint64
+}
+
 type CollectorExecEvent struct {
 	_             structs.HostLayout
 	Hdr           CollectorTaskHdr
@@ -32,11 +38,11 @@ type CollectorExitEvent struct {
 }
 
 type CollectorListenKey struct {
-	_     structs.HostLayout
-	Netns uint32
-	Port  uint16
-	Pad   uint16
-	Addr  [16]uint8
+	_      structs.HostLayout
+	Netns  uint32
+	Port   uint16
+	Family uint16
+	Addr   [16]uint8
 }
 
 type CollectorOwner struct {
@@ -113,15 +119,18 @@ type CollectorUnixEvent struct {
 }
 
 type CollectorWeftListener struct {
-	_   structs.HostLayout
-	Hdr CollectorTaskHdr
-	Sk  uint64
+	_       structs.HostLayout
+	Hdr     CollectorTaskHdr
+	Sk      uint64
+	PrevHdr CollectorTaskHdr
+	PrevSk  uint64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	CollectorMapClaimed          = "claimed"
 	CollectorMapEvents           = "events"
 	CollectorMapListenerKeys     = "listener_keys"
 	CollectorMapListeners        = "listeners"
@@ -197,6 +206,7 @@ type CollectorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CollectorMapSpecs struct {
+	Claimed      *ebpf.MapSpec `ebpf:"claimed"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	ListenerKeys *ebpf.MapSpec `ebpf:"listener_keys"`
 	Listeners    *ebpf.MapSpec `ebpf:"listeners"`
@@ -238,6 +248,7 @@ func (o *CollectorObjects) Close() error {
 //
 // It can be passed to LoadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CollectorMaps struct {
+	Claimed      *ebpf.Map `ebpf:"claimed"`
 	Events       *ebpf.Map `ebpf:"events"`
 	ListenerKeys *ebpf.Map `ebpf:"listener_keys"`
 	Listeners    *ebpf.Map `ebpf:"listeners"`
@@ -250,6 +261,7 @@ type CollectorMaps struct {
 
 func (m *CollectorMaps) Close() error {
 	return _CollectorClose(
+		m.Claimed,
 		m.Events,
 		m.ListenerKeys,
 		m.Listeners,

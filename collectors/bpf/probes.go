@@ -234,17 +234,44 @@ func (c *Collector) Lost() (uint64, error) {
 	return sumPerCPU(c.objs.Lost, "lost")
 }
 
-// Untracked is the TCP connections that closed without the collector
-// having seen them open, summed over CPUs, since Open: opened before it
-// attached, or forgotten because more than MaxSockets were open at once
-// (the LRU evicted them). Their close events were not sent.
-func (c *Collector) Untracked() (uint64, error) {
-	return sumPerCPU(c.objs.Untracked, "untracked")
+// Gaps are what the kernel hooks could not know, summed over CPUs since
+// Open. Every such event is still sent with what was known, except an
+// untracked close.
+type Gaps struct {
+	// UntrackedCloses: TCP connections that closed without the collector
+	// having seen them open (opened before it attached and missed by the
+	// start-up scan, or forgotten because more than MaxSockets were open
+	// at once: the LRU evicted them). Their close events were not sent.
+	UntrackedCloses uint64
+	// UnownedAccepts: server-side TCP connections whose listener was not
+	// known (it listen()ed without bind(), or was evicted): sent with the
+	// socket's cgroup and no process.
+	UnownedAccepts uint64
+	// UnixUnmatched: unix connections whose client socket was not found
+	// on the listener's queue (taken by accept() before the hook ran):
+	// sent under a one-off id instead of the client's inode number.
+	UnixUnmatched uint64
+}
+
+// Gaps reads the kernel's gap counters.
+func (c *Collector) Gaps() (Gaps, error) {
+	var g Gaps
+	for slot, n := range []*uint64{&g.UntrackedCloses, &g.UnownedAccepts, &g.UnixUnmatched} {
+		var err error
+		if *n, err = sumPerCPUAt(c.objs.Untracked, uint32(slot), "untracked"); err != nil {
+			return Gaps{}, err
+		}
+	}
+	return g, nil
 }
 
 func sumPerCPU(m *ebpf.Map, name string) (uint64, error) {
+	return sumPerCPUAt(m, 0, name)
+}
+
+func sumPerCPUAt(m *ebpf.Map, slot uint32, name string) (uint64, error) {
 	var perCPU []uint64
-	if err := m.Lookup(uint32(0), &perCPU); err != nil {
+	if err := m.Lookup(slot, &perCPU); err != nil {
 		return 0, fmt.Errorf("read %s counter: %w", name, err)
 	}
 	var n uint64

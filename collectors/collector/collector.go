@@ -66,6 +66,14 @@ type Stats struct {
 	// from the socket LRU: raise maxSockets if it grows): their close
 	// events, with bytes and duration, were not sent.
 	UntrackedCloses uint64 `json:"untracked_closes"`
+	// UnownedAccepts is the server-side TCP connections whose listening
+	// process was not known (a listen() without bind()): published with
+	// the socket's cgroup (its container) and no process.
+	UnownedAccepts uint64 `json:"unowned_accepts"`
+	// UnixUnmatched is the unix connections whose client socket was
+	// taken by accept() before the hook saw it: published under a
+	// one-off id.
+	UnixUnmatched uint64 `json:"unix_unmatched"`
 	// Gaps in attribution (events published with what was known).
 	UnknownCgroup    uint64 `json:"unknown_cgroup"`
 	ProcessGone      uint64 `json:"process_gone"`
@@ -256,7 +264,8 @@ func (s *Stage) updateLost() {
 			s.counters.Lost.Add(n - old)
 		}
 	}
-	if n, err := s.coll.Untracked(); err == nil {
+	if g, err := s.coll.Gaps(); err == nil {
+		n := g.UntrackedCloses
 		if old := s.untracked.Swap(n); n > old {
 			s.counters.Untracked.Add(n - old)
 		}
@@ -297,7 +306,9 @@ func (s *Stage) Stats() Stats {
 		} else {
 			st.Lost = s.lost.Load()
 		}
-		st.UntrackedCloses, _ = coll.Untracked()
+		if g, err := coll.Gaps(); err == nil {
+			st.UntrackedCloses, st.UnownedAccepts, st.UnixUnmatched = g.UntrackedCloses, g.UnownedAccepts, g.UnixUnmatched
+		}
 	}
 	if pipe != nil {
 		st.Filtered, st.Undecodable = pipe.Filtered.Load(), pipe.Undecodable.Load()

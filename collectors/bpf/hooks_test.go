@@ -1,0 +1,346 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// onThread runs f on a thread of its own and returns that thread's id:
+// the tid a hook running in f's system calls records.
+func onThread(t *testing.T, f func() error) int {
+	t.Helper()
+	var tid int
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread ends with f
+		tid = unix.Gettid()
+		err = f()
+	}()
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tid
+}
+
+// listenOn opens a TCP listener on sa (nil: unbound) with the given
+// socket options set before bind, and returns its fd and listen's error.
+func listenOn(t *testing.T, family int, sa unix.Sockaddr, opts map[int]int) (int, error) {
+	t.Helper()
+	fd := boundSocket(t, family, sa, opts)
+	return fd, unix.Listen(fd, 64)
+}
+
+// boundSocket is a TCP socket bound to sa (nil: unbound), with opts set.
+func boundSocket(t *testing.T, family int, sa unix.Sockaddr, opts map[int]int) int {
+	t.Helper()
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	for opt, v := range opts {
+		level := unix.SOL_SOCKET
+		if opt == unix.IPV6_V6ONLY {
+			level = unix.IPPROTO_IPV6
+		}
+		if err := unix.SetsockoptInt(fd, level, opt, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sa != nil {
+		if err := unix.Bind(fd, sa); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fd
+}
+
+func localPort(t *testing.T, fd int) int {
+	t.Helper()
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return sa.Port
+	case *unix.SockaddrInet6:
+		return sa.Port
+	}
+	t.Fatalf("getsockname: %T", sa)
+	return 0
+}
+
+// acceptOwner dials addr and returns the accept event of that connection.
+func acceptOwner(t *testing.T, c *Collector, network, addr string) CollectorTcpEvent {
+	t.Helper()
+	cl, err := net.Dial(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	cport := uint16(cl.LocalAddr().(*net.TCPAddr).Port)
+	e, ok := readTCP(t, c, 5*time.Second, func(e CollectorTcpEvent) bool { return e.Phase == 2 && e.Conn.Rport == cport })
+	if !ok {
+		t.Fatalf("no accept event for %s", cl.LocalAddr())
+	}
+	return e
+}
+
+// TestFailedListenKeepsOwner: a second socket that fails to listen on a
+// port already listened on (both bound with SO_REUSEADDR: listen() gets
+// EADDRINUSE after passing through LISTEN) takes nothing from the live
+// listener: what it accepts is still owned by the thread that listened.
+func TestFailedListenKeepsOwner(t *testing.T) {
+	requireRoot(t)
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Both bound before either listens: SO_REUSEADDR allows that much.
+	reuse := map[int]int{unix.SO_REUSEADDR: 1}
+	lo := [4]byte{127, 0, 0, 1}
+	first := boundSocket(t, unix.AF_INET, &unix.SockaddrInet4{Addr: lo}, reuse)
+	port := localPort(t, first)
+	second := boundSocket(t, unix.AF_INET, &unix.SockaddrInet4{Addr: lo, Port: port}, reuse)
+	live := onThread(t, func() error { return unix.Listen(first, 64) })
+	onThread(t, func() error {
+		err := unix.Listen(second, 64)
+		if !errors.Is(err, unix.EADDRINUSE) {
+			return fmt.Errorf("second listen: %v, want EADDRINUSE", err)
+		}
+		return nil
+	})
+	e := acceptOwner(t, c, "tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	if int(e.Hdr.Tid) != live || int(e.Hdr.Pid) != os.Getpid() {
+		t.Errorf("accept owned by pid %d tid %d, want pid %d tid %d (the live listener's thread)", e.Hdr.Pid, e.Hdr.Tid, os.Getpid(), live)
+	}
+}
+
+// TestListenerFamilies: 0.0.0.0:P and an IPv6-only [::]:P are different
+// listeners (another task may hold each): each owns what it accepts.
+func TestListenerFamilies(t *testing.T) {
+	requireRoot(t)
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var port int
+	v4 := onThread(t, func() error {
+		fd, err := listenOn(t, unix.AF_INET, &unix.SockaddrInet4{}, nil)
+		port = localPort(t, fd)
+		return err
+	})
+	v6 := onThread(t, func() error {
+		_, err := listenOn(t, unix.AF_INET6, &unix.SockaddrInet6{Port: port}, map[int]int{unix.IPV6_V6ONLY: 1})
+		if err != nil {
+			return fmt.Errorf("[::]:%d: %w", port, err)
+		}
+		return nil
+	})
+	for _, tt := range []struct {
+		network, addr string
+		tid           int
+	}{
+		{"tcp4", fmt.Sprintf("127.0.0.1:%d", port), v4},
+		{"tcp6", fmt.Sprintf("[::1]:%d", port), v6},
+	} {
+		if e := acceptOwner(t, c, tt.network, tt.addr); int(e.Hdr.Tid) != tt.tid {
+			t.Errorf("%s: accept owned by tid %d, want %d", tt.addr, e.Hdr.Tid, tt.tid)
+		}
+	}
+}
+
+// TestSelfConnect: a socket connected to itself (a simultaneous open:
+// SYN_SENT → SYN_RECV → ESTABLISHED) is a client, not a server child.
+func TestSelfConnect(t *testing.T) {
+	requireRoot(t)
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fd := tcpSocket(t)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	port := localPort(t, fd)
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}); err != nil {
+		t.Fatalf("self-connect: %v", err)
+	}
+	unix.Close(fd)
+	var phases []uint8
+	readTCP(t, c, time.Second, func(e CollectorTcpEvent) bool {
+		if int(e.Conn.Lport) == port && int(e.Conn.Rport) == port {
+			phases = append(phases, e.Phase)
+			if e.Role != 1 {
+				t.Errorf("phase %d: role %d, want 1 (client)", e.Phase, e.Role)
+			}
+		}
+		return false
+	})
+	if fmt.Sprint(phases) != "[1 3]" {
+		t.Errorf("phases %v, want [1 3] (connect, close)", phases)
+	}
+}
+
+// TestUnownedAccept: a listener that never bound (listen() picks its
+// port after the hook ran) is not known: its connections are still sent,
+// with the socket's cgroup, and counted.
+func TestUnownedAccept(t *testing.T) {
+	requireRoot(t)
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	before, err := c.Gaps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := listenOn(t, unix.AF_INET, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := acceptOwner(t, c, "tcp4", fmt.Sprintf("127.0.0.1:%d", localPort(t, fd)))
+	if e.Hdr.Pid != 0 || e.Hdr.CgroupId == 0 {
+		t.Errorf("accept: pid %d cgroup %d, want no process and the socket's cgroup", e.Hdr.Pid, e.Hdr.CgroupId)
+	}
+	after, err := c.Gaps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.UnownedAccepts <= before.UnownedAccepts {
+		t.Errorf("unowned accepts %d → %d, want it counted", before.UnownedAccepts, after.UnownedAccepts)
+	}
+}
+
+// TestUnixConcurrentConnects: threads of one process connecting to one
+// listener at once each report their own connection: every client
+// socket's inode exactly once (or, if accept() took one first, counted).
+func TestUnixConcurrentConnects(t *testing.T) {
+	requireRoot(t)
+	c, err := Open(Options{Probes: []Probe{ProbeUnix}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	before, err := c.Gaps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "s.sock")
+	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(lfd)
+	if err := unix.Bind(lfd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	const threads, each = 8, 32
+	if err := unix.Listen(lfd, threads*each); err != nil { // nothing accepted until all are in
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	clients := map[uint64]bool{}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range threads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			<-start
+			for range each {
+				fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer unix.Close(fd)
+				if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+					t.Error(err)
+					return
+				}
+				var st unix.Stat_t
+				if err := unix.Fstat(fd, &st); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				clients[st.Ino] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	var lst unix.Stat_t
+	if err := unix.Fstat(lfd, &lst); err != nil {
+		t.Fatal(err)
+	}
+
+	seen := map[uint64]int{}
+	oneOff := 0
+	var rec ringbuf.Record
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		c.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		if err := c.Read(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			t.Fatal(err)
+		}
+		if binary.LittleEndian.Uint32(rec.RawSample[TypeOffset:]) != TypeUnix {
+			continue
+		}
+		e := *(*CollectorUnixEvent)(unsafe.Pointer(&rec.RawSample[0]))
+		if e.PeerSk != lst.Ino {
+			continue
+		}
+		if e.Sk>>63 == 1 {
+			oneOff++
+			continue
+		}
+		seen[e.Sk]++
+		if !clients[e.Sk] {
+			t.Errorf("event names client socket %d, not one of ours", e.Sk)
+		}
+	}
+	for ino, n := range seen {
+		if n > 1 {
+			t.Errorf("client socket %d reported %d times", ino, n)
+		}
+	}
+	after, err := c.Gaps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmatched := int(after.UnixUnmatched - before.UnixUnmatched)
+	t.Logf("%d connections: %d reported by inode, %d under a one-off id (%d counted unmatched)", len(clients), len(seen), oneOff, unmatched)
+	if len(seen)+oneOff != len(clients) || oneOff != unmatched {
+		t.Errorf("%d connections: %d reported by inode + %d one-off, %d counted unmatched; want every connection once and every one-off counted", len(clients), len(seen), oneOff, unmatched)
+	}
+}
