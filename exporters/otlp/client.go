@@ -21,7 +21,8 @@ import (
 
 // The SDK exporters' own retries are off: the stage retries a whole batch
 // itself, holding its stream messages unacked, so it alone decides when
-// data is given up (never, short of shutdown) and memory stays bounded.
+// data is given up (never: a batch the backend refuses for good goes to
+// the DLQ, see reject.go) and memory stays bounded.
 
 // reconnect bounds gRPC's reconnection backoff (120s by default) by the
 // stage's retry maximum, so a backend that comes back is used again within
@@ -47,6 +48,7 @@ func NewTraceExporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, e
 		opts := []otlptracehttp.Option{
 			otlptracehttp.WithEndpointURL(conn.url), otlptracehttp.WithHeaders(conn.headers),
 			otlptracehttp.WithTimeout(conn.timeout), otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}),
+			otlptracehttp.WithHTTPClient(httpClient(conn)),
 		}
 		if conn.compression == "gzip" {
 			opts = append(opts, otlptracehttp.WithCompression(otlptracehttp.GzipCompression))
@@ -91,6 +93,7 @@ func NewLogExporter(ctx context.Context, cfg Config) (sdklog.Exporter, error) {
 		opts := []otlploghttp.Option{
 			otlploghttp.WithEndpointURL(conn.url), otlploghttp.WithHeaders(conn.headers),
 			otlploghttp.WithTimeout(conn.timeout), otlploghttp.WithRetry(otlploghttp.RetryConfig{Enabled: false}),
+			otlploghttp.WithHTTPClient(httpClient(conn)),
 		}
 		if conn.compression == "gzip" {
 			opts = append(opts, otlploghttp.WithCompression(otlploghttp.GzipCompression))

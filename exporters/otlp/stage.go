@@ -56,6 +56,7 @@ type Stage struct {
 
 	batcher   *batcher
 	consumers []*consume.Consumer
+	dlq       *consume.DeadLetters
 	durables  map[string]string // stream → durable
 
 	ctx     context.Context // cancelled when Shutdown gives up draining
@@ -158,6 +159,7 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) (err error) {
 	s.bg.Add(1)
 	go s.heartbeat()
 
+	s.dlq = consume.NewDeadLetters(host.JetStream(), s.settings.Name, s.counters)
 	for _, in := range s.settings.Inputs {
 		cc := consume.ConfigFor(s.settings, in)
 		cc.MaxAckPending = b.MaxAckPending
@@ -254,7 +256,8 @@ func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {
 // export sends bt until the backend accepts it, then acks its messages.
 // While the backend fails it retries with backoff, holding the messages
 // (heartbeat keeps them from redelivery); only a Shutdown that runs out of
-// time makes it give them back to the stream, with a Nak.
+// time makes it give them back to the stream, with a Nak. A batch the
+// backend refuses for good (see rejected) goes to the DLQ instead.
 func (s *Stage) export(bt *batch) {
 	_, span := s.tracer.Start(context.Background(), "weft.otlp.export", trace.WithAttributes(
 		attribute.Int("weft.batch.spans", len(bt.spans)), attribute.Int("weft.batch.logs", len(bt.logs)),
@@ -269,10 +272,16 @@ func (s *Stage) export(bt *batch) {
 			}
 			return
 		}
-		err := s.exportOnce(bt)
+		code, err := s.exportOnce(bt)
 		span.SetAttributes(attribute.Int("weft.export.attempts", attempt))
 		if err == nil {
 			break
+		}
+		if reason, ok := rejected(err, code); ok {
+			span.SetStatus(codes.Error, reason)
+			s.counters.Errors.Add(1)
+			s.deadLetter(bt, reason)
+			return
 		}
 		span.AddEvent("export failed", trace.WithAttributes(attribute.String("error.message", err.Error())))
 		s.counters.Errors.Add(1)
@@ -296,20 +305,41 @@ func (s *Stage) export(bt *batch) {
 	}
 }
 
-func (s *Stage) exportOnce(bt *batch) error {
+// exportOnce sends what of bt the backend has not taken yet; on failure
+// it also returns the HTTP status of the refused request (0 for gRPC).
+func (s *Stage) exportOnce(bt *batch) (int, error) {
 	if !bt.spansDone && len(bt.spans) > 0 {
-		if err := s.traces.ExportSpans(s.ctx, bt.spans); err != nil {
-			return fmt.Errorf("export %d spans: %w", len(bt.spans), err)
+		ctx, st := withHTTPStatus(s.ctx)
+		if err := s.traces.ExportSpans(ctx, bt.spans); err != nil {
+			return int(st.code.Load()), fmt.Errorf("export %d spans: %w", len(bt.spans), err)
 		}
 	}
 	bt.spansDone = true
 	if !bt.logsDone && len(bt.logs) > 0 {
-		if err := s.logs.Export(s.ctx, bt.logs); err != nil {
-			return fmt.Errorf("export %d log records: %w", len(bt.logs), err)
+		ctx, st := withHTTPStatus(s.ctx)
+		if err := s.logs.Export(ctx, bt.logs); err != nil {
+			return int(st.code.Load()), fmt.Errorf("export %d log records: %w", len(bt.logs), err)
 		}
 	}
 	bt.logsDone = true
-	return nil
+	return 0, nil
+}
+
+// deadLetter sends bt's messages to the DLQ with reason and acks them;
+// one the DLQ did not take is given back to the stream (Nak), never lost.
+// What of a message the backend did take (its spans, before its logs were
+// refused) is sent again if the DLQ's copy is replayed.
+func (s *Stage) deadLetter(bt *batch, reason string) {
+	msgs := s.batcher.finish(bt, false)
+	s.log.Error("backend refused a batch for good; its messages go to the DLQ", "spans", len(bt.spans), "logs", len(bt.logs), "messages", len(msgs), "reason", reason)
+	for _, m := range msgs {
+		if err := s.dlq.Send(context.Background(), m, reason); err != nil {
+			s.log.Warn("dead-letter failed; message returned to its stream", "subject", m.Subject(), "err", err)
+			_ = m.Nak()
+			continue
+		}
+		_ = m.Ack()
+	}
 }
 
 // heartbeat tells JetStream the stage is still working on what it holds

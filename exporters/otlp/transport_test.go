@@ -3,10 +3,12 @@ package otlp_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/weftobs/weft/exporters/otlp"
 	"github.com/weftobs/weft/streams/schema"
@@ -80,21 +82,25 @@ func TestStageWrongCredentialsHoldData(t *testing.T) {
 	s := newNATS(t)
 	publishCalls(t, s.NC, workload(3), 2)
 
-	for _, tc := range []struct {
-		name   string
-		mutate func(*otlp.Config)
+	for i, tc := range []struct {
+		name     string
+		protocol string
+		mutate   func(*otlp.Config)
 	}{
-		{"no header", func(c *otlp.Config) { c.TLS.CAFile = ca.CertFile }},
-		{"wrong CA", func(c *otlp.Config) {
+		{"no header", otlp.ProtocolGRPC, func(c *otlp.Config) { c.TLS.CAFile = ca.CertFile }},
+		{"wrong CA", otlp.ProtocolGRPC, func(c *otlp.Config) {
 			c.TLS.CAFile = other.CertFile
 			c.Headers = map[string]string{"Authorization": "Bearer s3cret"}
 		}},
+		// HTTP 401 is refused for good by OTLP's rules, but it is about
+		// the backend, not the batch: held, not dead-lettered.
+		{"no header over HTTP", otlp.ProtocolHTTPProtobuf, func(c *otlp.Config) { c.TLS.CAFile = ca.CertFile }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := baseConfig(recv, otlp.ProtocolGRPC)
+			cfg := baseConfig(recv, tc.protocol)
 			cfg.Metrics.Enabled = new(false)
 			tc.mutate(&cfg)
-			st, counters := startStage(t, s, "otlp-"+fmt.Sprint(len(tc.name)), cfg, allInputs[:1], nil)
+			st, counters := startStage(t, s, "otlp-"+fmt.Sprint(i), cfg, allInputs[:1], nil)
 			natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 				if counters.Snapshot().Errors < 3 {
 					return fmt.Errorf("%d failed exports", counters.Snapshot().Errors)
@@ -223,6 +229,72 @@ func TestSelfTraces(t *testing.T) {
 			}
 			if got := len(recv.Spans()) - self; got != wantSpans(calls) {
 				t.Errorf("%d call spans, want %d", got, wantSpans(calls))
+			}
+		})
+	}
+}
+
+// TestStageDeadLettersRejectedBatch: a batch the backend refuses as
+// invalid (gRPC InvalidArgument, HTTP 400) goes to the DLQ with the
+// reason, and everything around it is exported: the stream is not held
+// behind it. Spans exported plus spans dead-lettered are every span.
+func TestStageDeadLettersRejectedBatch(t *testing.T) {
+	for _, protocol := range []string{otlp.ProtocolGRPC, otlp.ProtocolHTTPProtobuf} {
+		t.Run(protocol, func(t *testing.T) {
+			s := newNATS(t)
+			recv := otlprecv.Start(t)
+			const badPort = 40007 // tcpCall(7)'s client port
+			recv.SetRejectSpans(func(sp *tracepb.Span) bool {
+				for _, kv := range sp.GetAttributes() {
+					if kv.GetValue().GetIntValue() == badPort {
+						return true
+					}
+				}
+				return false
+			})
+			calls := workload(12)
+			publishCalls(t, s.NC, calls, 2)
+			cfg := baseConfig(recv, protocol)
+			cfg.Batch.MaxItems = 4
+			_, counters := startStage(t, s, "otlp", cfg, allInputs[:1], nil)
+			waitAllAcked(t, s, "otlp-CALLS", schema.StreamCalls)
+
+			dlqSpans, badSeen := 0, false
+			dlq, err := s.JS.Stream(context.Background(), schema.StreamDLQ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := dlq.Info(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+				m, err := dlq.GetMsg(context.Background(), seq)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(m.Header.Get(schema.HeaderDLQReason), "backend rejected the batch") {
+					t.Errorf("dlq message %d: reason %q", seq, m.Header.Get(schema.HeaderDLQReason))
+				}
+				b, err := schema.DecodeCallBatch(m.Data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				dlqSpans += wantSpans(b.GetCalls())
+				for _, c := range b.GetCalls() {
+					badSeen = badSeen || c.GetClient().GetPort() == badPort
+				}
+			}
+			snap := counters.Snapshot()
+			t.Logf("%d spans exported, %d dead-lettered in %d messages; %d refused exports", recv.SpanCount(), dlqSpans, snap.DLQ, recv.Invalid())
+			if !badSeen || snap.DLQ == 0 || recv.Invalid() == 0 {
+				t.Errorf("the refused call is not in the DLQ (%d messages there, %d refused exports)", snap.DLQ, recv.Invalid())
+			}
+			if got := int(recv.SpanCount()) + dlqSpans; got != wantSpans(calls) {
+				t.Errorf("%d spans exported + %d dead-lettered = %d, want %d", recv.SpanCount(), dlqSpans, got, wantSpans(calls))
+			}
+			if dlqSpans >= wantSpans(calls)/2 {
+				t.Errorf("%d of %d spans dead-lettered: more than the refused batch", dlqSpans, wantSpans(calls))
 			}
 		})
 	}

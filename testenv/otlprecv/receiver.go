@@ -27,6 +27,7 @@ import (
 	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	colmetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 )
 
 // Option configures a Receiver.
@@ -65,6 +66,8 @@ type Receiver struct {
 	delay    atomic.Int64
 	rejected atomic.Uint64
 	failed   atomic.Uint64
+	invalid  atomic.Uint64
+	refuse   atomic.Pointer[func(*tracepb.Span) bool]
 
 	spanCount   atomic.Uint64
 	logCount    atomic.Uint64
@@ -126,19 +129,22 @@ func (r *Receiver) serve() {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/traces", r.httpHandler(func() proto.Message { return &coltrace.ExportTraceServiceRequest{} },
-		func(m proto.Message) proto.Message {
+		func(m proto.Message) (proto.Message, error) {
+			if err := r.checkTraces(m.(*coltrace.ExportTraceServiceRequest)); err != nil {
+				return nil, err
+			}
 			r.addTraces(m.(*coltrace.ExportTraceServiceRequest))
-			return &coltrace.ExportTraceServiceResponse{}
+			return &coltrace.ExportTraceServiceResponse{}, nil
 		}))
 	mux.HandleFunc("POST /v1/metrics", r.httpHandler(func() proto.Message { return &colmetrics.ExportMetricsServiceRequest{} },
-		func(m proto.Message) proto.Message {
+		func(m proto.Message) (proto.Message, error) {
 			r.addMetrics(m.(*colmetrics.ExportMetricsServiceRequest))
-			return &colmetrics.ExportMetricsServiceResponse{}
+			return &colmetrics.ExportMetricsServiceResponse{}, nil
 		}))
 	mux.HandleFunc("POST /v1/logs", r.httpHandler(func() proto.Message { return &collogs.ExportLogsServiceRequest{} },
-		func(m proto.Message) proto.Message {
+		func(m proto.Message) (proto.Message, error) {
 			r.addLogs(m.(*collogs.ExportLogsServiceRequest))
-			return &collogs.ExportLogsServiceResponse{}
+			return &collogs.ExportLogsServiceResponse{}, nil
 		}))
 	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: r.tls}
 	httpSrv, httpLn := r.httpSrv, r.httpLn
@@ -201,6 +207,41 @@ func (r *Receiver) SetFailing(failing bool) { r.failing.Store(failing) }
 // SetDelay makes every export wait d before it is answered: a slow backend.
 func (r *Receiver) SetDelay(d time.Duration) { r.delay.Store(int64(d)) }
 
+// SetRejectSpans makes the receiver refuse, as invalid, every trace export
+// holding a span f says yes to (gRPC InvalidArgument, HTTP 400: a batch
+// the backend will never take, unlike a failing one); nil accepts all.
+func (r *Receiver) SetRejectSpans(f func(*tracepb.Span) bool) {
+	if f == nil {
+		r.refuse.Store(nil)
+		return
+	}
+	r.refuse.Store(&f)
+}
+
+// Invalid is how many exports were refused by SetRejectSpans.
+func (r *Receiver) Invalid() uint64 { return r.invalid.Load() }
+
+// errInvalid refuses a trace export with a span SetRejectSpans picked.
+var errInvalid = errors.New("invalid span in request")
+
+func (r *Receiver) checkTraces(req *coltrace.ExportTraceServiceRequest) error {
+	f := r.refuse.Load()
+	if f == nil {
+		return nil
+	}
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			for _, sp := range ss.GetSpans() {
+				if (*f)(sp) {
+					r.invalid.Add(1)
+					return errInvalid
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // Failed is how many exports were refused because the receiver was failing.
 func (r *Receiver) Failed() uint64 { return r.failed.Load() }
 
@@ -257,7 +298,7 @@ func (r *Receiver) admitGRPC(ctx context.Context) error {
 	}
 }
 
-func (r *Receiver) httpHandler(newReq func() proto.Message, accept func(proto.Message) proto.Message) http.HandlerFunc {
+func (r *Receiver) httpHandler(newReq func() proto.Message, accept func(proto.Message) (proto.Message, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request) {
 		switch err := r.admit(req.Context(), req.Header.Get); {
 		case errors.Is(err, errDown):
@@ -294,7 +335,12 @@ func (r *Receiver) httpHandler(newReq func() proto.Message, accept func(proto.Me
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		out, err := proto.Marshal(accept(m))
+		resp, err := accept(m)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		out, err := proto.Marshal(resp)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -363,6 +409,9 @@ type traceService struct {
 func (s traceService) Export(ctx context.Context, req *coltrace.ExportTraceServiceRequest) (*coltrace.ExportTraceServiceResponse, error) {
 	if err := s.r.admitGRPC(ctx); err != nil {
 		return nil, err
+	}
+	if err := s.r.checkTraces(req); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	s.r.addTraces(req)
 	return &coltrace.ExportTraceServiceResponse{}, nil
