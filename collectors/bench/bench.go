@@ -43,7 +43,7 @@ type Options struct {
 	// every CPU busy with the storm, the collector's own CPU is taken from
 	// it and shows in the ratio.
 	Workers int
-	// Rounds of (baseline, collector) storms. Default 5.
+	// Rounds of (baseline, collector) storms, in alternating order. Default 9.
 	Rounds int
 	// Payload bytes each way per connection. Default 64, at most 16 KiB:
 	// one thread drives both ends, so a payload must fit the sockets'
@@ -68,7 +68,7 @@ func (o *Options) defaults() {
 		o.Workers = max(1, runtime.NumCPU()-1)
 	}
 	if o.Rounds <= 0 {
-		o.Rounds = 5
+		o.Rounds = 9
 	}
 	if o.Payload <= 0 {
 		o.Payload = 64

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/weftobs/weft/collectors/bpf"
@@ -66,7 +67,7 @@ func TestRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping the storm in -short mode")
 	}
-	res, err := Run(context.Background(), Options{Events: 100_000, Conns: 5_000, Rounds: 1, Workers: 2}, SelfStorm("-test.run=^$"))
+	res, err := Run(context.Background(), Options{Events: 100_000, Conns: 5_000, Rounds: 2, Workers: 2}, SelfStorm("-test.run=^$"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,6 +78,10 @@ func TestRun(t *testing.T) {
 	}
 	if res.LostEvents != 0 {
 		t.Errorf("lost %d events", res.LostEvents)
+	}
+	// Two rounds: one of each order.
+	if len(res.StormRoundRatios) != 2 || slices.Min(res.StormRoundRatios) <= 0 {
+		t.Errorf("round ratios %v, want two", res.StormRoundRatios)
 	}
 }
 
