@@ -27,9 +27,13 @@ type batch struct {
 	logs   []sdklog.Record
 	calls  []*schema.Call
 	opened time.Time
+	// ends are where each message's output ends in spans, logs and calls.
+	ends []itemEnd
 
 	spansDone, logsDone bool
 }
+
+type itemEnd struct{ spans, logs, calls int }
 
 // items is the batch's size: its spans and log records, or its calls when
 // only metrics are on.
@@ -105,6 +109,7 @@ func (b *batcher) add(m jetstream.Msg, key msgKey, spans []sdktrace.ReadOnlySpan
 	c.spans = append(c.spans, spans...)
 	c.logs = append(c.logs, logs...)
 	c.calls = append(c.calls, calls...)
+	c.ends = append(c.ends, itemEnd{len(c.spans), len(c.logs), len(c.calls)})
 	b.inflight[key] = c
 	var full *batch
 	if c.items() >= b.maxItems {
@@ -194,6 +199,39 @@ func (b *batcher) held() []jetstream.Msg {
 		}
 	}
 	return out
+}
+
+// split replaces bt, a batch the backend refused, by one batch per
+// message, so that only a message refused on its own is dead-lettered.
+// What of bt the backend already took (its spans, say) stays taken.
+func (b *batcher) split(bt *batch) []*batch {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	subs := make([]*batch, len(bt.msgs))
+	byKey := make(map[msgKey]*batch, len(bt.msgs))
+	var from itemEnd
+	for i, m := range bt.msgs {
+		to := bt.ends[i]
+		sub := &batch{
+			msgs: []jetstream.Msg{m}, keys: []msgKey{bt.keys[i]},
+			spans: bt.spans[from.spans:to.spans], logs: bt.logs[from.logs:to.logs], calls: bt.calls[from.calls:to.calls],
+			opened: bt.opened, spansDone: bt.spansDone, logsDone: bt.logsDone,
+		}
+		sub.ends = []itemEnd{{len(sub.spans), len(sub.logs), len(sub.calls)}}
+		subs[i], byKey[bt.keys[i]] = sub, sub
+		b.inflight[bt.keys[i]] = sub
+		from = to
+	}
+	// A redelivered copy goes with its original: acked or nakked with it.
+	for _, c := range b.extra[bt] {
+		sub := subs[0]
+		if md, err := c.Metadata(); err == nil && byKey[msgKey{md.Stream, md.Sequence.Stream}] != nil {
+			sub = byKey[msgKey{md.Stream, md.Sequence.Stream}]
+		}
+		b.extra[sub] = append(b.extra[sub], c)
+	}
+	delete(b.extra, bt)
+	return subs
 }
 
 // finish releases bt's messages and returns them (copies included) for

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -57,7 +58,11 @@ type Stage struct {
 	batcher   *batcher
 	consumers []*consume.Consumer
 	dlq       *consume.DeadLetters
-	durables  map[string]string // stream → durable
+	// refusals counts batches refused for good since the last export the
+	// backend took: past maxRefusalsInRow it is the backend (a proxy
+	// answering 400 to everything), not the data, and the stream is held.
+	refusals atomic.Int64
+	durables map[string]string // stream → durable
 
 	ctx     context.Context // cancelled when Shutdown gives up draining
 	cancel  context.CancelFunc
@@ -253,6 +258,10 @@ func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {
 	return consume.ErrAckLater
 }
 
+// maxRefusalsInRow is how many refused exports in a row (each narrowed
+// to a single message) still dead-letter.
+const maxRefusalsInRow = 64
+
 // export sends bt until the backend accepts it, then acks its messages.
 // While the backend fails it retries with backoff, holding the messages
 // (heartbeat keeps them from redelivery); only a Shutdown that runs out of
@@ -277,11 +286,21 @@ func (s *Stage) export(bt *batch) {
 		if err == nil {
 			break
 		}
-		if reason, ok := rejected(err, code); ok {
-			span.SetStatus(codes.Error, reason)
+		if reason, ok := rejected(err, code); ok && s.refusals.Add(1) <= maxRefusalsInRow {
 			s.counters.Errors.Add(1)
+			if len(bt.msgs) > 1 {
+				// Find the message the backend will not take.
+				span.AddEvent("batch refused; exporting it message by message", trace.WithAttributes(attribute.String("error.message", reason)))
+				for _, sub := range s.batcher.split(bt) {
+					s.export(sub)
+				}
+				return
+			}
+			span.SetStatus(codes.Error, reason)
 			s.deadLetter(bt, reason)
 			return
+		} else if ok && attempt == 1 {
+			s.log.Warn("the backend refuses every batch: holding the stream instead of dead-lettering it", "refusals in a row", s.refusals.Load(), "err", err)
 		}
 		span.AddEvent("export failed", trace.WithAttributes(attribute.String("error.message", err.Error())))
 		s.counters.Errors.Add(1)
@@ -294,6 +313,7 @@ func (s *Stage) export(bt *batch) {
 		}
 		delay = min(delay*2, s.cfg.Retry.Max)
 	}
+	s.refusals.Store(0)
 	if s.metrics != nil && len(bt.calls) > 0 {
 		s.metrics.record(context.Background(), bt.calls)
 	}
@@ -325,20 +345,33 @@ func (s *Stage) exportOnce(bt *batch) (int, error) {
 	return 0, nil
 }
 
-// deadLetter sends bt's messages to the DLQ with reason and acks them;
-// one the DLQ did not take is given back to the stream (Nak), never lost.
-// What of a message the backend did take (its spans, before its logs were
-// refused) is sent again if the DLQ's copy is replayed.
+// deadLetter sends bt's messages to the DLQ with reason, then acks them
+// (their redelivered copies too); one the DLQ did not take goes back to
+// its stream (Nak, after a delay), never lost. They are sent while still
+// held, so the heartbeat keeps them from redelivery meanwhile. What of a
+// message the backend did take (its spans, before its logs were refused)
+// is sent again if the DLQ's copy is replayed.
 func (s *Stage) deadLetter(bt *batch, reason string) {
-	msgs := s.batcher.finish(bt, false)
-	s.log.Error("backend refused a batch for good; its messages go to the DLQ", "spans", len(bt.spans), "logs", len(bt.logs), "messages", len(msgs), "reason", reason)
-	for _, m := range msgs {
-		if err := s.dlq.Send(context.Background(), m, reason); err != nil {
+	s.log.Error("backend refused a message for good; it goes to the DLQ", "spans", len(bt.spans), "logs", len(bt.logs), "messages", len(bt.msgs), "reason", reason)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Batch.AckWait)
+	defer cancel()
+	failed := map[msgKey]bool{}
+	for i, m := range bt.msgs {
+		if err := s.dlq.Send(ctx, m, reason); err != nil {
 			s.log.Warn("dead-letter failed; message returned to its stream", "subject", m.Subject(), "err", err)
-			_ = m.Nak()
+			failed[bt.keys[i]] = true
+		}
+	}
+	for _, m := range s.batcher.finish(bt, len(failed) == 0) {
+		// Acking any delivery of a message acks it: a copy of one the
+		// DLQ did not take is given back too.
+		if md, err := m.Metadata(); err != nil || failed[msgKey{md.Stream, md.Sequence.Stream}] {
+			_ = m.NakWithDelay(s.cfg.Retry.Max)
 			continue
 		}
-		_ = m.Ack()
+		if m.Ack() == nil {
+			s.counters.Acked.Add(1)
+		}
 	}
 }
 

@@ -235,9 +235,10 @@ func TestSelfTraces(t *testing.T) {
 }
 
 // TestStageDeadLettersRejectedBatch: a batch the backend refuses as
-// invalid (gRPC InvalidArgument, HTTP 400) goes to the DLQ with the
-// reason, and everything around it is exported: the stream is not held
-// behind it. Spans exported plus spans dead-lettered are every span.
+// invalid (gRPC InvalidArgument, HTTP 400) is exported again message by
+// message, and the one message it refuses on its own goes to the DLQ
+// with the reason; everything around it is exported: the stream is not
+// held behind it. Spans exported plus spans dead-lettered are every span.
 func TestStageDeadLettersRejectedBatch(t *testing.T) {
 	for _, protocol := range []string{otlp.ProtocolGRPC, otlp.ProtocolHTTPProtobuf} {
 		t.Run(protocol, func(t *testing.T) {
@@ -293,9 +294,41 @@ func TestStageDeadLettersRejectedBatch(t *testing.T) {
 			if got := int(recv.SpanCount()) + dlqSpans; got != wantSpans(calls) {
 				t.Errorf("%d spans exported + %d dead-lettered = %d, want %d", recv.SpanCount(), dlqSpans, got, wantSpans(calls))
 			}
-			if dlqSpans >= wantSpans(calls)/2 {
-				t.Errorf("%d of %d spans dead-lettered: more than the refused batch", dlqSpans, wantSpans(calls))
+			if snap.DLQ != 1 {
+				t.Errorf("%d messages dead-lettered, want 1: only the refused call's", snap.DLQ)
 			}
 		})
+	}
+}
+
+// TestStageRefusesEverythingHolds: a backend that refuses every export as
+// invalid (a proxy answering 400 to all) is not a bad message: after a
+// bounded number of refusals the stage holds the stream instead of
+// dead-lettering it, and exports the rest once the backend takes data.
+func TestStageRefusesEverythingHolds(t *testing.T) {
+	s := newNATS(t)
+	recv := otlprecv.Start(t)
+	recv.SetRejectSpans(func(*tracepb.Span) bool { return true })
+	calls := workload(100) // 234 calls, one per message
+	publishCalls(t, s.NC, calls, 1)
+	cfg := baseConfig(recv, otlp.ProtocolHTTPProtobuf)
+	cfg.Batch.MaxItems = 8
+	_, counters := startStage(t, s, "otlp", cfg, allInputs[:1], nil)
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := recv.Invalid(); n < 100 {
+			return fmt.Errorf("%d refused exports", n)
+		}
+		return nil
+	})
+	held := counters.Snapshot()
+	if held.DLQ == 0 || held.DLQ > 64 || held.Acked != held.DLQ {
+		t.Errorf("refusing everything: %d dead-lettered, %d acked; want at most 64 dead-lettered and nothing else acked", held.DLQ, held.Acked)
+	}
+	recv.SetRejectSpans(nil)
+	waitAllAcked(t, s, "otlp-CALLS", schema.StreamCalls)
+	snap := counters.Snapshot()
+	t.Logf("dead-lettered %d before holding; %d spans exported after", snap.DLQ, recv.SpanCount())
+	if snap.DLQ != held.DLQ || int(snap.Acked) != len(calls) {
+		t.Errorf("after: %d dead-lettered (was %d), %d acked, want %d acked and no more dead letters", snap.DLQ, held.DLQ, snap.Acked, len(calls))
 	}
 }
