@@ -191,9 +191,6 @@ func Run(ctx context.Context, o Options, child StormCommand) (*Result, error) {
 		}
 	}
 
-	if os.Getenv("WEFT_STORM_ONLY") != "" {
-		return res, nil
-	}
 	var records [][]byte
 	if privErr == nil {
 		o.Log.Info("recording ring-buffer records")

@@ -177,8 +177,9 @@ struct {
 //     (it listen()ed without bind(), or was evicted from listeners); sent
 //     with the socket's cgroup and no process;
 //   UNIX_UNMATCHED: unix connections whose client socket was not found
-//     on the listener's queue (accepted before the hook ran); sent under
-//     a one-off id.
+//     among the newest on the listener's queue (accepted before the hook
+//     ran, or more than four connects raced in behind it); sent under a
+//     one-off id.
 #define UNTRACKED_CLOSE 0
 #define UNOWNED_ACCEPT 1
 #define UNIX_UNMATCHED 2
@@ -230,8 +231,10 @@ struct {
 // claimed holds the queued unix connections already reported (server-side
 // socket, and the client socket's inode, so a reused address is a new
 // key), so that threads of one process connecting to one listener at
-// once each report their own: the insert (BPF_NOEXIST) is the claim, and
-// only one of two racing threads can make it.
+// once report each connection once: the insert (BPF_NOEXIST) is the
+// claim, and only one of two racing threads can make it. Which thread
+// names which of the process's connections may be swapped (same process,
+// same attribution; tid and comm may differ).
 struct claim {
 	__u64 sk;
 	__u64 ino;
@@ -313,13 +316,12 @@ static __always_inline void *reserve(__u64 size)
 // with CO-RE relocations, instead of a bpf_probe_read_kernel call each.
 // This is the hot path of every connection on the node.
 
-static __always_inline void fill_current(struct task_hdr *h, __u32 type, __u64 now)
+// fill_task fills h from task t (a BTF pointer) as an event of type.
+static __always_inline void fill_task(struct task_hdr *h, struct task_struct *t, __u32 type, __u64 now)
 {
 	// Loads, not helpers: on this hot path every helper call costs a
 	// call and a return (with return-thunk mitigations, most of a
 	// helper's price); the BTF pointer reads the same fields directly.
-	struct task_struct *t = bpf_get_current_task_btf();
-
 	h->ts_ns = now;
 	h->type = type;
 	h->pid = t->tgid;
@@ -329,6 +331,11 @@ static __always_inline void fill_current(struct task_hdr *h, __u32 type, __u64 n
 	h->ppid = t->real_parent->tgid;
 	h->_pad = 0;
 	__builtin_memcpy(h->comm, t->comm, sizeof(h->comm));
+}
+
+static __always_inline void fill_current(struct task_hdr *h, __u32 type, __u64 now)
+{
+	fill_task(h, bpf_get_current_task_btf(), type, now);
 }
 
 // ---- process ----
@@ -508,26 +515,31 @@ static __always_inline void add_listener(const struct sock *sk, const struct con
 }
 
 // remove_listener forgets sk, a listener closing (or failing to listen):
-// the entry it made goes back to the one it displaced, if any.
+// the entry it made goes back to the one it displaced, if any. With none,
+// the entry stays: other SO_REUSEPORT listeners of the same service may
+// still be there (more than two are not all remembered), and a new
+// listen() there replaces it. The entry is rewritten whole (update, not a
+// store into the value) so a concurrent reader never sees half of it.
 static __always_inline void remove_listener(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
-	struct listen_key *k = bpf_map_lookup_elem(&listener_keys, &key);
-	if (!k)
+	struct listen_key *kp = bpf_map_lookup_elem(&listener_keys, &key);
+	if (!kp)
 		return;
-	struct weft_listener *l = bpf_map_lookup_elem(&listeners, k);
-	if (l && l->sk == key) {
-		if (l->prev_sk) {
-			l->hdr = l->prev_hdr;
-			l->sk = l->prev_sk;
-			l->prev_sk = 0;
-		} else {
-			bpf_map_delete_elem(&listeners, k);
-		}
-	} else if (l && l->prev_sk == key) {
-		l->prev_sk = 0;
-	}
+	struct listen_key k = *kp;
 	bpf_map_delete_elem(&listener_keys, &key);
+	struct weft_listener *l = bpf_map_lookup_elem(&listeners, &k);
+	if (!l)
+		return;
+	struct weft_listener n = *l;
+	if (n.sk == key && n.prev_sk) {
+		n.hdr = n.prev_hdr;
+		n.sk = n.prev_sk;
+	} else if (n.prev_sk != key) {
+		return;
+	}
+	n.prev_sk = 0;
+	bpf_map_update_elem(&listeners, &k, &n, BPF_EXIST);
 }
 
 // server_owner makes o the owner of a server-side child sk: its
@@ -741,19 +753,6 @@ int BPF_PROG(handle_data_ready, const struct sock *sk)
 // files yet (handshake done, not accepted) — it walks only the network
 // namespace of the collector itself (the host's, when it runs there).
 
-// fill_task fills h from task t (not current).
-static __always_inline void fill_task(struct task_hdr *h, struct task_struct *t, __u64 now)
-{
-	h->ts_ns = now;
-	h->type = EVENT_TCP;
-	h->pid = t->tgid;
-	h->tid = t->pid;
-	h->ppid = t->real_parent->tgid;
-	h->uid = t->cred->uid.val;
-	h->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
-	h->_pad = 0;
-	bpf_probe_read_kernel_str(h->comm, sizeof(h->comm), t->comm);
-}
 
 SEC("iter/task_file")
 int scan_files(struct bpf_iter__task_file *ctx)
@@ -786,7 +785,7 @@ int scan_files(struct bpf_iter__task_file *ctx)
 			struct conn c;
 			read_conn_btf(&c, sk);
 			struct task_hdr h;
-			fill_task(&h, t, now);
+			fill_task(&h, t, EVENT_TCP, now);
 			add_listener(sk, &c, &h, BPF_NOEXIST);
 		}
 		return 0;
@@ -797,7 +796,7 @@ int scan_files(struct bpf_iter__task_file *ctx)
 	if (proto != IPPROTO_TCP || state == TCP_LISTEN || state == TCP_CLOSE || state == TCP_SYN_SENT || state == TCP_SYN_RECV)
 		return 0;
 	struct owner o = {};
-	fill_task(&o.hdr, t, now);
+	fill_task(&o.hdr, t, EVENT_TCP, now);
 	o.start_ns = now;
 	read_conn_btf(&o.conn, sk);
 	o.role = listener_of(&o.conn) ? ROLE_SERVER : ROLE_CLIENT;

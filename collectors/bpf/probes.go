@@ -49,8 +49,9 @@ type Options struct {
 	// MaxSockets bounds the TCP sockets tracked between connect/accept and
 	// close (an LRU: past it the oldest is forgotten). Default 65536.
 	MaxSockets int
-	// WakeupBytes batches wakeups: the kernel wakes the reader only when
-	// about this much data waits (each CPU counts its share of it), and Read wakes itself every PollInterval to
+	// WakeupBytes batches wakeups: each CPU wakes the reader once it has
+	// written its share of this much (WakeupBytes ÷ possible CPUs) since
+	// its last wakeup, and Read wakes itself every PollInterval to
 	// take what is there. 0 wakes the reader for every record.
 	WakeupBytes int
 	// PollInterval bounds how long a record can wait when WakeupBytes is
