@@ -17,6 +17,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// openProbes opens the collector with probes, as root (or skips), and
+// closes it when the test ends.
+func openProbes(t *testing.T, probes ...Probe) *Collector {
+	t.Helper()
+	requireRoot(t)
+	c, err := Open(Options{Probes: probes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // onThread runs f on a thread of its own and returns that thread's id:
 // the tid a hook running in f's system calls records.
 func onThread(t *testing.T, f func() error) int {
@@ -110,12 +123,7 @@ func acceptOwner(t *testing.T, c *Collector, network, addr string) CollectorTcpE
 // EADDRINUSE after passing through LISTEN) takes nothing from the live
 // listener: what it accepts is still owned by the thread that listened.
 func TestFailedListenKeepsOwner(t *testing.T) {
-	requireRoot(t)
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := openProbes(t, ProbeTCP)
 	// Both bound before either listens: SO_REUSEADDR allows that much.
 	reuse := map[int]int{unix.SO_REUSEADDR: 1}
 	lo := [4]byte{127, 0, 0, 1}
@@ -139,12 +147,7 @@ func TestFailedListenKeepsOwner(t *testing.T) {
 // TestListenerFamilies: 0.0.0.0:P and an IPv6-only [::]:P are different
 // listeners (another task may hold each): each owns what it accepts.
 func TestListenerFamilies(t *testing.T) {
-	requireRoot(t)
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := openProbes(t, ProbeTCP)
 	var port int
 	v4 := onThread(t, func() error {
 		fd, err := listenOn(t, unix.AF_INET, &unix.SockaddrInet4{}, nil)
@@ -174,12 +177,7 @@ func TestListenerFamilies(t *testing.T) {
 // TestSelfConnect: a socket connected to itself (a simultaneous open:
 // SYN_SENT → SYN_RECV → ESTABLISHED) is a client, not a server child.
 func TestSelfConnect(t *testing.T) {
-	requireRoot(t)
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := openProbes(t, ProbeTCP)
 	fd := tcpSocket(t)
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
@@ -208,12 +206,7 @@ func TestSelfConnect(t *testing.T) {
 // port after the hook ran) is not known: its connections are still sent,
 // with the socket's cgroup, and counted.
 func TestUnownedAccept(t *testing.T) {
-	requireRoot(t)
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := openProbes(t, ProbeTCP)
 	before, err := c.Gaps()
 	if err != nil {
 		t.Fatal(err)
@@ -239,12 +232,7 @@ func TestUnownedAccept(t *testing.T) {
 // listener at once each report their own connection: every client
 // socket's inode exactly once (or, if accept() took one first, counted).
 func TestUnixConcurrentConnects(t *testing.T) {
-	requireRoot(t)
-	c, err := Open(Options{Probes: []Probe{ProbeUnix}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := openProbes(t, ProbeUnix)
 	before, err := c.Gaps()
 	if err != nil {
 		t.Fatal(err)
@@ -353,12 +341,7 @@ func TestUnixConcurrentConnects(t *testing.T) {
 // two newest close: what the oldest accepts is still owned by this
 // process (the entry is kept, not dropped for want of a third slot).
 func TestReuseportSiblings(t *testing.T) {
-	requireRoot(t)
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := openProbes(t, ProbeTCP)
 	reuse := map[int]int{unix.SO_REUSEPORT: 1}
 	lo := [4]byte{127, 0, 0, 1}
 	oldest, err := listenOn(t, unix.AF_INET, &unix.SockaddrInet4{Addr: lo}, reuse)

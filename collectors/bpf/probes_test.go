@@ -476,16 +476,11 @@ func TestReuseportReload(t *testing.T) {
 // running as nobody connects, and its connect event names its pid,
 // thread, parent, uid, command and cgroup.
 func TestTaskHeader(t *testing.T) {
-	requireRoot(t)
 	bash, err := exec.LookPath("bash")
 	if err != nil {
 		t.Skipf("skipping: needs bash for /dev/tcp: %v", err)
 	}
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := openProbes(t, ProbeTCP)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
