@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,9 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unsafe"
 
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 )
 
@@ -295,31 +292,19 @@ func TestUnixConcurrentConnects(t *testing.T) {
 
 	seen := map[uint64]int{}
 	oneOff := 0
-	var rec ringbuf.Record
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
-		c.SetDeadline(time.Now().Add(100 * time.Millisecond))
-		if err := c.Read(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
-			}
-			t.Fatal(err)
-		}
-		if binary.LittleEndian.Uint32(rec.RawSample[TypeOffset:]) != TypeUnix {
-			continue
-		}
-		e := *(*CollectorUnixEvent)(unsafe.Pointer(&rec.RawSample[0]))
-		if e.PeerSk != lst.Ino {
-			continue
-		}
-		if e.Sk>>63 == 1 {
+	readEvents(t, c, 2*time.Second, TypeUnix, func(e CollectorUnixEvent) bool {
+		switch {
+		case e.PeerSk != lst.Ino:
+		case e.Sk>>63 == 1:
 			oneOff++
-			continue
+		default:
+			seen[e.Sk]++
+			if !clients[e.Sk] {
+				t.Errorf("event names client socket %d, not one of ours", e.Sk)
+			}
 		}
-		seen[e.Sk]++
-		if !clients[e.Sk] {
-			t.Errorf("event names client socket %d, not one of ours", e.Sk)
-		}
-	}
+		return false
+	})
 	for ino, n := range seen {
 		if n > 1 {
 			t.Errorf("client socket %d reported %d times", ino, n)

@@ -300,6 +300,13 @@ func tcpSocket(t *testing.T) int {
 // readTCP reads TCP records for up to d until match says yes.
 func readTCP(t *testing.T, c *Collector, d time.Duration, match func(CollectorTcpEvent) bool) (CollectorTcpEvent, bool) {
 	t.Helper()
+	return readEvents(t, c, d, TypeTCP, match)
+}
+
+// readEvents reads records of type typ, as E, for up to d until match
+// says yes.
+func readEvents[E any](t *testing.T, c *Collector, d time.Duration, typ uint32, match func(E) bool) (E, bool) {
+	t.Helper()
 	var rec ringbuf.Record
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
@@ -310,14 +317,15 @@ func readTCP(t *testing.T, c *Collector, d time.Duration, match func(CollectorTc
 			}
 			t.Fatal(err)
 		}
-		if binary.LittleEndian.Uint32(rec.RawSample[TypeOffset:]) != TypeTCP {
+		if binary.LittleEndian.Uint32(rec.RawSample[TypeOffset:]) != typ {
 			continue
 		}
-		if e := *(*CollectorTcpEvent)(unsafe.Pointer(&rec.RawSample[0])); match(e) {
+		if e := *(*E)(unsafe.Pointer(&rec.RawSample[0])); match(e) {
 			return e, true
 		}
 	}
-	return CollectorTcpEvent{}, false
+	var zero E
+	return zero, false
 }
 
 // TestEstablishedBeforeAttach: a connection whose handshake ended before
