@@ -51,9 +51,9 @@ func newBenchCollectorCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&o.Events, "events", 1_000_000, "records replayed through the user-space path")
-	cmd.Flags().IntVar(&o.Conns, "conns", 40_000, "connections per storm round")
+	cmd.Flags().IntVar(&o.Conns, "conns", 5_000, "connections per storm segment (a round runs one without and one with the collector)")
 	cmd.Flags().IntVar(&o.Workers, "workers", 0, "storm threads, each driving both ends of its connections (0: one per CPU but one, which is left to the collector)")
-	cmd.Flags().IntVar(&o.Rounds, "rounds", 9, "storm rounds (each: without and with the collector, back to back, in alternating order)")
+	cmd.Flags().IntVar(&o.Rounds, "rounds", 41, "storm rounds (each: a segment without and one with the collector's hooks attached, back to back, in alternating order)")
 	cmd.Flags().StringSliceVar(&o.Probes, "probes", nil, "probes the storm's collector attaches (default all: process,tcp,unix)")
 	cmd.Flags().BoolVar(&o.SkipStorm, "skip-storm", false, "user-space path only")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -35,7 +36,8 @@ import (
 type Options struct {
 	// Events is how many records the user-space path replays. Default 1,000,000.
 	Events int
-	// Conns is the connections per storm round. Default 40,000.
+	// Conns is the connections per storm segment (each round runs two:
+	// one without the collector, one with it). Default 5,000.
 	Conns int
 	// Workers are the storm's threads, each driving both ends of its
 	// connections. Default: one per CPU but one, which is left to the
@@ -43,7 +45,8 @@ type Options struct {
 	// every CPU busy with the storm, the collector's own CPU is taken from
 	// it and shows in the ratio.
 	Workers int
-	// Rounds of (baseline, collector) storms, in alternating order. Default 9.
+	// Rounds of (baseline, collector) segments, in alternating order.
+	// Default 41.
 	Rounds int
 	// Payload bytes each way per connection. Default 64, at most 16 KiB:
 	// one thread drives both ends, so a payload must fit the sockets'
@@ -62,13 +65,13 @@ func (o *Options) defaults() {
 		o.Events = 1_000_000
 	}
 	if o.Conns <= 0 {
-		o.Conns = 40_000
+		o.Conns = 5_000
 	}
 	if o.Workers <= 0 {
 		o.Workers = max(1, runtime.NumCPU()-1)
 	}
 	if o.Rounds <= 0 {
-		o.Rounds = 9
+		o.Rounds = 41
 	}
 	if o.Payload <= 0 {
 		o.Payload = 64
@@ -352,76 +355,96 @@ func storm(ctx context.Context, o Options, srvURL string, child StormCommand, re
 		defer pin(all)
 	}
 	res.StormCPUs, res.CollectorCPUs = pl.storm, pl.collector
-	runChild := func() (time.Duration, error) {
-		cmd := child()
-		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d,%d,%d", stormEnv, o.Conns, o.Workers, o.Payload))
-		if len(pl.storm) > 0 {
-			cmd.Env = append(cmd.Env, pl.env(pl.storm))
-		}
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
+	// One storm child and one collector child for every round: the
+	// storm runs segments on command, the collector attaches and
+	// detaches its hooks on command, so each round's pair of segments
+	// runs seconds apart, not minutes.
+	sc := child()
+	sc.Env = append(os.Environ(), fmt.Sprintf("%s=%d,%d,%d,serve", stormEnv, o.Conns, o.Workers, o.Payload))
+	if len(pl.storm) > 0 {
+		sc.Env = append(sc.Env, pl.env(pl.storm))
+	}
+	sc.Stderr = os.Stderr
+	sIn, err := sc.StdinPipe()
+	if err != nil {
+		return err
+	}
+	sOut, err := sc.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := sc.Start(); err != nil {
+		return fmt.Errorf("storm child: %w", err)
+	}
+	defer func() {
+		sIn.Close()
+		sc.Wait()
+	}()
+	sLines := bufio.NewReader(sOut)
+	segment := func() (time.Duration, error) {
+		fmt.Fprintln(sIn, "run")
+		line, err := sLines.ReadString('\n')
 		if err != nil {
 			return 0, fmt.Errorf("storm child: %w", err)
 		}
-		ns, err := strconv.ParseInt(strings.TrimSpace(lastLine(string(out))), 10, 64)
+		ns, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("storm child said %q", out)
+			return 0, fmt.Errorf("storm child said %q", line)
 		}
 		return time.Duration(ns), nil
 	}
-	// Warm up (page cache, binary, connection paths).
-	if _, err := runChild(); err != nil {
+	coll, err := startCollector(child, o, srvURL, pl.collector)
+	if err != nil {
 		return err
 	}
-	var without, with []time.Duration
-	var events uint64
-	var cpuWith, wallWith time.Duration
-	withCollector := func() (time.Duration, error) {
-		coll, err := startCollector(child, o, srvURL, pl.collector)
-		if err != nil {
-			return 0, err
+	defer coll.kill()
+	attached := true
+	run := func(with bool) (time.Duration, error) {
+		if with != attached {
+			cmd := "detach"
+			if with {
+				cmd = "attach"
+			}
+			if err := coll.do(cmd); err != nil {
+				return 0, err
+			}
+			attached = with
 		}
-		d, err := runChild()
-		if err != nil {
-			coll.kill()
-			return 0, err
-		}
-		cr, err := coll.stop()
-		if err != nil {
-			return 0, err
-		}
-		cpuWith += cr.CPU
-		wallWith += cr.Wall
-		res.LostEvents += cr.Lost
-		events += cr.Events
-		res.RSSBytes = max(res.RSSBytes, cr.RSS)
-		res.RSSAnonBytes = max(res.RSSAnonBytes, cr.Anon)
-		res.RSSRingBytes = max(res.RSSRingBytes, cr.Ring)
-		o.Log.Info("storm with the collector", "wall", d, "events", cr.Events, "lost", cr.Lost, "cpu", cr.CPU, "rss", cr.RSS, "anon", cr.Anon, "ring", cr.Ring, "file", cr.File)
-		return d, nil
+		return segment()
 	}
+	// Warm up (page cache, connection paths, the collector's heap).
+	for _, with := range []bool{false, true} {
+		if _, err := run(with); err != nil {
+			return err
+		}
+	}
+	var without, with []time.Duration
 	var ratios []float64
 	for r := 0; r < o.Rounds; r++ {
 		// ABBA: odd rounds run the collector's half first, so a drift
 		// of the machine within a round favours neither half.
-		halves := []func() (time.Duration, error){runChild, withCollector}
-		if r%2 == 1 {
-			halves[0], halves[1] = halves[1], halves[0]
-		}
-		var d [2]time.Duration
-		for i, run := range halves {
-			var err error
-			if d[i], err = run(); err != nil {
+		first := r%2 == 1
+		var d [2]time.Duration // without, with
+		for _, w := range []bool{first, !first} {
+			i := 0
+			if w {
+				i = 1
+			}
+			if d[i], err = run(w); err != nil {
 				return err
 			}
-		}
-		if r%2 == 1 {
-			d[0], d[1] = d[1], d[0]
 		}
 		without, with = append(without, d[0]), append(with, d[1])
 		ratios = append(ratios, d[1].Seconds()/d[0].Seconds())
 		o.Log.Info("storm round", "round", r, "without", d[0], "with", d[1], "ratio", ratios[r])
 	}
+	cr, err := coll.stop()
+	if err != nil {
+		return err
+	}
+	res.LostEvents = cr.Lost
+	res.RSSBytes, res.RSSAnonBytes, res.RSSRingBytes = cr.RSS, cr.Anon, cr.Ring
+	o.Log.Info("collector", "events", cr.Events, "lost", cr.Lost, "cpu", cr.CPU, "rss", cr.RSS, "anon", cr.Anon, "ring", cr.Ring, "file", cr.File)
 	bw, cw := median(without), median(with)
 	res.StormConnectionsPerSec = float64(o.Conns) / bw.Seconds()
 	res.StormConnectionsPerSecCollector = float64(o.Conns) / cw.Seconds()
@@ -432,23 +455,14 @@ func storm(ctx context.Context, o Options, srvURL string, child StormCommand, re
 	for _, d := range with {
 		withSum += d
 	}
-	res.StormEventsPerSec = float64(events) / withSum.Seconds()
-	// The collector's CPU over its whole life in the round (attached,
-	// reading, publishing, draining) per event rate over the same time.
-	collectorCPU := cpuWith.Seconds() / wallWith.Seconds() // cores
-	eventRate := float64(events) / wallWith.Seconds()
-	if eventRate > 0 {
-		res.CPUCoresPer10kEvents = collectorCPU / (eventRate / 10_000)
+	res.StormEventsPerSec = float64(cr.Events) / withSum.Seconds()
+	// The collector's CPU over its whole life (attached, reading,
+	// publishing, detached and idle) per event it read: cores per
+	// 10,000 events/s.
+	if cr.Events > 0 {
+		res.CPUCoresPer10kEvents = cr.CPU.Seconds() / float64(cr.Events) * 10_000
 	}
 	return nil
-}
-
-func lastLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		return s[i+1:]
-	}
-	return s
 }
 
 func median[T cmp.Ordered](v []T) T {

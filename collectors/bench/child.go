@@ -71,7 +71,21 @@ func collectorChild(url string) error {
 	}
 	c0, t0 := cpuTime(), time.Now()
 	fmt.Println("ready")
-	bufio.NewReader(os.Stdin).ReadString('\n')
+	in := bufio.NewReader(os.Stdin)
+	for {
+		line, err := in.ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("collector child: stdin: %w", err)
+		}
+		cmd := strings.TrimSpace(line)
+		if cmd == "stop" {
+			break
+		}
+		if err := command(st, cmd); err != nil {
+			return err
+		}
+		fmt.Println("ok")
+	}
 	ring := ringRSS() // before Shutdown unmaps it
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -83,6 +97,34 @@ func collectorChild(url string) error {
 		CPU: cpuTime() - c0, Wall: time.Since(t0), RSS: peakRSS(),
 		Anon: procStatus("RssAnon:"), File: procStatus("RssFile:"), Ring: ring,
 	})
+}
+
+// settle is how long a detached collector is given to publish its last
+// batch after its ring buffer is read.
+const settle = 50 * time.Millisecond
+
+// command runs one of the parent's commands: detach (and wait until what
+// the hooks sent is read) or attach.
+func command(st *collector.Stage, cmd string) error {
+	coll := st.Collector()
+	switch cmd {
+	case "attach":
+		return coll.Resume()
+	case "detach":
+		if err := coll.Pause(); err != nil {
+			return err
+		}
+		// Read and published: the next storm segment runs beside an idle
+		// collector, not one still catching up.
+		for deadline := time.Now().Add(10 * time.Second); coll.Buffered() > 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("collector child: ring buffer not drained after detaching")
+			}
+		}
+		time.Sleep(settle)
+		return nil
+	}
+	return fmt.Errorf("collector child: unknown command %q", cmd)
 }
 
 type collectorProc struct {
@@ -119,6 +161,16 @@ func startCollector(child StormCommand, o Options, url string, cpus []int) (*col
 		return nil, fmt.Errorf("collector child did not start: %q %v", line, err)
 	}
 	return p, nil
+}
+
+// do sends the child a command and waits for it to be done.
+func (p *collectorProc) do(cmd string) error {
+	fmt.Fprintln(p.stdin, cmd)
+	line, err := p.out.ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ok" {
+		return fmt.Errorf("collector child: %s: %q %v", cmd, line, err)
+	}
+	return nil
 }
 
 func (p *collectorProc) stop() (collectorResult, error) {

@@ -6,6 +6,7 @@
 package bench
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -49,66 +50,155 @@ func ChildMain() {
 		return
 	}
 	parts := strings.Split(v, ",")
-	if len(parts) != 3 {
+	if len(parts) != 3 && (len(parts) != 4 || parts[3] != "serve") {
 		fmt.Fprintln(os.Stderr, "bench storm: bad", stormEnv, v)
 		os.Exit(2)
 	}
 	conns, _ := strconv.Atoi(parts[0])
 	workers, _ := strconv.Atoi(parts[1])
 	payload, _ := strconv.Atoi(parts[2])
-	d, err := RunStorm(conns, workers, payload)
-	if err != nil {
+	if err := stormChild(conns, workers, payload, len(parts) == 4); err != nil {
 		fmt.Fprintln(os.Stderr, "bench storm:", err)
 		os.Exit(1)
 	}
-	fmt.Println(d.Nanoseconds())
 	os.Exit(0)
 }
 
-// RunStorm makes conns loopback TCP connections from workers threads:
-// connect, send payload bytes, receive them echoed, close. Each worker
-// owns a listener and drives both ends of its connections itself with
-// blocking system calls: on loopback the handshake, the data and the
-// reset are delivered inside the sending call, so no call sleeps and no
-// thread waits on another. The storm is the kernel's connection path and
-// nothing else, which is what the collector hooks. The client closes with
-// SO_LINGER 0 (a reset), so no TIME_WAIT piles up and ports are not
-// exhausted. It returns the wall time of the whole storm.
+// stormChild runs one storm segment of conns connections and prints its
+// wall time in nanoseconds; serving, it runs one for each line read from
+// stdin until stdin ends.
+func stormChild(conns, workers, payload int, serve bool) error {
+	st, err := NewStorm(workers, payload)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	run := func() error {
+		d, err := st.Run(conns)
+		if err != nil {
+			return err
+		}
+		fmt.Println(d.Nanoseconds())
+		return nil
+	}
+	if !serve {
+		return run()
+	}
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		if err := run(); err != nil {
+			return err
+		}
+	}
+	return in.Err()
+}
+
+// RunStorm makes conns loopback TCP connections from workers threads and
+// returns the wall time: one segment of a Storm.
 func RunStorm(conns, workers, payload int) (time.Duration, error) {
-	var next atomic.Int64
-	var firstErr error
-	var errOnce sync.Once
-	fail := func(err error) { errOnce.Do(func() { firstErr = err }) }
-	var ready, wg sync.WaitGroup
-	begin := make(chan struct{})
+	st, err := NewStorm(workers, payload)
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	return st.Run(conns)
+}
+
+// A Storm is loopback TCP connections made from worker threads, in
+// segments: connect, send payload bytes, receive them echoed, close. Each
+// worker owns a listener and drives both ends of its connections itself
+// with blocking system calls: on loopback the handshake, the data and
+// the reset are delivered inside the sending call, so no call sleeps and
+// no thread waits on another. The storm is the kernel's connection path
+// and nothing else, which is what the collector hooks. The client closes
+// with SO_LINGER 0 (a reset), so no TIME_WAIT piles up and ports are not
+// exhausted. The threads and listeners stay between segments.
+type Storm struct {
+	payload int
+	start   []chan int64 // per worker: the connection count to reach
+	next    atomic.Int64
+	done    sync.WaitGroup
+	mu      sync.Mutex
+	err     error
+}
+
+// NewStorm starts workers threads, each with its listener, idle until Run.
+func NewStorm(workers, payload int) (*Storm, error) {
+	st := &Storm{payload: payload}
+	var ready sync.WaitGroup
 	for w := 0; w < workers; w++ {
-		wg.Add(1)
+		ch := make(chan int64)
+		st.start = append(st.start, ch)
 		ready.Add(1)
-		go func() {
-			defer wg.Done()
-			runtime.LockOSThread()
-			lfd, addr, err := listen()
-			ready.Done()
-			if err != nil {
-				fail(err)
-				return
-			}
-			defer unix.Close(lfd)
-			<-begin
-			buf := make([]byte, payload)
-			for next.Add(1) <= int64(conns) {
-				if err := oneConn(lfd, addr, buf); err != nil {
-					fail(err)
-					return
-				}
-			}
-		}()
+		go st.worker(ch, &ready)
 	}
 	ready.Wait()
+	if st.err != nil {
+		st.Close()
+		return nil, st.err
+	}
+	return st, nil
+}
+
+func (st *Storm) fail(err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.err == nil {
+		st.err = err
+	}
+}
+
+func (st *Storm) worker(segments chan int64, ready *sync.WaitGroup) {
+	runtime.LockOSThread()
+	lfd, addr, err := listen()
+	ready.Done()
+	if err != nil {
+		st.fail(err)
+		for range segments {
+			st.done.Done()
+		}
+		return
+	}
+	defer unix.Close(lfd)
+	buf := make([]byte, st.payload)
+	for end := range segments {
+		for st.next.Add(1) <= end {
+			if err := oneConn(lfd, addr, buf); err != nil {
+				st.fail(err)
+				break
+			}
+		}
+		st.done.Done()
+	}
+}
+
+// Run makes conns connections and returns their wall time.
+func (st *Storm) Run(conns int) (time.Duration, error) {
+	st.mu.Lock()
+	err := st.err
+	st.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	end := st.next.Load() + int64(conns)
+	st.done.Add(len(st.start))
 	start := time.Now()
-	close(begin)
-	wg.Wait()
-	return time.Since(start), firstErr
+	for _, ch := range st.start {
+		ch <- end
+	}
+	st.done.Wait()
+	d := time.Since(start)
+	st.next.Store(end) // workers overshoot by one each
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return d, st.err
+}
+
+// Close stops the workers and closes their listeners.
+func (st *Storm) Close() {
+	for _, ch := range st.start {
+		close(ch)
+	}
 }
 
 // listen opens a loopback listener on a free port.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -351,5 +352,64 @@ func TestReuseportSiblings(t *testing.T) {
 	e := acceptOwner(t, c, "tcp4", fmt.Sprintf("127.0.0.1:%d", port))
 	if int(e.Hdr.Pid) != os.Getpid() {
 		t.Errorf("accept owned by pid %d, want %d", e.Hdr.Pid, os.Getpid())
+	}
+}
+
+// TestPauseResume: paused, no hook runs (its links are gone from the
+// kernel) and a connection sends nothing; resumed, the next connection is
+// reported again, and a connection made while paused is found by the
+// resumed scan (its close is not an untracked one).
+func TestPauseResume(t *testing.T) {
+	c := openProbes(t, ProbeTCP)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			s, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer s.Close()
+		}
+	}()
+	var ids []link.ID
+	for _, l := range c.Links() {
+		info, err := l.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, info.ID)
+	}
+	if err := c.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Links()) != 0 {
+		t.Errorf("%d links after Pause", len(c.Links()))
+	}
+	for _, id := range ids {
+		if l, err := link.NewFromID(id); err == nil {
+			l.Close()
+			t.Errorf("link %d still attached after Pause", id)
+		}
+	}
+	paused, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pport := uint16(paused.LocalAddr().(*net.TCPAddr).Port)
+	if e, ok := readTCP(t, c, 300*time.Millisecond, func(e CollectorTcpEvent) bool { return e.Conn.Lport == pport || e.Conn.Rport == pport }); ok {
+		t.Errorf("paused: got a phase %d event for port %d", e.Phase, pport)
+	}
+
+	if err := c.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	acceptOwner(t, c, "tcp4", ln.Addr().String())
+	paused.Close()
+	if _, ok := readTCP(t, c, 5*time.Second, func(e CollectorTcpEvent) bool { return e.Phase == 3 && e.Conn.Lport == pport }); !ok {
+		t.Errorf("no close event for the connection made while paused")
 	}
 }

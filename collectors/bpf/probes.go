@@ -63,10 +63,11 @@ type Options struct {
 // Read is for one goroutine; Lost and Links are safe from any. Close
 // detaches everything and unblocks Read.
 type Collector struct {
-	objs  CollectorObjects
-	links []link.Link
-	rd    *ringbuf.Reader
-	poll  time.Duration
+	objs   CollectorObjects
+	links  []link.Link
+	probes []Probe
+	rd     *ringbuf.Reader
+	poll   time.Duration
 
 	closeOnce  sync.Once
 	closeErr   error
@@ -114,7 +115,7 @@ func Open(o Options) (*Collector, error) {
 		}
 	}
 
-	c := &Collector{poll: o.PollInterval}
+	c := &Collector{poll: o.PollInterval, probes: o.Probes}
 	if o.WakeupBytes == 0 {
 		c.poll = 0
 	}
@@ -306,17 +307,38 @@ func (c *Collector) ProgramIDs() []ebpf.ProgramID {
 // the ring buffer holds can still be read; Flush makes Read return it all
 // and then ringbuf.ErrFlushed. Idempotent.
 func (c *Collector) Detach() error {
-	c.detachOnce.Do(func() {
-		var errs []error
-		for i := len(c.links) - 1; i >= 0; i-- {
-			if err := c.links[i].Close(); err != nil {
-				errs = append(errs, fmt.Errorf("detach: %w", err))
-			}
-		}
-		c.detachErr = errors.Join(errs...)
-	})
+	c.detachOnce.Do(func() { c.detachErr = c.Pause() })
 	return c.detachErr
 }
+
+// Pause detaches every program, keeping the maps and the ring buffer;
+// Resume attaches them again (and scans for the sockets opened in
+// between). For measuring what the hooks cost (weft bench collector);
+// not concurrently with each other, Detach or Close.
+func (c *Collector) Pause() error {
+	var errs []error
+	for i := len(c.links) - 1; i >= 0; i-- {
+		if err := c.links[i].Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach: %w", err))
+		}
+	}
+	c.links = nil
+	return errors.Join(errs...)
+}
+
+// Resume attaches what Pause detached.
+func (c *Collector) Resume() error {
+	if len(c.links) > 0 {
+		return nil
+	}
+	if err := c.attach(c.probes); err != nil {
+		return errors.Join(err, c.Pause())
+	}
+	return nil
+}
+
+// Buffered is how many bytes the ring buffer holds unread.
+func (c *Collector) Buffered() int { return c.rd.AvailableBytes() }
 
 // Flush wakes Read up to return every record in the ring buffer, then
 // ringbuf.ErrFlushed.
