@@ -57,7 +57,8 @@ func Kind() stage.Kind {
 // Stats are the collector's own figures, beyond stage.Counters.
 // They are served as JSON on GET /api/v1/collectors/<stage name>; Lost and
 // UntrackedCloses are also the stage's weft_stage_lost_total and
-// weft_stage_untracked_total on /metrics.
+// weft_stage_untracked_total on /metrics, and the gaps in attribution are
+// weft_stage_gaps_total{reason} (see Gaps).
 type Stats struct {
 	// Lost is the events the kernel could not put in the ring buffer.
 	Lost uint64 `json:"lost"`
@@ -291,6 +292,20 @@ func (s *Stage) publishPod(ctx context.Context, op schema.PodEvent_Op, p *schema
 	}
 	if err := s.pub.Publish(ctx, schema.EventSubject(s.node, schema.KindPod), ev); err != nil && ctx.Err() == nil {
 		s.counters.Errors.Add(1)
+	}
+}
+
+// Gaps are the collector's gap counts by reason, for
+// weft_stage_gaps_total (stage.GapReporter): events published with what
+// was known.
+func (s *Stage) Gaps() map[string]uint64 {
+	st := s.Stats()
+	return map[string]uint64{
+		"unowned_accept":      st.UnownedAccepts,
+		"unix_unmatched":      st.UnixUnmatched,
+		"unknown_cgroup":      st.UnknownCgroup,
+		"process_gone":        st.ProcessGone,
+		"pod_not_in_metadata": st.PodNotInMetadata,
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/weftobs/weft/streams/consume"
+	"github.com/weftobs/weft/streams/stage"
 )
 
 // Metrics exports the stages' counters and the streams' sizes as OTEL
@@ -53,6 +54,7 @@ func newMetrics(r *Runner) (*Metrics, error) {
 	errs := counter("weft.stage.errors", "Processing errors that led to a retry.", "{error}")
 	lost := counter("weft.stage.lost", "Events lost before weft saw them (a full kernel ring buffer).", "{event}")
 	untracked := counter("weft.stage.untracked", "Connections a collector saw close without having seen them open (their totals were not reported).", "{connection}")
+	gaps := counter("weft.stage.gaps", "Events a stage published with part of what they should carry missing, by reason.", "{event}")
 	streamMsgs, _ := meter.Int64ObservableGauge("weft.stream.messages", metric.WithDescription("Messages stored in a stream."), metric.WithUnit("{message}"))
 	streamBytes, _ := meter.Int64ObservableGauge("weft.stream.bytes", metric.WithDescription("Bytes stored in a stream."), metric.WithUnit("By"))
 	pending, _ := meter.Int64ObservableGauge("weft.stage.pending", metric.WithDescription("Messages of an input stream a stage has not been delivered yet (consumer lag)."), metric.WithUnit("{message}"))
@@ -76,6 +78,12 @@ func newMetrics(r *Runner) (*Metrics, error) {
 			o.ObserveInt64(errs, int64(s.Errors), attrs)
 			o.ObserveInt64(lost, int64(s.Lost), attrs)
 			o.ObserveInt64(untracked, int64(s.Untracked), attrs)
+			if g, ok := n.stage.(stage.GapReporter); ok {
+				for reason, v := range g.Gaps() {
+					o.ObserveInt64(gaps, int64(v), metric.WithAttributes(attribute.String("stage", n.def.Name),
+						attribute.String("kind", n.def.Kind), attribute.String("reason", reason)))
+				}
+			}
 		}
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -105,7 +113,7 @@ func newMetrics(r *Runner) (*Metrics, error) {
 			}
 		}
 		return nil
-	}, eventsIn, eventsOut, msgsIn, acked, redelivered, dlq, dropped, errs, lost, untracked, streamMsgs, streamBytes, pending, ackPending)
+	}, eventsIn, eventsOut, msgsIn, acked, redelivered, dlq, dropped, errs, lost, untracked, gaps, streamMsgs, streamBytes, pending, ackPending)
 	if err != nil {
 		return nil, err
 	}

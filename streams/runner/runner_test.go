@@ -38,6 +38,14 @@ func (r *recorder) Start(_ context.Context, h stage.Host) error {
 	return nil
 }
 
+// Gaps makes the recorder a stage.GapReporter: three for its source.
+func (r *recorder) Gaps() map[string]uint64 {
+	if r.name != "source" {
+		return nil
+	}
+	return map[string]uint64{"process_gone": 3}
+}
+
 func (r *recorder) Shutdown(context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -102,7 +110,8 @@ func TestStartSinksFirstStopSourcesFirst(t *testing.T) {
 		}
 	}
 	_, body := get(t, srv.URL+"/metrics")
-	for _, want := range []string{`weft_stream_messages{stream="EVENTS"}`, `weft_stage_lost_total{kind="mid",stage="middle"} 0`, `weft_stage_untracked_total{kind="mid",stage="middle"} 0`} {
+	for _, want := range []string{`weft_stream_messages{stream="EVENTS"}`, `weft_stage_lost_total{kind="mid",stage="middle"} 0`, `weft_stage_untracked_total{kind="mid",stage="middle"} 0`,
+		`weft_stage_gaps_total{kind="src",reason="process_gone",stage="source"} 3`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s:\n%.3000s", want, body)
 		}

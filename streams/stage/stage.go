@@ -29,6 +29,15 @@ type Stage interface {
 	Shutdown(ctx context.Context) error
 }
 
+// GapReporter is a Stage that publishes events with part of what they
+// should carry missing, and counts why (a collector: a process gone
+// before enrichment, an accept whose listener is unknown, ...). The
+// runner exports each count as weft_stage_gaps_total{reason}.
+type GapReporter interface {
+	// Gaps are the counts so far, by reason (snake_case, stable).
+	Gaps() map[string]uint64
+}
+
 // Host is what the process running a stage offers it.
 type Host interface {
 	// JetStream is the connection to the streams.
