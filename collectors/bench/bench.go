@@ -120,7 +120,9 @@ type Result struct {
 	// LostEvents: ring-buffer reserve failures over every storm round.
 	LostEvents uint64 `json:"lost_events"`
 	// CPUCoresPer10kEvents: CPU (user + system) of the collector's process
-	// over a round, per 10,000 events/s; the NATS server is not in it.
+	// over the storm segments with its hooks attached (each from a drained
+	// ring to a drained ring, publishing included), per 10,000 events/s;
+	// the NATS server is not in it.
 	CPUCoresPer10kEvents float64 `json:"cpu_cores_per_10k_events"`
 	// RSSBytes is the peak resident set of the collector's process (a
 	// child running the collector stage alone, as `weft run` would).
@@ -399,18 +401,29 @@ func storm(ctx context.Context, o Options, srvURL string, child StormCommand, re
 	}
 	defer coll.kill()
 	attached := true
+	// The collector's CPU and events over the segments with its hooks
+	// attached, each between two drains: what reading and publishing a
+	// storm's events costs, not attaching (its start-up scan) or idling.
+	var cpuWith time.Duration
+	var events uint64
 	run := func(with bool) (time.Duration, error) {
+		cmd := "drain"
 		if with != attached {
-			cmd := "detach"
-			if with {
-				cmd = "attach"
-			}
-			if err := coll.do(cmd); err != nil {
-				return 0, err
-			}
+			cmd = map[bool]string{true: "attach", false: "detach"}[with]
 			attached = with
 		}
-		return segment()
+		cpu0, ev0, err := coll.do(cmd)
+		if err != nil {
+			return 0, err
+		}
+		d, err := segment()
+		if err != nil || !with {
+			return d, err
+		}
+		cpu1, ev1, err := coll.do("drain")
+		cpuWith += cpu1 - cpu0
+		events += ev1 - ev0
+		return d, err
 	}
 	// Warm up (page cache, connection paths, the collector's heap).
 	for _, with := range []bool{false, true} {
@@ -418,6 +431,7 @@ func storm(ctx context.Context, o Options, srvURL string, child StormCommand, re
 			return err
 		}
 	}
+	cpuWith, events = 0, 0
 	var without, with []time.Duration
 	var ratios []float64
 	for r := 0; r < o.Rounds; r++ {
@@ -455,12 +469,10 @@ func storm(ctx context.Context, o Options, srvURL string, child StormCommand, re
 	for _, d := range with {
 		withSum += d
 	}
-	res.StormEventsPerSec = float64(cr.Events) / withSum.Seconds()
-	// The collector's CPU over its whole life (attached, reading,
-	// publishing, detached and idle) per event it read: cores per
-	// 10,000 events/s.
-	if cr.Events > 0 {
-		res.CPUCoresPer10kEvents = cr.CPU.Seconds() / float64(cr.Events) * 10_000
+	res.StormEventsPerSec = float64(events) / withSum.Seconds()
+	if events > 0 {
+		// CPU seconds per event × 10,000: cores per 10,000 events/s.
+		res.CPUCoresPer10kEvents = cpuWith.Seconds() / float64(events) * 10_000
 	}
 	return nil
 }

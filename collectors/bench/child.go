@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/weftobs/weft/collectors/bpf"
 	"github.com/weftobs/weft/collectors/collector"
 	"github.com/weftobs/weft/streams/natsconn"
 	"github.com/weftobs/weft/streams/stage"
@@ -84,7 +85,9 @@ func collectorChild(url string) error {
 		if err := command(st, cmd); err != nil {
 			return err
 		}
-		fmt.Println("ok")
+		// What was used and read so far: the parent counts what a
+		// segment with the hooks attached cost, between two drains.
+		fmt.Println("ok", (cpuTime() - c0).Nanoseconds(), counters.EventsIn.Load())
 	}
 	ring := ringRSS() // before Shutdown unmaps it
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -103,8 +106,10 @@ func collectorChild(url string) error {
 // batch after its ring buffer is read.
 const settle = 50 * time.Millisecond
 
-// command runs one of the parent's commands: detach (and wait until what
-// the hooks sent is read) or attach.
+// command runs one of the parent's commands: attach, detach, or drain
+// (wait until what the hooks sent is read and published); detach drains
+// too, so the next storm segment runs beside an idle collector, not one
+// still catching up.
 func command(st *collector.Stage, cmd string) error {
 	coll := st.Collector()
 	switch cmd {
@@ -114,17 +119,21 @@ func command(st *collector.Stage, cmd string) error {
 		if err := coll.Pause(); err != nil {
 			return err
 		}
-		// Read and published: the next storm segment runs beside an idle
-		// collector, not one still catching up.
-		for deadline := time.Now().Add(10 * time.Second); coll.Buffered() > 0; time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("collector child: ring buffer not drained after detaching")
-			}
-		}
-		time.Sleep(settle)
-		return nil
+		return drain(coll)
+	case "drain":
+		return drain(coll)
 	}
 	return fmt.Errorf("collector child: unknown command %q", cmd)
+}
+
+func drain(coll *bpf.Collector) error {
+	for deadline := time.Now().Add(10 * time.Second); coll.Buffered() > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("collector child: ring buffer not drained")
+		}
+	}
+	time.Sleep(settle)
+	return nil
 }
 
 type collectorProc struct {
@@ -163,14 +172,19 @@ func startCollector(child StormCommand, o Options, url string, cpus []int) (*col
 	return p, nil
 }
 
-// do sends the child a command and waits for it to be done.
-func (p *collectorProc) do(cmd string) error {
+// do sends the child a command, waits for it to be done, and returns the
+// child's CPU time and the events it read so far.
+func (p *collectorProc) do(cmd string) (cpu time.Duration, events uint64, err error) {
 	fmt.Fprintln(p.stdin, cmd)
 	line, err := p.out.ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "ok" {
-		return fmt.Errorf("collector child: %s: %q %v", cmd, line, err)
+	var ns int64
+	if err == nil {
+		_, err = fmt.Sscanf(line, "ok %d %d", &ns, &events)
 	}
-	return nil
+	if err != nil {
+		return 0, 0, fmt.Errorf("collector child: %s: %q %v", cmd, line, err)
+	}
+	return time.Duration(ns), events, nil
 }
 
 func (p *collectorProc) stop() (collectorResult, error) {
