@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -375,13 +374,9 @@ func TestPauseResume(t *testing.T) {
 			defer s.Close()
 		}
 	}()
-	var ids []link.ID
-	for _, l := range c.Links() {
-		info, err := l.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, info.ID)
+	ids := attachedLinks(t, c)
+	if len(ids) == 0 {
+		t.Fatal("no links attached")
 	}
 	if err := c.Pause(); err != nil {
 		t.Fatal(err)
@@ -389,12 +384,7 @@ func TestPauseResume(t *testing.T) {
 	if len(c.Links()) != 0 {
 		t.Errorf("%d links after Pause", len(c.Links()))
 	}
-	for _, id := range ids {
-		if l, err := link.NewFromID(id); err == nil {
-			l.Close()
-			t.Errorf("link %d still attached after Pause", id)
-		}
-	}
+	checkDetached(t, ids, "Pause")
 	paused, err := net.Dial("tcp4", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)

@@ -144,24 +144,12 @@ func testTCPBytes(t *testing.T, network, address string, serverFirst bool, famil
 		t.Errorf("lost %d (%v), want 0", lost, err)
 	}
 
-	var linkIDs []link.ID
-	for _, l := range c.Links() {
-		info, err := l.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		linkIDs = append(linkIDs, info.ID)
-	}
+	linkIDs := attachedLinks(t, c)
 	progIDs := c.ProgramIDs()
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range linkIDs {
-		if l, err := link.NewFromID(id); err == nil {
-			l.Close()
-			t.Errorf("link %d still attached after Close", id)
-		}
-	}
+	checkDetached(t, linkIDs, "Close")
 	// Programs are freed after an RCU grace period: poll.
 	deadline := time.Now().Add(5 * time.Second)
 	for _, id := range progIDs {
@@ -284,6 +272,31 @@ func TestUntrackedCloses(t *testing.T) {
 	}
 	if lost, _ := c.Lost(); lost != 0 {
 		t.Errorf("lost %d", lost)
+	}
+}
+
+// attachedLinks are the kernel ids of c's links.
+func attachedLinks(t *testing.T, c *Collector) []link.ID {
+	t.Helper()
+	var ids []link.ID
+	for _, l := range c.Links() {
+		info, err := l.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, info.ID)
+	}
+	return ids
+}
+
+// checkDetached fails the test for each link of ids still in the kernel.
+func checkDetached(t *testing.T, ids []link.ID, after string) {
+	t.Helper()
+	for _, id := range ids {
+		if l, err := link.NewFromID(id); err == nil {
+			l.Close()
+			t.Errorf("link %d still attached after %s", id, after)
+		}
 	}
 }
 
