@@ -477,16 +477,7 @@ func TestReuseportReload(t *testing.T) {
 	}
 	defer fresh.Close()
 	old.Close()
-	cl, err := net.Dial("tcp4", fresh.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	cport := uint16(cl.LocalAddr().(*net.TCPAddr).Port)
-	e, ok := readTCP(t, c, 5*time.Second, func(e CollectorTcpEvent) bool { return e.Phase == 2 && e.Conn.Rport == cport })
-	if !ok {
-		t.Fatal("no accept event")
-	}
+	e := acceptOwner(t, c, "tcp4", fresh.Addr().String())
 	if int(e.Hdr.Pid) != os.Getpid() {
 		t.Errorf("accept after reload: pid %d, want %d (the listener's owner)", e.Hdr.Pid, os.Getpid())
 	}

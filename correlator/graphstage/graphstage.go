@@ -440,18 +440,23 @@ func (s *Stage) flush(ctx context.Context) error {
 		s.mu.Unlock()
 		return err
 	}
-	s.mu.Lock()
-	s.pending = nil
-	s.applied = b.Seq
-	s.stats.Batches++
-	s.stats.Rows += uint64(b.Rows())
-	s.mu.Unlock()
+	s.wrote(b)
 	for _, m := range held {
 		if err := m.Ack(); err == nil {
 			s.set.Counters.Acked.Add(1)
 		}
 	}
 	return nil
+}
+
+// wrote records that the pending batch b is in the store.
+func (s *Stage) wrote(b *graph.Batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending = nil
+	s.applied = b.Seq
+	s.stats.Batches++
+	s.stats.Rows += uint64(b.Rows())
 }
 
 // retry writes the pending batch alone; what folded since waits for the
@@ -463,12 +468,7 @@ func (s *Stage) retry(ctx context.Context) error {
 	if err := s.store.Apply(ctx, b); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.pending = nil
-	s.applied = b.Seq
-	s.stats.Batches++
-	s.stats.Rows += uint64(b.Rows())
-	s.mu.Unlock()
+	s.wrote(b)
 	return nil
 }
 
