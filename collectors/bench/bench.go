@@ -221,29 +221,42 @@ func Run(ctx context.Context, o Options, child StormCommand) (*Result, error) {
 	return res, nil
 }
 
-// Userspace replays records n times through decode → enrich → encode →
-// publish on one goroutine and returns events/s, and the baseline: the
-// same events, decoded beforehand, through encode → publish only. Each
-// pass gets a fresh publisher from newPub and includes its final flush.
+// Userspace replays records through decode → enrich → encode → publish on
+// one goroutine until n events are published and returns events/s, and
+// the baseline: the same events, decoded beforehand, through encode →
+// publish only. (A TCP close standing for its connect/accept too is one
+// record and two events.) Each pass gets a fresh publisher from newPub and
+// includes its final flush.
 func Userspace(ctx context.Context, records [][]byte, n int, newPub func() (*publish.Publisher, error)) (full, baseline float64, err error) {
 	if len(records) == 0 {
 		return 0, 0, errors.New("no records to replay")
 	}
 	enr := enrich.New(cgroup.NewResolver(), metadata.None{}, nil)
 	dec := decode.New(enr)
-	// Baseline events: decoded once, up front.
+	// Baseline events: decoded once, up front; perRecord: how many events
+	// each record is.
 	events := make([]*schema.Event, 0, len(records))
 	subjects := make([]string, 0, len(records))
+	perRecord := make([]int, 0, len(records))
 	for _, r := range records {
 		d, err := dec.Decode(r)
 		if err != nil {
 			return 0, 0, fmt.Errorf("decode recorded record: %w", err)
 		}
-		events = append(events, proto.Clone(d.Event).(*schema.Event))
-		subjects = append(subjects, schema.EventSubject("bench", d.Kind))
+		k := 0
+		for _, e := range []*schema.Event{d.Open, d.Event} {
+			if e != nil {
+				events = append(events, proto.Clone(e).(*schema.Event))
+				subjects = append(subjects, schema.EventSubject("bench", d.Kind))
+				k++
+			}
+		}
+		perRecord = append(perRecord, k)
 	}
 
-	pass := func(f func(p *publish.Publisher, i int) error) (float64, error) {
+	// pass runs f on items 0, 1, … (cycling through len) until it has
+	// published n events; f returns how many it published.
+	pass := func(items int, f func(p *publish.Publisher, i int) (int, error)) (float64, error) {
 		p, err := newPub()
 		if err != nil {
 			return 0, err
@@ -251,27 +264,32 @@ func Userspace(ctx context.Context, records [][]byte, n int, newPub func() (*pub
 		defer p.Close(ctx)
 		runtime.GC()
 		start := time.Now()
-		for i := 0; i < n; i++ {
-			if err := f(p, i%len(records)); err != nil {
+		published := 0
+		for i := 0; published < n; i++ {
+			k, err := f(p, i%items)
+			if err != nil {
 				return 0, err
 			}
+			published += k
 		}
 		if err := p.Flush(ctx); err != nil {
 			return 0, err
 		}
-		return float64(n) / time.Since(start).Seconds(), nil
+		return float64(published) / time.Since(start).Seconds(), nil
 	}
-	baseline, err = pass(func(p *publish.Publisher, i int) error { return p.Publish(ctx, subjects[i], events[i]) })
+	baseline, err = pass(len(events), func(p *publish.Publisher, i int) (int, error) {
+		return 1, p.Publish(ctx, subjects[i], events[i])
+	})
 	if err != nil {
 		return 0, 0, err
 	}
 	cfg := collector.NewConfig()
 	var pipe *collector.Pipeline
-	full, err = pass(func(p *publish.Publisher, i int) error {
+	full, err = pass(len(records), func(p *publish.Publisher, i int) (int, error) {
 		if i == 0 && pipe == nil {
 			pipe = collector.NewPipeline("bench", cfg, dec, p, nil)
 		}
-		return pipe.Handle(ctx, records[i])
+		return perRecord[i], pipe.Handle(ctx, records[i])
 	})
 	return full, baseline, err
 }

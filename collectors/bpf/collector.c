@@ -9,7 +9,11 @@
 // node on the kernel's slow path, which costs more than everything else
 // here together. Cost is per connection, never per packet: byte totals
 // are read from the tcp_sock's own RFC 4898 counters at close, and the
-// owner of a socket is kept in a bounded LRU map until then.
+// owner of a socket is kept in a bounded LRU map until then. Each side of
+// a connection is one ring-buffer record, its close, which user space
+// publishes as the connect/accept and the close; a connection that stays
+// open longer than a while has its connect/accept sent by a sweep of that
+// map while it is open (see sweep_socks).
 //
 // Who owns a socket:
 //   - a TCP client: the task that connect()s (the SYN_SENT transition
@@ -118,7 +122,11 @@ struct tcp_event {
 	__s32 err;
 	__u8 phase;
 	__u8 role;
-	__u8 _pad[2];
+	// open_sent, on a close: the sweep sent this connection's
+	// connect/accept before. When 0 the close stands for both, and user
+	// space publishes the connect/accept (at start_ns) before it.
+	__u8 open_sent;
+	__u8 _pad;
 	struct conn conn;
 };
 
@@ -137,13 +145,17 @@ struct unix_event {
 };
 
 // owner is who a TCP socket belongs to, from connect/accept until close.
+// The connection's addresses are read from the socket when it is
+// reported. open_sent is set (atomically) by whoever reports the
+// connect/accept first: the sweep, or the close, which then stands for
+// both.
 struct owner {
 	struct task_hdr hdr;
-	struct conn conn;
 	__u64 start_ns;
 	__u64 cookie;
+	__u32 open_sent;
 	__u8 role;
-	__u8 _pad[7];
+	__u8 _pad[3];
 };
 
 // listen_key is a listening TCP address; addr is all zero for a wildcard
@@ -434,12 +446,12 @@ static __always_inline void data_bytes(const struct sock *sk, struct owner *o, i
 	*received = recv;
 }
 
-// emit_tcp sends a TCP event of o; sk (a BTF pointer) is only read at close.
-static __always_inline void emit_tcp(const struct sock *sk, struct owner *o, __u8 phase, __s32 err, __u64 now, int oldstate)
+// fill_tcp fills e, a TCP event of o on socket sk, with the connection's
+// addresses read from sk: at close the kernel has released the local port
+// (skc_num is 0), but the source port the connection used (inet_sport)
+// and the addresses stay. The byte counts are read at close only.
+static __always_inline void fill_tcp(struct tcp_event *e, const struct sock *sk, struct owner *o, __u8 phase, __s32 err, __u64 now, int oldstate, __u8 open_sent)
 {
-	struct tcp_event *e = reserve(sizeof(*e));
-	if (!e)
-		return;
 	e->hdr = o->hdr;
 	e->hdr.type = EVENT_TCP;
 	e->hdr.ts_ns = now;
@@ -448,13 +460,24 @@ static __always_inline void emit_tcp(const struct sock *sk, struct owner *o, __u
 	e->phase = phase;
 	e->role = o->role;
 	e->err = err;
-	e->_pad[0] = 0;
-	e->_pad[1] = 0;
+	e->open_sent = open_sent;
+	e->_pad = 0;
 	e->bytes_sent = 0;
 	e->bytes_received = 0;
 	if (phase == TCP_PHASE_CLOSE)
 		data_bytes(sk, o, oldstate, &e->bytes_sent, &e->bytes_received);
-	e->conn = o->conn;
+	read_conn_btf(&e->conn, sk);
+	struct inet_sock *inet = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct inet_sock));
+	e->conn.lport = bpf_ntohs(inet->inet_sport);
+}
+
+// emit_tcp sends a TCP event of o, on sk (a BTF pointer).
+static __always_inline void emit_tcp(const struct sock *sk, struct owner *o, __u8 phase, __s32 err, __u64 now, int oldstate, __u8 open_sent)
+{
+	struct tcp_event *e = reserve(sizeof(*e));
+	if (!e)
+		return;
+	fill_tcp(e, sk, o, phase, err, now, oldstate, open_sent);
 	submit(e, sizeof(*e));
 }
 
@@ -542,11 +565,12 @@ static __always_inline void remove_listener(const struct sock *sk)
 	bpf_map_update_elem(&listeners, &k, &n, BPF_EXIST);
 }
 
-// server_owner makes o the owner of a server-side child sk: its
-// listener's owner, or (listener unknown) the child's cgroup alone.
-static __always_inline void server_owner(struct owner *o, const struct sock *sk)
+// server_owner makes o the owner of a server-side child sk, with local
+// address c: its listener's owner, or (listener unknown) the child's
+// cgroup alone.
+static __always_inline void server_owner(struct owner *o, const struct conn *c, const struct sock *sk)
 {
-	struct task_hdr *l = listener_of(&o->conn);
+	struct task_hdr *l = listener_of(c);
 	if (l) {
 		o->hdr = *l;
 	} else {
@@ -566,6 +590,10 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	int established = newstate == TCP_ESTABLISHED && (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV);
 	if (!connecting && !established && newstate != TCP_CLOSE && newstate != TCP_LISTEN)
 		return 0;
+	// A client's handshake completing: nothing to do, its owner was
+	// taken at connect() and its addresses are read when it is reported.
+	if (established && oldstate == TCP_SYN_SENT)
+		return 0;
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	__u16 family = sk->__sk_common.skc_family;
@@ -579,6 +607,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		struct owner o = {};
 		fill_current(&o.hdr, EVENT_TCP, now);
 		o.start_ns = now;
+		o.cookie = bpf_get_socket_cookie((void *)sk);
 		o.role = ROLE_CLIENT;
 		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
 		return 0;
@@ -596,61 +625,106 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		remove_listener(sk);
 		return 0;
 	}
-	// A server-side child is in no task's files until accepted; a socket
-	// that has one and reaches ESTABLISHED from SYN_RECV is a client in a
-	// simultaneous open (or connected to itself), or a Fast Open child
-	// accepted early: only then is socks asked which.
-	struct owner *o = NULL;
-	if (established && oldstate == TCP_SYN_RECV && sk->sk_socket) {
-		o = bpf_map_lookup_elem(&socks, &key);
-		if (o && o->role != ROLE_CLIENT)
-			o = NULL;
-	}
-	if (established && oldstate == TCP_SYN_RECV && !o) {
+	if (established) {
+		// From SYN_RECV. A server-side child is in no task's files
+		// until accepted; a socket that has one is a client in a
+		// simultaneous open (or connected to itself), or a Fast Open
+		// child accepted early: only then is socks asked which.
+		if (sk->sk_socket) {
+			struct owner *c = bpf_map_lookup_elem(&socks, &key);
+			if (c && c->role == ROLE_CLIENT)
+				return 0;
+		}
 		// A server-side child, in softirq context: owned by whoever
 		// listens; accepted or not, the connection is made.
 		struct owner o = {};
+		struct conn c;
+		read_conn_btf(&c, sk);
 		o.start_ns = now;
 		o.cookie = bpf_get_socket_cookie((void *)sk);
-		read_conn_btf(&o.conn, sk);
-		server_owner(&o, sk);
+		server_owner(&o, &c, sk);
 		o.hdr.ts_ns = now;
 		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
-		emit_tcp(sk, &o, TCP_PHASE_ACCEPT, 0, now, oldstate);
 		return 0;
 	}
 
-	if (!o)
-		o = bpf_map_lookup_elem(&socks, &key);
+	// newstate == TCP_CLOSE
+	struct owner *o = bpf_map_lookup_elem(&socks, &key);
 	if (!o) {
 		// A connection closing that was never seen open (a child that
 		// never completed its handshake is not one).
-		if (newstate == TCP_CLOSE && oldstate != TCP_SYN_RECV && oldstate != TCP_CLOSE)
+		if (oldstate != TCP_SYN_RECV && oldstate != TCP_CLOSE)
 			count(&untracked, UNTRACKED_CLOSE);
 		return 0;
 	}
-	if (established) {
-		o->start_ns = now;
-		o->cookie = bpf_get_socket_cookie((void *)sk);
-		read_conn_btf(&o->conn, sk);
-		emit_tcp(sk, o, TCP_PHASE_CONNECT, 0, now, oldstate);
-		return 0;
-	}
-	// newstate == TCP_CLOSE
 	if (oldstate == TCP_SYN_SENT) {
 		__s32 err = sk->sk_err;
 		if (!err)
 			err = sk->sk_err_soft;
-		// The port is released already: the remote end is what is known.
-		o->cookie = bpf_get_socket_cookie((void *)sk);
-		read_conn_btf(&o->conn, sk);
-		emit_tcp(sk, o, TCP_PHASE_CONNECT_FAILED, err, now, oldstate);
+		emit_tcp(sk, o, TCP_PHASE_CONNECT_FAILED, err, now, oldstate, 1);
 	} else {
-		if (!o->cookie) // seen by the start-up scan: its cookie is made now
+		if (!o->cookie) // not made by the start-up scan: made now
 			o->cookie = bpf_get_socket_cookie((void *)sk);
-		emit_tcp(sk, o, TCP_PHASE_CLOSE, 0, now, oldstate);
+		// Claim the connect/accept: unless the sweep sent it, this
+		// close stands for it too.
+		__u8 sent = __sync_lock_test_and_set(&o->open_sent, 1);
+		emit_tcp(sk, o, TCP_PHASE_CLOSE, 0, now, oldstate, sent);
 	}
 	bpf_map_delete_elem(&socks, &key);
+	return 0;
+}
+
+// ---- the sweep ----
+//
+// A connection is reported once, at close, unless it lives longer than a
+// while: then this iterator over socks, run by user space every so often,
+// sends its connect/accept (at its start time) while it is open. The
+// connect/accept is reserved before it is claimed, so when the sweep wins
+// the claim its record precedes the close in the ring; when the close
+// won, the record is discarded.
+
+// sweep_age: how old (ns) an open connection must be for the sweep to
+// report it; set by user space before each sweep (0 at shutdown: all).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sweep_age SEC(".maps");
+
+SEC("iter/bpf_map_elem")
+int sweep_socks(struct bpf_iter__bpf_map_elem *ctx)
+{
+	__u64 *key = ctx->key;
+	struct owner *o = ctx->value;
+	if (!key || !o)
+		return 0;
+	if (o->open_sent || !o->cookie)
+		return 0;
+	__u32 zero = 0;
+	__u64 *age = bpf_map_lookup_elem(&sweep_age, &zero);
+	if (!age || bpf_ktime_get_ns() - o->start_ns < *age)
+		return 0;
+	// The key is the socket's address: read it (fault-safe loads) and
+	// check it is still this connection (its cookie is ours), past its
+	// handshake and not closing.
+	struct sock *sk = bpf_rdonly_cast((void *)*key, bpf_core_type_id_kernel(struct sock));
+	if (sk->__sk_common.skc_cookie.counter != o->cookie)
+		return 0;
+	__u8 state = sk->__sk_common.skc_state;
+	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE || state == TCP_LISTEN)
+		return 0;
+	// Not reserve(): a full ring here loses nothing, the close reports it.
+	struct tcp_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e)
+		return 0;
+	__u8 phase = o->role == ROLE_CLIENT ? TCP_PHASE_CONNECT : TCP_PHASE_ACCEPT;
+	fill_tcp(e, sk, o, phase, 0, o->start_ns, state, 0);
+	if (__sync_lock_test_and_set(&o->open_sent, 1)) {
+		bpf_ringbuf_discard(e, 0);
+		return 0;
+	}
+	submit(e, sizeof(*e));
 	return 0;
 }
 
@@ -798,8 +872,10 @@ int scan_files(struct bpf_iter__task_file *ctx)
 	struct owner o = {};
 	fill_task(&o.hdr, t, EVENT_TCP, now);
 	o.start_ns = now;
-	read_conn_btf(&o.conn, sk);
-	o.role = listener_of(&o.conn) ? ROLE_SERVER : ROLE_CLIENT;
+	o.cookie = bpf_get_socket_cookie(sk);
+	struct conn c;
+	read_conn_btf(&c, sk);
+	o.role = listener_of(&c) ? ROLE_SERVER : ROLE_CLIENT;
 	__u64 key = (__u64)sk;
 	bpf_map_update_elem(&socks, &key, &o, BPF_NOEXIST);
 	return 0;
@@ -827,10 +903,10 @@ int scan_tcp(struct bpf_iter__tcp *ctx)
 	// In no task's files: a server child not accepted yet (or a socket
 	// whose owner could not be seen).
 	struct owner n = {};
-	n.conn = c;
 	n.start_ns = bpf_ktime_get_ns();
+	n.cookie = bpf_get_socket_cookie(sk);
 	if (l) {
-		server_owner(&n, sk);
+		server_owner(&n, &c, sk);
 	} else {
 		n.hdr.type = EVENT_TCP;
 		n.hdr.cgroup_id = sk_cgroup_id(sk);

@@ -46,23 +46,13 @@ type CollectorListenKey struct {
 }
 
 type CollectorOwner struct {
-	_    structs.HostLayout
-	Hdr  CollectorTaskHdr
-	Conn struct {
-		_      structs.HostLayout
-		Netns  uint32
-		Family uint16
-		Lport  uint16
-		Rport  uint16
-		Pad    uint16
-		Laddr  [16]uint8
-		Raddr  [16]uint8
-	}
-	_       [4]byte
-	StartNs uint64
-	Cookie  uint64
-	Role    uint8
-	Pad     [7]uint8
+	_        structs.HostLayout
+	Hdr      CollectorTaskHdr
+	StartNs  uint64
+	Cookie   uint64
+	OpenSent uint32
+	Role     uint8
+	Pad      [3]uint8
 }
 
 type CollectorTaskHdr struct {
@@ -88,7 +78,8 @@ type CollectorTcpEvent struct {
 	Err           int32
 	Phase         uint8
 	Role          uint8
-	Pad           [2]uint8
+	OpenSent      uint8
+	Pad           uint8
 	Conn          struct {
 		_      structs.HostLayout
 		Netns  uint32
@@ -138,6 +129,7 @@ const (
 	CollectorMapPending          = "pending"
 	CollectorMapScanPhase        = "scan_phase"
 	CollectorMapSocks            = "socks"
+	CollectorMapSweepAge         = "sweep_age"
 	CollectorMapUntracked        = "untracked"
 	CollectorProgHandleDataReady = "handle_data_ready"
 	CollectorProgHandleExec      = "handle_exec"
@@ -145,6 +137,7 @@ const (
 	CollectorProgHandleSetState  = "handle_set_state"
 	CollectorProgScanFiles       = "scan_files"
 	CollectorProgScanTcp         = "scan_tcp"
+	CollectorProgSweepSocks      = "sweep_socks"
 	CollectorVarUnusedExec       = "unused_exec"
 	CollectorVarUnusedExit       = "unused_exit"
 	CollectorVarUnusedTcp        = "unused_tcp"
@@ -200,6 +193,7 @@ type CollectorProgramSpecs struct {
 	HandleSetState  *ebpf.ProgramSpec `ebpf:"handle_set_state"`
 	ScanFiles       *ebpf.ProgramSpec `ebpf:"scan_files"`
 	ScanTcp         *ebpf.ProgramSpec `ebpf:"scan_tcp"`
+	SweepSocks      *ebpf.ProgramSpec `ebpf:"sweep_socks"`
 }
 
 // CollectorMapSpecs contains maps before they are loaded into the kernel.
@@ -214,6 +208,7 @@ type CollectorMapSpecs struct {
 	Pending      *ebpf.MapSpec `ebpf:"pending"`
 	ScanPhase    *ebpf.MapSpec `ebpf:"scan_phase"`
 	Socks        *ebpf.MapSpec `ebpf:"socks"`
+	SweepAge     *ebpf.MapSpec `ebpf:"sweep_age"`
 	Untracked    *ebpf.MapSpec `ebpf:"untracked"`
 }
 
@@ -256,6 +251,7 @@ type CollectorMaps struct {
 	Pending      *ebpf.Map `ebpf:"pending"`
 	ScanPhase    *ebpf.Map `ebpf:"scan_phase"`
 	Socks        *ebpf.Map `ebpf:"socks"`
+	SweepAge     *ebpf.Map `ebpf:"sweep_age"`
 	Untracked    *ebpf.Map `ebpf:"untracked"`
 }
 
@@ -269,6 +265,7 @@ func (m *CollectorMaps) Close() error {
 		m.Pending,
 		m.ScanPhase,
 		m.Socks,
+		m.SweepAge,
 		m.Untracked,
 	)
 }
@@ -294,6 +291,7 @@ type CollectorPrograms struct {
 	HandleSetState  *ebpf.Program `ebpf:"handle_set_state"`
 	ScanFiles       *ebpf.Program `ebpf:"scan_files"`
 	ScanTcp         *ebpf.Program `ebpf:"scan_tcp"`
+	SweepSocks      *ebpf.Program `ebpf:"sweep_socks"`
 }
 
 func (p *CollectorPrograms) Close() error {
@@ -304,6 +302,7 @@ func (p *CollectorPrograms) Close() error {
 		p.HandleSetState,
 		p.ScanFiles,
 		p.ScanTcp,
+		p.SweepSocks,
 	)
 }
 

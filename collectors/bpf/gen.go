@@ -5,4 +5,4 @@ package bpf
 // rebuilds them. vmlinux.h comes from the running kernel's BTF:
 //   bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h
 
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type exec_event -type exit_event -type tcp_event -type unix_event -type task_hdr -type listen_key Collector collector.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -type exec_event -type exit_event -type tcp_event -type unix_event -type task_hdr -type listen_key Collector collector.c

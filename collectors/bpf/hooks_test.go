@@ -10,7 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
+	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,7 +21,7 @@ import (
 func openProbes(t *testing.T, probes ...Probe) *Collector {
 	t.Helper()
 	requireRoot(t)
-	c, err := Open(Options{Probes: probes})
+	c, err := Open(Options{Probes: probes, OpenAfter: testOpenAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,5 +403,134 @@ func TestPauseResume(t *testing.T) {
 	paused.Close()
 	if _, ok := readTCP(t, c, 5*time.Second, func(e CollectorTcpEvent) bool { return e.Phase == 3 && e.Conn.Lport == pport }); !ok {
 		t.Errorf("no close event for the connection made while paused")
+	}
+}
+
+// TestSweep: a connection closed young is reported by its close records
+// alone, which stand for its connect and accept; one held open past
+// OpenAfter has its connect and accept sent by Sweep, once, at its start,
+// with its addresses, cookie and owner, and its closes say so; SweepAll
+// reports the young ones too.
+func TestSweep(t *testing.T) {
+	requireRoot(t)
+	const after = 300 * time.Millisecond
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: after})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sport := uint16(ln.Addr().(*net.TCPAddr).Port)
+	dial := func() (cl, sv net.Conn, cport uint16) {
+		t.Helper()
+		cl, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sv, err = ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl, sv, uint16(cl.LocalAddr().(*net.TCPAddr).Port)
+	}
+	// records reads every TCP record of port for d, sweeping first.
+	records := func(port uint16, d time.Duration) []CollectorTcpEvent {
+		t.Helper()
+		if err := c.Sweep(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Sweep(); err != nil { // a second sweep sends nothing again
+			t.Fatal(err)
+		}
+		var got []CollectorTcpEvent
+		var rec ringbuf.Record
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			c.SetDeadline(time.Now().Add(20 * time.Millisecond))
+			if err := c.Read(&rec); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					continue
+				}
+				t.Fatal(err)
+			}
+			e := *(*CollectorTcpEvent)(unsafe.Pointer(&rec.RawSample[0]))
+			if e.Hdr.Type == TypeTCP && (e.Conn.Lport == port && e.Conn.Rport == sport || e.Conn.Lport == sport && e.Conn.Rport == port) {
+				got = append(got, e)
+			}
+		}
+		return got
+	}
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	t0 := uint64(ts.Nano())
+
+	cl, sv, short := dial()
+	cl.Close()
+	sv.Close()
+	cl, sv, long := dial()
+	got := records(short, 100*time.Millisecond)
+	if len(got) != 2 {
+		t.Fatalf("closed young: %d records, want the two closes: %+v", len(got), got)
+	}
+	for _, e := range got {
+		o, ok := OpenOf(&e)
+		want := map[uint8]uint8{RoleClient: PhaseConnect, RoleServer: PhaseAccept}[e.Role]
+		if e.Phase != PhaseClose || !ok || o.Phase != want || o.Hdr.TsNs != e.StartNs || e.StartNs < t0 || o.Cookie != e.Cookie {
+			t.Errorf("closed young: %+v (open %+v, %v): want a close standing for its %d at its start", e, o, ok, want)
+		}
+	}
+	if got := records(long, 50*time.Millisecond); len(got) != 0 {
+		t.Errorf("younger than %v: %d records, want none: %+v", after, len(got), got)
+	}
+
+	time.Sleep(after)
+	got = records(long, 100*time.Millisecond)
+	opens := map[uint8]CollectorTcpEvent{}
+	for _, e := range got {
+		if e.Phase != PhaseConnect && e.Phase != PhaseAccept || e.Hdr.TsNs != e.StartNs || e.StartNs < t0 || e.Cookie == 0 || int(e.Hdr.Pid) != os.Getpid() {
+			t.Errorf("held open: %+v, want a connect or accept at its start, owned by this process", e)
+		}
+		if _, dup := opens[e.Phase]; dup {
+			t.Errorf("held open: phase %d sent twice", e.Phase)
+		}
+		opens[e.Phase] = e
+	}
+	if c, a := opens[PhaseConnect], opens[PhaseAccept]; c.Conn.Lport != long || c.Conn.Rport != sport || a.Conn.Lport != sport || a.Conn.Rport != long {
+		t.Fatalf("held open: connect %+v accept %+v, want ports %d→%d", c.Conn, a.Conn, long, sport)
+	}
+
+	cl.Close()
+	sv.Close()
+	got = records(long, 100*time.Millisecond)
+	if len(got) != 2 {
+		t.Fatalf("closed old: %d records, want the two closes: %+v", len(got), got)
+	}
+	for _, e := range got {
+		open := opens[map[uint8]uint8{RoleClient: PhaseConnect, RoleServer: PhaseAccept}[e.Role]]
+		if _, ok := OpenOf(&e); ok || e.Phase != PhaseClose || e.Cookie != open.Cookie || e.StartNs != open.StartNs {
+			t.Errorf("closed old: %+v, want a close of the connection reported open (%+v)", e, open)
+		}
+	}
+
+	// At shutdown: detached, a young connection still open is reported by
+	// SweepAll (its close will not be seen).
+	cl, sv, young := dial()
+	defer cl.Close()
+	defer sv.Close()
+	if err := c.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SweepAll(); err != nil {
+		t.Fatal(err)
+	}
+	phases := map[uint8]bool{}
+	for _, e := range records(young, 100*time.Millisecond) {
+		phases[e.Phase] = true
+	}
+	if len(phases) != 2 || !phases[PhaseConnect] || !phases[PhaseAccept] {
+		t.Errorf("young, after SweepAll: phases %v, want connect and accept", phases)
 	}
 }

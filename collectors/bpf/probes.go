@@ -57,6 +57,10 @@ type Options struct {
 	// PollInterval bounds how long a record can wait when WakeupBytes is
 	// set. Default 20ms.
 	PollInterval time.Duration
+	// OpenAfter: a TCP connection is reported once, by its close record
+	// (see OpenOf), unless it is still open this long after it opened;
+	// then Sweep sends its connect/accept record. Default 1s.
+	OpenAfter time.Duration
 }
 
 // Collector is the loaded, attached programs and their ring buffer.
@@ -68,6 +72,9 @@ type Collector struct {
 	probes []Probe
 	rd     *ringbuf.Reader
 	poll   time.Duration
+
+	openAfter time.Duration
+	sweepMu   sync.Mutex // one sweep at a time: each sets sweep_age
 
 	closeOnce  sync.Once
 	closeErr   error
@@ -100,6 +107,9 @@ func Open(o Options) (*Collector, error) {
 	}
 	spec.Maps[CollectorMapEvents].MaxEntries = uint32(o.RingBufferBytes)
 	spec.Maps[CollectorMapSocks].MaxEntries = uint32(o.MaxSockets)
+	if o.OpenAfter <= 0 {
+		o.OpenAfter = time.Second
+	}
 	if o.WakeupBytes > 0 {
 		// Each CPU counts its own share: together they wake the reader
 		// by the time WakeupBytes wait.
@@ -115,7 +125,7 @@ func Open(o Options) (*Collector, error) {
 		}
 	}
 
-	c := &Collector{poll: o.PollInterval, probes: o.Probes}
+	c := &Collector{poll: o.PollInterval, probes: o.Probes, openAfter: o.OpenAfter}
 	if o.WakeupBytes == 0 {
 		c.poll = 0
 	}
@@ -183,16 +193,67 @@ func (c *Collector) scan() error {
 		if err := c.objs.ScanPhase.Put(uint32(0), phase); err != nil {
 			return fmt.Errorf("start-up scan: %w", err)
 		}
-		if err := runIter(p.ScanFiles, "task_file"); err != nil {
+		if err := runIter(p.ScanFiles, "task_file", nil); err != nil {
 			return err
 		}
 	}
-	return runIter(p.ScanTcp, "tcp")
+	return runIter(p.ScanTcp, "tcp", nil)
 }
 
-// runIter runs an iterator program once over everything it walks.
-func runIter(prog *ebpf.Program, what string) error {
-	it, err := link.AttachIter(link.IterOptions{Program: prog})
+// Sweep sends the connect/accept records of the TCP connections open for
+// longer than Options.OpenAfter that have not been reported yet: call it
+// every so often (the collector stage does, every OpenAfter/2). Safe to
+// call concurrently with Read.
+func (c *Collector) Sweep() error { return c.sweep(c.openAfter) }
+
+// SweepAll is Sweep for every open connection not reported yet, however
+// young: after Detach, before the last records are read, so none that
+// was seen open goes unreported.
+func (c *Collector) SweepAll() error { return c.sweep(0) }
+
+func (c *Collector) sweep(age time.Duration) error {
+	c.sweepMu.Lock()
+	defer c.sweepMu.Unlock()
+	if err := c.objs.SweepAge.Put(uint32(0), uint64(age)); err != nil {
+		return fmt.Errorf("sweep: %w", err)
+	}
+	return runIter(c.objs.SweepSocks, "socks", c.objs.Socks)
+}
+
+// OpenOf returns the connect (client) or accept (server) record a close
+// record stands for: a connection is reported by one record, its close,
+// unless Sweep sent its connect/accept while it was open (OpenSent). The
+// record is the close's, at the connection's start, with no bytes.
+func OpenOf(e *CollectorTcpEvent) (CollectorTcpEvent, bool) {
+	if e.Phase != PhaseClose || e.OpenSent != 0 {
+		return CollectorTcpEvent{}, false
+	}
+	o := *e
+	o.Phase = PhaseConnect
+	if e.Role == RoleServer {
+		o.Phase = PhaseAccept
+	}
+	o.Hdr.TsNs = e.StartNs
+	o.BytesSent, o.BytesReceived = 0, 0
+	o.OpenSent = 1
+	return o, true
+}
+
+// TCP record phases and roles (collector.c's tcp_phase and role).
+const (
+	PhaseConnect       uint8 = 1
+	PhaseAccept        uint8 = 2
+	PhaseClose         uint8 = 3
+	PhaseConnectFailed uint8 = 4
+
+	RoleClient uint8 = 1
+	RoleServer uint8 = 2
+)
+
+// runIter runs an iterator program once over everything it walks (the
+// elements of m, when given).
+func runIter(prog *ebpf.Program, what string, m *ebpf.Map) error {
+	it, err := link.AttachIter(link.IterOptions{Program: prog, Map: m})
 	if err != nil {
 		return fmt.Errorf("attach %s iterator: %w", what, err)
 	}
@@ -290,7 +351,7 @@ func (c *Collector) Links() []link.Link { return c.links }
 func (c *Collector) ProgramIDs() []ebpf.ProgramID {
 	var ids []ebpf.ProgramID
 	for _, p := range []*ebpf.Program{c.objs.HandleExec, c.objs.HandleExit, c.objs.HandleSetState,
-		c.objs.HandleDataReady, c.objs.ScanFiles, c.objs.ScanTcp} {
+		c.objs.HandleDataReady, c.objs.ScanFiles, c.objs.ScanTcp, c.objs.SweepSocks} {
 		if p == nil {
 			continue
 		}

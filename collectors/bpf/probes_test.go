@@ -21,6 +21,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// testOpenAfter: connections held open longer than this are reported by
+// the sweep, the ones the tests hold open among them.
+const testOpenAfter = 20 * time.Millisecond
+
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if err := CheckPrivileges(); err != nil && os.Geteuid() != 0 {
@@ -48,7 +52,7 @@ func TestTCPBytesExact(t *testing.T) {
 }
 
 func testTCPBytes(t *testing.T, network, address string, serverFirst bool, family uint16) {
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +177,7 @@ func testTCPBytes(t *testing.T, network, address string, serverFirst bool, famil
 // and the collector reports it as a failed connect with that errno.
 func TestConnectTimedOut(t *testing.T) {
 	requireRoot(t)
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +220,7 @@ func TestConnectTimedOut(t *testing.T) {
 // cannot report is counted, so sent closes + untracked cover every close.
 func TestUntrackedCloses(t *testing.T) {
 	requireRoot(t)
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}, MaxSockets: 64})
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}, MaxSockets: 64, OpenAfter: testOpenAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,10 +315,33 @@ func tcpSocket(t *testing.T) int {
 }
 
 // readTCP reads TCP records for up to d until match says yes.
+// Each close record standing for its connect/accept too (OpenOf) is read
+// as both, the connect/accept first, as user space publishes them.
 func readTCP(t *testing.T, c *Collector, d time.Duration, match func(CollectorTcpEvent) bool) (CollectorTcpEvent, bool) {
 	t.Helper()
-	return readEvents(t, c, d, TypeTCP, match)
+	for len(unread[c]) > 0 {
+		e := unread[c][0]
+		unread[c] = unread[c][1:]
+		if match(e) {
+			return e, true
+		}
+	}
+	var found CollectorTcpEvent
+	_, ok := readEvents(t, c, d, TypeTCP, func(e CollectorTcpEvent) bool {
+		if o, ok := OpenOf(&e); ok && match(o) {
+			found = o
+			unread[c] = append(unread[c], e) // for the next readTCP
+			return true
+		}
+		found = e
+		return match(e)
+	})
+	return found, ok
 }
+
+// unread holds, per collector, the close records readTCP has read but not
+// yet shown: their connect/accept matched first.
+var unread = map[*Collector][]CollectorTcpEvent{}
 
 // readEvents reads records of type typ, as E, for up to d until match
 // says yes.
@@ -326,6 +353,11 @@ func readEvents[E any](t *testing.T, c *Collector, d time.Duration, typ uint32, 
 		c.SetDeadline(time.Now().Add(100 * time.Millisecond))
 		if err := c.Read(&rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// Nothing for a while: report the connections held
+				// open, as the collector stage does every so often.
+				if err := c.Sweep(); err != nil {
+					t.Fatal(err)
+				}
 				continue
 			}
 			t.Fatal(err)
@@ -357,7 +389,7 @@ func TestEstablishedBeforeAttach(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +429,7 @@ func TestListenerBeforeAttach(t *testing.T) {
 				t.Skipf("no %s: %v", network, err)
 			}
 			defer ln.Close()
-			c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+			c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -430,7 +462,7 @@ func TestListenerBeforeAttach(t *testing.T) {
 // task on the kernel's slow path: this keeps it from coming back.
 func TestOnlyBTFHooks(t *testing.T) {
 	requireRoot(t)
-	c, err := Open(Options{})
+	c, err := Open(Options{OpenAfter: testOpenAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +489,7 @@ func TestOnlyBTFHooks(t *testing.T) {
 // new one's).
 func TestReuseportReload(t *testing.T) {
 	requireRoot(t)
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}})
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
 	if err != nil {
 		t.Fatal(err)
 	}

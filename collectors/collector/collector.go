@@ -163,6 +163,7 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	}
 	coll, err := bpf.Open(bpf.Options{
 		Probes: s.cfg.probes(), RingBufferBytes: s.cfg.RingBufferBytes, MaxSockets: s.cfg.MaxSockets,
+		OpenAfter: s.cfg.OpenAfter,
 		// One wakeup per batch: an eighth of the ring, or 20ms.
 		WakeupBytes: s.cfg.RingBufferBytes / 8, PollInterval: 20 * time.Millisecond,
 	})
@@ -183,7 +184,7 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 
 	s.wg.Add(2)
 	go s.read(runCtx)
-	go s.pollLost(runCtx)
+	go s.poll(runCtx)
 	if w, ok := meta.(metadata.Watcher); ok {
 		s.wg.Add(1)
 		go func() {
@@ -243,18 +244,27 @@ func (s *Stage) read(ctx context.Context) {
 	}
 }
 
-// pollLost folds the kernel's loss and untracked-close counters into the
-// stage's Lost and Untracked counters, so they show in /metrics.
-func (s *Stage) pollLost(ctx context.Context) {
+// poll folds the kernel's loss and untracked-close counters into the
+// stage's Lost and Untracked counters, so they show in /metrics, and
+// sweeps for the TCP connections open longer than OpenAfter, so their
+// connect/accept events are published while they are open.
+func (s *Stage) poll(ctx context.Context) {
 	defer s.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	sweep := time.NewTicker(s.cfg.OpenAfter / 2)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			s.updateLost()
+		case <-sweep.C:
+			if err := s.coll.Sweep(); err != nil && ctx.Err() == nil {
+				s.counters.Errors.Add(1)
+				s.log.Warn("sweep for open connections", "err", err)
+			}
 		}
 	}
 }
@@ -357,6 +367,11 @@ func (s *Stage) Shutdown(ctx context.Context) error {
 	// Detach first, then let the reader drain what the ring buffer already
 	// holds, then flush the publisher.
 	detachErr := s.coll.Detach()
+	if detachErr == nil {
+		// Connections still open, too young for the sweep so far: their
+		// connect/accept now, or never (their closes go unseen).
+		detachErr = s.coll.SweepAll()
+	}
 	s.draining.Store(true)
 	_ = s.coll.Flush()
 	done := make(chan struct{})

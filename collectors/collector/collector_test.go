@@ -344,7 +344,8 @@ func TestCollectorSimulatedNode(t *testing.T) {
 		t.Errorf("daemon close: %v", tc)
 	}
 
-	// 5. A host process: this test, over loopback.
+	// 5. A host process: this test, over loopback, its connection held
+	// open: its connect is published while it is open (the sweep).
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -360,12 +361,18 @@ func TestCollectorSimulatedNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	hport := uint32(hc.LocalAddr().(*net.TCPAddr).Port)
-	hc.Close()
-	ln.Close()
 	host := ev.waitFor(t, "host connect", func(e *schema.Event) bool {
 		return e.GetTcp().GetPhase() == schema.TCPPhase_TCP_PHASE_CONNECT && e.GetTcp().GetLocalPort() == hport && int(e.GetTask().GetPid()) == os.Getpid()
 	})
 	checkTask(t, "host process", host.GetTask(), os.Getpid(), nil)
+	hc.Close()
+	ln.Close()
+	hcl := ev.waitFor(t, "host close", func(e *schema.Event) bool {
+		return e.GetTcp().GetPhase() == schema.TCPPhase_TCP_PHASE_CLOSE && e.GetTcp().GetLocalPort() == hport && int(e.GetTask().GetPid()) == os.Getpid()
+	})
+	if hcl.GetTcp().GetSockCookie() != host.GetTcp().GetSockCookie() {
+		t.Errorf("host close cookie %d, connect's %d", hcl.GetTcp().GetSockCookie(), host.GetTcp().GetSockCookie())
+	}
 
 	// Pods are announced once seen; the ghost is not (nothing known).
 	ev.waitFor(t, "app pod", func(e *schema.Event) bool {
@@ -573,10 +580,11 @@ func TestConfigValidate(t *testing.T) {
 	c.Probes = []string{"dns"}
 	c.RingBufferBytes = 1000
 	c.MaxSockets = 1
+	c.OpenAfter = time.Millisecond
 	c.Processes = []string{"[bad"}
 	c.Metadata = MetadataConfig{Provider: ProviderFile}
 	err := c.Validate()
-	for _, want := range []string{"dns", "ringBufferBytes", "maxSockets", "[bad", "metadata.file"} {
+	for _, want := range []string{"dns", "ringBufferBytes", "maxSockets", "openAfter", "[bad", "metadata.file"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to name %q", err, want)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"time"
 
 	"github.com/weftobs/weft/collectors/bpf"
 )
@@ -15,6 +16,7 @@ import (
 //	  probes: [process, tcp, unix]   # default: all
 //	  ringBufferBytes: 8388608       # power of two, default 8 MiB
 //	  maxSockets: 65536              # TCP sockets tracked until close (LRU)
+//	  openAfter: 1s                  # connect/accept of longer connections sent while open
 //	  namespaces: []                 # only pods in these namespaces (default all)
 //	  excludeNamespaces: [kube-system]
 //	  processes: []                  # only these comm/exe globs (default all)
@@ -26,6 +28,11 @@ type Config struct {
 	Probes            []string       `yaml:"probes" json:"probes"`
 	RingBufferBytes   int            `yaml:"ringBufferBytes" json:"ringBufferBytes"`
 	MaxSockets        int            `yaml:"maxSockets" json:"maxSockets"`
+	// OpenAfter: a TCP connection's connect/accept event is published
+	// with its close when it closes sooner than this (the kernel sends one
+	// record for both), else while it is open, within OpenAfter × 1.5 of
+	// its start.
+	OpenAfter time.Duration `yaml:"openAfter" json:"openAfter"`
 	Namespaces        []string       `yaml:"namespaces" json:"namespaces"`
 	ExcludeNamespaces []string       `yaml:"excludeNamespaces" json:"excludeNamespaces"`
 	Processes         []string       `yaml:"processes" json:"processes"`
@@ -61,6 +68,7 @@ func NewConfig() *Config {
 		Probes:          []string{string(bpf.ProbeProcess), string(bpf.ProbeTCP), string(bpf.ProbeUnix)},
 		RingBufferBytes: 8 << 20,
 		MaxSockets:      65536,
+		OpenAfter:       time.Second,
 		HostProcesses:   true,
 		Metadata:        MetadataConfig{Provider: ProviderAuto},
 	}
@@ -79,6 +87,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSockets < 1024 {
 		errs = append(errs, fmt.Errorf("maxSockets %d: want at least 1024", c.MaxSockets))
+	}
+	if c.OpenAfter < 10*time.Millisecond || c.OpenAfter > time.Hour {
+		errs = append(errs, fmt.Errorf("openAfter %v: want 10ms to 1h", c.OpenAfter))
 	}
 	for _, g := range append(slices.Clone(c.Processes), c.ExcludeProcesses...) {
 		if _, err := path.Match(g, ""); err != nil {

@@ -46,7 +46,8 @@ func NewPipeline(node string, cfg *Config, dec *decode.Decoder, pub Publisher, c
 	return p
 }
 
-// Handle processes one ring-buffer record. It returns only the
+// Handle processes one ring-buffer record: one event, or two for a TCP
+// close that stands for its connect/accept too. It returns only the
 // publisher's error; an undecodable record is counted and skipped.
 func (p *Pipeline) Handle(ctx context.Context, rec []byte) error {
 	d, err := p.dec.Decode(rec)
@@ -55,12 +56,22 @@ func (p *Pipeline) Handle(ctx context.Context, rec []byte) error {
 		p.counters.Errors.Add(1)
 		return nil
 	}
-	p.counters.EventsIn.Add(1)
+	n := uint64(1)
+	if d.Open != nil {
+		n = 2
+	}
+	p.counters.EventsIn.Add(n)
 	if !p.filter.allow(d) {
-		p.Filtered.Add(1)
+		p.Filtered.Add(n)
 		return nil
 	}
-	return p.pub.Publish(ctx, p.subjects[d.Kind], d.Event)
+	subject := p.subjects[d.Kind]
+	if d.Open != nil {
+		if err := p.pub.Publish(ctx, subject, d.Open); err != nil {
+			return err
+		}
+	}
+	return p.pub.Publish(ctx, subject, d.Event)
 }
 
 // filter is the config's namespace and process filters.

@@ -37,6 +37,9 @@ type Decoded struct {
 	Kind string
 	// Pod is the task's pod when the metadata provider knows it.
 	Pod *schema.Pod
+	// Open, when not nil, is the connect/accept a TCP close stands for
+	// (bpf.OpenOf): publish it, with the same kind, before Event.
+	Open *schema.Event
 }
 
 // ErrShort is returned for a record shorter than its type's layout.
@@ -54,6 +57,9 @@ type Decoder struct {
 	exec       schema.ProcessExec
 	exit       schema.ProcessExit
 	tcp        schema.TCPEvent
+	open       schema.Event // the connect/accept a close stands for
+	openTCP    schema.TCPEvent
+	bOpen      schema.Event_Tcp
 	unix       schema.UnixEvent
 	bExec      schema.Event_Exec
 	bExit      schema.Event_Exit
@@ -73,6 +79,8 @@ func New(enr Enricher) *Decoder {
 	d.skKey = binary.LittleEndian.Uint64(k[:]) | 1
 	d.bExec.Exec, d.bExit.Exit, d.bTCP.Tcp, d.bUnix.Unix = &d.exec, &d.exit, &d.tcp, &d.unix
 	d.ev.Task = &d.task
+	d.bOpen.Tcp = &d.openTCP
+	d.open.Task, d.open.Body = &d.task, &d.bOpen
 	return d
 }
 
@@ -219,7 +227,20 @@ func addr(dst *[16]byte, src *[16]uint8, family uint16) []byte {
 
 func (d *Decoder) decodeTCP(r *bpf.CollectorTcpEvent) Decoded {
 	d.begin(&r.Hdr)
-	t := &d.tcp
+	d.fillTCP(&d.tcp, r)
+	d.ev.Body = &d.bTCP
+	pod := d.enr.Task(&d.task)
+	out := Decoded{Event: &d.ev, Kind: schema.KindTCP, Pod: pod}
+	if o, ok := bpf.OpenOf(r); ok {
+		d.fillTCP(&d.openTCP, &o)
+		d.open.TimeUnixNano = d.wall(o.Hdr.TsNs)
+		out.Open = &d.open
+	}
+	return out
+}
+
+// fillTCP sets every field of t from r.
+func (d *Decoder) fillTCP(t *schema.TCPEvent, r *bpf.CollectorTcpEvent) {
 	t.Phase = schema.TCPPhase(r.Phase)
 	t.Role = schema.Role(r.Role)
 	t.LocalAddr = addr(&d.laddr, &r.Conn.Laddr, r.Conn.Family)
@@ -234,9 +255,6 @@ func (d *Decoder) decodeTCP(r *bpf.CollectorTcpEvent) Decoded {
 	t.SockCookie = r.Cookie
 	t.StartUnixNano = d.wall(r.StartNs)
 	t.NetNs = uint64(r.Conn.Netns)
-	d.ev.Body = &d.bTCP
-	pod := d.enr.Task(&d.task)
-	return Decoded{Event: &d.ev, Kind: schema.KindTCP, Pod: pod}
 }
 
 // opaque maps a socket id from the kernel (a unix socket's inode number)

@@ -82,6 +82,37 @@ func TestDecode(t *testing.T) {
 	if tc.GetDurationNs() != 1_000_000_000 || got.Kind != schema.KindTCP || tc.GetBytesReceived() != 20 {
 		t.Errorf("tcp: %v", tc)
 	}
+	// The close stands for its connect too (its open was not sent): the
+	// connect, at the start, same connection, no bytes.
+	o := got.Open
+	if o == nil {
+		t.Fatal("tcp close, open not sent: no connect event")
+	}
+	if oc := o.GetTcp(); oc.GetPhase() != schema.TCPPhase_TCP_PHASE_CONNECT || o.GetTimeUnixNano() != oc.GetStartUnixNano() ||
+		oc.GetStartUnixNano() != tc.GetStartUnixNano() || oc.GetBytesSent() != 0 || oc.GetDurationNs() != 0 ||
+		oc.GetLocalPort() != 40000 || oc.GetRemotePort() != 443 || o.GetTask().GetPid() != 11 {
+		t.Errorf("implied connect: %v", o)
+	}
+	for _, c := range []struct {
+		name        string
+		phase       uint8
+		role        uint8
+		sent        uint8
+		wantPhase   schema.TCPPhase
+		wantImplied bool
+	}{
+		{"server close", bpf.PhaseClose, bpf.RoleServer, 0, schema.TCPPhase_TCP_PHASE_ACCEPT, true},
+		{"close after its open was sent", bpf.PhaseClose, bpf.RoleClient, 1, 0, false},
+		{"failed connect", bpf.PhaseConnectFailed, bpf.RoleClient, 0, 0, false},
+		{"connect from the sweep", bpf.PhaseConnect, bpf.RoleClient, 0, 0, false},
+	} {
+		r := *tcp
+		r.Phase, r.Role, r.OpenSent = c.phase, c.role, c.sent
+		got, _ := d.Decode(bytesOf(&r))
+		if (got.Open != nil) != c.wantImplied || c.wantImplied && got.Open.GetTcp().GetPhase() != c.wantPhase {
+			t.Errorf("%s: implied %v, want %v (%v)", c.name, got.Open, c.wantImplied, c.wantPhase)
+		}
+	}
 
 	u := &bpf.CollectorUnixEvent{Hdr: hdr(bpf.TypeUnix, 12), Phase: 1, Role: 1, SockType: 1, Sk: 0xffff1, PeerSk: 0xffff2}
 	name := "\x00broker"
@@ -105,13 +136,17 @@ func TestDecode(t *testing.T) {
 	}
 }
 
-// TestDecodeNoAllocs: the TCP path allocates nothing once warm.
+// TestDecodeNoAllocs: the TCP path allocates nothing once warm, a close
+// standing for its connect too included.
 func TestDecodeNoAllocs(t *testing.T) {
 	d := New(&fakeEnricher{exes: map[uint32]string{}})
 	tcp := &bpf.CollectorTcpEvent{Hdr: hdr(bpf.TypeTCP, 11), Phase: 1, Role: 1}
 	tcp.Conn.Family = 2
 	rec := bytesOf(tcp)
-	if n := testing.AllocsPerRun(100, func() { d.Decode(rec) }); n != 0 {
-		t.Errorf("%.0f allocations per TCP record", n)
+	closed := *tcp
+	closed.Phase = bpf.PhaseClose // standing for its connect too
+	crec := bytesOf(&closed)
+	if n := testing.AllocsPerRun(100, func() { d.Decode(rec); d.Decode(crec) }); n != 0 {
+		t.Errorf("%.0f allocations per two TCP records", n)
 	}
 }
