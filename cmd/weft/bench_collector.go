@@ -43,7 +43,8 @@ func newBenchCollectorCmd() *cobra.Command {
 				return nil
 			}
 			fmt.Fprintf(w, "  storm              %12.0f connections/s without, %.0f with the collector (%d threads)\n", r.StormConnectionsPerSec, r.StormConnectionsPerSecCollector, r.StormWorkers)
-			fmt.Fprintf(w, "  overhead           %12.3f× wall time (with ÷ without, same run)\n", r.StormOverheadRatio)
+			fmt.Fprintf(w, "  overhead           %12.3f× wall time (with ÷ without, same run; median of %d rounds, 95%% CI %.3f–%.3f)\n",
+				r.StormOverheadRatio, len(r.StormRoundRatios), r.StormOverheadRatioCI95[0], r.StormOverheadRatioCI95[1])
 			fmt.Fprintf(w, "  events             %12.0f events/s, %d lost\n", r.StormEventsPerSec, r.LostEvents)
 			fmt.Fprintf(w, "  CPU                %12.4f cores per 10k events/s\n", r.CPUCoresPer10kEvents)
 			fmt.Fprintf(w, "  RSS                %12d bytes peak (anonymous %d, ring buffer %d, the rest binary text)\n", r.RSSBytes, r.RSSAnonBytes, r.RSSRingBytes)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -104,6 +105,11 @@ type Result struct {
 	// collector ÷ wall time without, each round's pair run back to back
 	// (in alternating order, so neither half always runs first).
 	StormOverheadRatio float64 `json:"storm_overhead_ratio"`
+	// StormOverheadRatioCI95 is a 95% confidence interval of that median,
+	// from the order statistics of the rounds' ratios (distribution-free):
+	// how far the machine's noise lets the figure be read. More rounds
+	// narrow it.
+	StormOverheadRatioCI95 [2]float64 `json:"storm_overhead_ratio_ci95"`
 	// StormRoundRatios are the rounds' ratios, in order: the spread is
 	// the machine's noise.
 	StormRoundRatios []float64 `json:"storm_round_ratios"`
@@ -481,6 +487,7 @@ func storm(ctx context.Context, o Options, srvURL string, child StormCommand, re
 	res.StormConnectionsPerSec = float64(o.Conns) / bw.Seconds()
 	res.StormConnectionsPerSecCollector = float64(o.Conns) / cw.Seconds()
 	res.StormOverheadRatio = median(ratios)
+	res.StormOverheadRatioCI95 = medianCI95(ratios)
 	res.StormRoundRatios = ratios
 	res.StormWorkers = o.Workers
 	var withSum time.Duration
@@ -499,6 +506,23 @@ func median[T cmp.Ordered](v []T) T {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// medianCI95 is a 95% confidence interval of the median of v: the k-th
+// smallest and k-th largest values, k from the binomial distribution of
+// how many values fall below the median (normal approximation; no
+// assumption about v's distribution). With fewer than 6 values it is
+// v's whole range.
+func medianCI95(v []float64) [2]float64 {
+	if len(v) == 0 {
+		return [2]float64{}
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := float64(len(s))
+	k := int(math.Floor((n - 1.96*math.Sqrt(n)) / 2)) // 1-based rank
+	k = max(k, 1)
+	return [2]float64{s[k-1], s[len(s)-k]}
 }
 
 func kernel() string {

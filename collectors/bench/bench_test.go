@@ -108,3 +108,31 @@ func BenchmarkUserspacePath(b *testing.B) {
 	b.ReportMetric(base, "baseline-events/s")
 	b.ReportMetric(full/base, "ratio-to-baseline")
 }
+
+// TestMedianCI95: the interval's ends are the order statistics the
+// binomial (normal approximation) gives: ranks 14 and 28 of 41, as the
+// exact binomial does; 86 and 116 of 201, one rank wider than the exact
+// 87 and 115 (conservative); the whole range for a few values.
+func TestMedianCI95(t *testing.T) {
+	seq := func(n int) []float64 {
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = float64(n - i) // descending: medianCI95 sorts
+		}
+		return v
+	}
+	for _, tt := range []struct {
+		n    int
+		want [2]float64
+	}{
+		{0, [2]float64{0, 0}},
+		{1, [2]float64{1, 1}},
+		{5, [2]float64{1, 5}},
+		{41, [2]float64{14, 28}},
+		{201, [2]float64{86, 116}},
+	} {
+		if got := medianCI95(seq(tt.n)); got != tt.want {
+			t.Errorf("n=%d: %v, want %v", tt.n, got, tt.want)
+		}
+	}
+}
