@@ -35,7 +35,8 @@ import (
 
 // Options configure Run. Zero values take the defaults.
 type Options struct {
-	// Events is how many records the user-space path replays. Default 1,000,000.
+	// Events is how many events the user-space path publishes, from
+	// replayed records (a TCP close record is two). Default 1,000,000.
 	Events int
 	// Conns is the connections per storm segment (each round runs two:
 	// one without the collector, one with it). Default 5,000.
@@ -512,7 +513,7 @@ func median[T cmp.Ordered](v []T) T {
 // smallest and k-th largest values, k from the binomial distribution of
 // how many values fall below the median (normal approximation; no
 // assumption about v's distribution). With fewer than 6 values it is
-// v's whole range.
+// v's whole range, which covers the median with less than 95%.
 func medianCI95(v []float64) [2]float64 {
 	if len(v) == 0 {
 		return [2]float64{}

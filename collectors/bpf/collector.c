@@ -3,8 +3,8 @@
 // weft's node collector: process exec/exit, TCP connections (IPv4 and IPv6)
 // and unix-socket connections, one ring buffer out.
 //
-// Hooks are BTF tracepoints only (tp_btf), plus two iterators run once at
-// start: stable across kernels, no kprobes, and no syscall tracepoints —
+// Hooks are BTF tracepoints only (tp_btf), plus iterators (two run once at
+// start, one, the sweep, every so often): stable across kernels, no kprobes, and no syscall tracepoints —
 // attaching any of those puts every system call of every task on the
 // node on the kernel's slow path, which costs more than everything else
 // here together. Cost is per connection, never per packet: byte totals
@@ -26,8 +26,11 @@
 //   - a unix connection: both ends at once, when the connecting task
 //     queues its new connection on the listener (sk_data_ready).
 //
-// Every ring-buffer reserve failure is counted in the per-CPU `lost` map,
-// which user space exports; a lost event is never invisible.
+// Every ring-buffer reserve failure of a hook is counted in the per-CPU
+// `lost` map, which user space exports; a lost event is never invisible.
+// (A lost TCP close is its connection side's close and, unless the sweep
+// sent it, its connect/accept. The sweep loses nothing: what it cannot
+// send now is sent later, and counted meanwhile.)
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -101,8 +104,9 @@ struct exit_event {
 	__u32 _pad;
 };
 
-// conn is a connection's addresses. At close the kernel has already
-// released the local port, so they are kept from connect/accept.
+// conn is a connection's addresses, read from the socket when it is
+// reported (at close, the source port from inet_sport: the kernel has
+// released the local port, skc_num, by then).
 struct conn {
 	__u32 netns;
 	__u16 family;
@@ -146,16 +150,18 @@ struct unix_event {
 
 // owner is who a TCP socket belongs to, from connect/accept until close.
 // The connection's addresses are read from the socket when it is
-// reported. open_sent is set (atomically) by whoever reports the
-// connect/accept first: the sweep, or the close, which then stands for
-// both.
+// reported. unsent holds the cookie until the connect/accept is reported:
+// whoever reports it first takes it (atomically), the sweep or the close,
+// which then stands for both. Holding the cookie, not a flag, lets the
+// sweep claim only the connection it read: an LRU element is reused at
+// once when freed, even while an iterator looks at it.
 struct owner {
 	struct task_hdr hdr;
 	__u64 start_ns;
 	__u64 cookie;
-	__u32 open_sent;
+	__u64 unsent;
 	__u8 role;
-	__u8 _pad[3];
+	__u8 _pad[7];
 };
 
 // listen_key is a listening TCP address; addr is all zero for a wildcard
@@ -184,7 +190,8 @@ struct {
 // space exports them so no gap is invisible:
 //   UNTRACKED_CLOSE: connections that closed without an owner in socks
 //     (opened before the collector attached, or evicted from the LRU by
-//     newer sockets); their close events are not sent;
+//     newer sockets); their close is not sent, nor their connect/accept
+//     unless the sweep sent it;
 //   UNOWNED_ACCEPT: server-side connections whose listener is not known
 //     (it listen()ed without bind(), or was evicted from listeners); sent
 //     with the socket's cgroup and no process;
@@ -192,12 +199,15 @@ struct {
 //     among the newest on the listener's queue (accepted before the hook
 //     ran, or more than four connects raced in behind it); sent under a
 //     one-off id.
+// and SWEEP_DEFERRED: connect/accepts the sweep left for a later pass (the
+// ring buffer was half full); not a gap, counted so SweepAll can repeat.
 #define UNTRACKED_CLOSE 0
 #define UNOWNED_ACCEPT 1
 #define UNIX_UNMATCHED 2
+#define SWEEP_DEFERRED 3
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 3);
+	__uint(max_entries, 4);
 	__type(key, __u32);
 	__type(value, __u64);
 } untracked SEC(".maps");
@@ -590,16 +600,26 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	int established = newstate == TCP_ESTABLISHED && (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV);
 	if (!connecting && !established && newstate != TCP_CLOSE && newstate != TCP_LISTEN)
 		return 0;
-	// A client's handshake completing: nothing to do, its owner was
-	// taken at connect() and its addresses are read when it is reported.
-	if (established && oldstate == TCP_SYN_SENT)
-		return 0;
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	__u64 key = (__u64)sk;
+	if (established && oldstate == TCP_SYN_SENT) {
+		// A client's handshake completing: its owner was taken at
+		// connect(), its addresses are read when it is reported, and
+		// its start is the connect() — unless a SYN was sent again:
+		// then the handshake's end, so that the two sides' starts stay
+		// within a round trip (the correlator pairs them by it).
+		struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+		if (tp->total_retrans == 0)
+			return 0;
+		struct owner *c = bpf_map_lookup_elem(&socks, &key);
+		if (c)
+			c->start_ns = bpf_ktime_get_ns();
+		return 0;
+	}
 	__u64 now = bpf_ktime_get_ns();
 
 	if (connecting) {
@@ -608,6 +628,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		fill_current(&o.hdr, EVENT_TCP, now);
 		o.start_ns = now;
 		o.cookie = bpf_get_socket_cookie((void *)sk);
+		o.unsent = o.cookie;
 		o.role = ROLE_CLIENT;
 		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
 		return 0;
@@ -642,6 +663,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		read_conn_btf(&c, sk);
 		o.start_ns = now;
 		o.cookie = bpf_get_socket_cookie((void *)sk);
+		o.unsent = o.cookie;
 		server_owner(&o, &c, sk);
 		o.hdr.ts_ns = now;
 		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
@@ -650,6 +672,12 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 
 	// newstate == TCP_CLOSE
 	struct owner *o = bpf_map_lookup_elem(&socks, &key);
+	if (o && o->cookie != sk->__sk_common.skc_cookie.counter) {
+		// Another socket's, once at this address, whose close went
+		// unseen (the hooks were detached meanwhile).
+		bpf_map_delete_elem(&socks, &key);
+		o = NULL;
+	}
 	if (!o) {
 		// A connection closing that was never seen open (a child that
 		// never completed its handshake is not one).
@@ -657,17 +685,17 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 			count(&untracked, UNTRACKED_CLOSE);
 		return 0;
 	}
-	if (oldstate == TCP_SYN_SENT) {
+	if (oldstate == TCP_SYN_SENT || (oldstate == TCP_SYN_RECV && o->role == ROLE_CLIENT)) {
+		// A connect that never completed (the second: a simultaneous
+		// open).
 		__s32 err = sk->sk_err;
 		if (!err)
 			err = sk->sk_err_soft;
 		emit_tcp(sk, o, TCP_PHASE_CONNECT_FAILED, err, now, oldstate, 1);
 	} else {
-		if (!o->cookie) // not made by the start-up scan: made now
-			o->cookie = bpf_get_socket_cookie((void *)sk);
 		// Claim the connect/accept: unless the sweep sent it, this
 		// close stands for it too.
-		__u8 sent = __sync_lock_test_and_set(&o->open_sent, 1);
+		__u8 sent = __sync_lock_test_and_set(&o->unsent, 0) == 0;
 		emit_tcp(sk, o, TCP_PHASE_CLOSE, 0, now, oldstate, sent);
 	}
 	bpf_map_delete_elem(&socks, &key);
@@ -681,7 +709,11 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 // sends its connect/accept (at its start time) while it is open. The
 // connect/accept is reserved before it is claimed, so when the sweep wins
 // the claim its record precedes the close in the ring; when the close
-// won, the record is discarded.
+// won, the record is discarded. The claim is a compare-and-swap of the
+// cookie the sweep read: it fails if the element was freed and reused by
+// another connection meanwhile. The sweep never fills more than half the
+// ring (live hooks would lose events): what it leaves is counted in
+// SWEEP_DEFERRED and sent by a later pass, or by the close.
 
 // sweep_age: how old (ns) an open connection must be for the sweep to
 // report it; set by user space before each sweep (0 at shutdown: all).
@@ -699,7 +731,8 @@ int sweep_socks(struct bpf_iter__bpf_map_elem *ctx)
 	struct owner *o = ctx->value;
 	if (!key || !o)
 		return 0;
-	if (o->open_sent || !o->cookie)
+	__u64 cookie = o->unsent;
+	if (!cookie)
 		return 0;
 	__u32 zero = 0;
 	__u64 *age = bpf_map_lookup_elem(&sweep_age, &zero);
@@ -709,18 +742,23 @@ int sweep_socks(struct bpf_iter__bpf_map_elem *ctx)
 	// check it is still this connection (its cookie is ours), past its
 	// handshake and not closing.
 	struct sock *sk = bpf_rdonly_cast((void *)*key, bpf_core_type_id_kernel(struct sock));
-	if (sk->__sk_common.skc_cookie.counter != o->cookie)
+	if (sk->__sk_common.skc_cookie.counter != cookie)
 		return 0;
 	__u8 state = sk->__sk_common.skc_state;
 	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE || state == TCP_LISTEN)
 		return 0;
 	// Not reserve(): a full ring here loses nothing, the close reports it.
-	struct tcp_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e)
+	struct tcp_event *e = NULL;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 2)
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(&untracked, SWEEP_DEFERRED);
 		return 0;
+	}
 	__u8 phase = o->role == ROLE_CLIENT ? TCP_PHASE_CONNECT : TCP_PHASE_ACCEPT;
 	fill_tcp(e, sk, o, phase, 0, o->start_ns, state, 0);
-	if (__sync_lock_test_and_set(&o->open_sent, 1)) {
+	e->cookie = cookie;
+	if (__sync_val_compare_and_swap(&o->unsent, cookie, 0) != cookie) {
 		bpf_ringbuf_discard(e, 0);
 		return 0;
 	}
@@ -873,11 +911,16 @@ int scan_files(struct bpf_iter__task_file *ctx)
 	fill_task(&o.hdr, t, EVENT_TCP, now);
 	o.start_ns = now;
 	o.cookie = bpf_get_socket_cookie(sk);
+	o.unsent = o.cookie;
 	struct conn c;
 	read_conn_btf(&c, sk);
 	o.role = listener_of(&c) ? ROLE_SERVER : ROLE_CLIENT;
 	__u64 key = (__u64)sk;
-	bpf_map_update_elem(&socks, &key, &o, BPF_NOEXIST);
+	struct owner *old = bpf_map_lookup_elem(&socks, &key);
+	if (old && old->cookie == o.cookie)
+		return 0; // seen live
+	// None, or another socket's, once at this address, closed unseen.
+	bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
 	return 0;
 }
 
@@ -895,7 +938,9 @@ int scan_tcp(struct bpf_iter__tcp *ctx)
 	if (state == TCP_LISTEN || state == TCP_CLOSE || state == TCP_SYN_SENT || state == TCP_SYN_RECV)
 		return 0;
 	__u64 key = (__u64)sk;
-	if (bpf_map_lookup_elem(&socks, &key))
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct owner *old = bpf_map_lookup_elem(&socks, &key);
+	if (old && old->cookie == cookie)
 		return 0; // seen live, or in some task's files
 	struct conn c;
 	read_conn_btf(&c, sk);
@@ -904,7 +949,8 @@ int scan_tcp(struct bpf_iter__tcp *ctx)
 	// whose owner could not be seen).
 	struct owner n = {};
 	n.start_ns = bpf_ktime_get_ns();
-	n.cookie = bpf_get_socket_cookie(sk);
+	n.cookie = cookie;
+	n.unsent = cookie;
 	if (l) {
 		server_owner(&n, &c, sk);
 	} else {
@@ -913,6 +959,6 @@ int scan_tcp(struct bpf_iter__tcp *ctx)
 		n.role = ROLE_CLIENT;
 	}
 	n.hdr.ts_ns = n.start_ns;
-	bpf_map_update_elem(&socks, &key, &n, BPF_NOEXIST);
+	bpf_map_update_elem(&socks, &key, &n, BPF_ANY);
 	return 0;
 }

@@ -46,13 +46,13 @@ type CollectorListenKey struct {
 }
 
 type CollectorOwner struct {
-	_        structs.HostLayout
-	Hdr      CollectorTaskHdr
-	StartNs  uint64
-	Cookie   uint64
-	OpenSent uint32
-	Role     uint8
-	Pad      [3]uint8
+	_       structs.HostLayout
+	Hdr     CollectorTaskHdr
+	StartNs uint64
+	Cookie  uint64
+	Unsent  uint64
+	Role    uint8
+	Pad     [7]uint8
 }
 
 type CollectorTaskHdr struct {

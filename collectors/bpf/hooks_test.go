@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -413,7 +414,7 @@ func TestPauseResume(t *testing.T) {
 // reports the young ones too.
 func TestSweep(t *testing.T) {
 	requireRoot(t)
-	const after = 300 * time.Millisecond
+	const after = time.Second
 	c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: after})
 	if err != nil {
 		t.Fatal(err)
@@ -501,6 +502,14 @@ func TestSweep(t *testing.T) {
 	if c, a := opens[PhaseConnect], opens[PhaseAccept]; c.Conn.Lport != long || c.Conn.Rport != sport || a.Conn.Lport != sport || a.Conn.Rport != long {
 		t.Fatalf("held open: connect %+v accept %+v, want ports %d→%d", c.Conn, a.Conn, long, sport)
 	}
+	for phase, conn := range map[uint8]net.Conn{PhaseConnect: cl, PhaseAccept: sv} {
+		if want := socketCookie(t, conn); opens[phase].Cookie != want {
+			t.Errorf("held open: phase %d cookie %d, the socket's is %d", phase, opens[phase].Cookie, want)
+		}
+		if e := opens[phase]; e.Conn.Family != unix.AF_INET || [4]byte(e.Conn.Laddr[:4]) != [4]byte{127, 0, 0, 1} || [4]byte(e.Conn.Raddr[:4]) != [4]byte{127, 0, 0, 1} {
+			t.Errorf("held open: phase %d addresses %+v, want 127.0.0.1 both ends", phase, e.Conn)
+		}
+	}
 
 	cl.Close()
 	sv.Close()
@@ -523,7 +532,7 @@ func TestSweep(t *testing.T) {
 	if err := c.Detach(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SweepAll(); err != nil {
+	if err := c.SweepAll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	phases := map[uint8]bool{}
@@ -532,5 +541,175 @@ func TestSweep(t *testing.T) {
 	}
 	if len(phases) != 2 || !phases[PhaseConnect] || !phases[PhaseAccept] {
 		t.Errorf("young, after SweepAll: phases %v, want connect and accept", phases)
+	}
+}
+
+// socketCookie is conn's SO_COOKIE: the id the collector reports it by.
+func socketCookie(t *testing.T, conn net.Conn) uint64 {
+	t.Helper()
+	raw, err := conn.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cookie uint64
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		v, err := unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE)
+		cookie, serr = v, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	return cookie
+}
+
+// TestSweepRacesClose: connections churn (open, hold a moment, close)
+// while sweeps of every open connection run back to back, so sweeps and
+// closes race on the same entries, and map elements are freed and reused
+// under the sweep. Every connection side is reported open exactly once —
+// by the sweep, before its close, with the close's cookie, start and
+// ports, or by its close alone — and closed once.
+func TestSweepRacesClose(t *testing.T) {
+	c := openProbes(t, ProbeTCP)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sport := uint16(ln.Addr().(*net.TCPAddr).Port)
+	const workers, each = 4, 300
+	stop := make(chan struct{})
+	sweeps := make(chan error, 1)
+	go func() {
+		defer close(sweeps)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := c.sweep(0); err != nil {
+				sweeps <- err
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				cl, err := net.Dial("tcp4", ln.Addr().String())
+				if err != nil {
+					errs <- err
+					return
+				}
+				sv, err := ln.Accept()
+				if err != nil {
+					cl.Close()
+					errs <- err
+					return
+				}
+				if i%3 == 0 {
+					time.Sleep(time.Millisecond)
+				}
+				cl.Close()
+				sv.Close()
+			}
+		}()
+	}
+
+	type sideKey struct {
+		cookie uint64
+		role   uint8
+	}
+	opens := map[sideKey]CollectorTcpEvent{}
+	closes := map[sideKey]int{}
+	var bySweep, byClose int
+	var rec ringbuf.Record
+	for idle := 0; idle < 10; {
+		c.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		if err := c.Read(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if done(&wg) {
+					idle++
+				}
+				continue
+			}
+			t.Fatal(err)
+		}
+		e := *(*CollectorTcpEvent)(unsafe.Pointer(&rec.RawSample[0]))
+		if e.Hdr.Type != TypeTCP || (e.Conn.Lport != sport && e.Conn.Rport != sport) {
+			continue
+		}
+		k := sideKey{e.Cookie, e.Role}
+		switch e.Phase {
+		case PhaseConnect, PhaseAccept:
+			bySweep++
+			if _, dup := opens[k]; dup {
+				t.Errorf("side %+v reported open twice", k)
+			}
+			if closes[k] > 0 {
+				t.Errorf("side %+v reported open after its close", k)
+			}
+			opens[k] = e
+		case PhaseClose:
+			closes[k]++
+			o, swept := opens[k]
+			implied, ok := OpenOf(&e)
+			switch {
+			case swept && ok:
+				t.Errorf("side %+v: swept open, and its close stands for another", k)
+			case !swept && !ok:
+				t.Errorf("side %+v: closed, never reported open", k)
+			case swept && (o.StartNs != e.StartNs || o.Conn.Lport != e.Conn.Lport || o.Conn.Rport != e.Conn.Rport || o.Hdr.Pid != e.Hdr.Pid):
+				t.Errorf("side %+v: swept open %+v does not match its close %+v", k, o, e)
+			case ok:
+				byClose++
+				opens[k] = implied
+			}
+		default:
+			t.Errorf("unexpected phase %d: %+v", e.Phase, e)
+		}
+	}
+	close(stop)
+	if err := <-sweeps; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	if want := 2 * workers * each; len(closes) != want || len(opens) != want {
+		t.Errorf("%d sides closed, %d opened, want %d each", len(closes), len(opens), want)
+	}
+	if bySweep == 0 || byClose == 0 {
+		t.Errorf("opens: %d by the sweep, %d by closes: the race was not run", bySweep, byClose)
+	}
+	t.Logf("opens: %d by the sweep, %d by closes", bySweep, byClose)
+	for k, n := range closes {
+		if n != 1 {
+			t.Errorf("side %+v closed %d times", k, n)
+		}
+	}
+	if lost, err := c.Lost(); err != nil || lost != 0 {
+		t.Errorf("lost %d (%v)", lost, err)
+	}
+}
+
+// done says whether wg's goroutines have all returned.
+func done(wg *sync.WaitGroup) bool {
+	ch := make(chan struct{})
+	go func() { wg.Wait(); close(ch) }()
+	select {
+	case <-ch:
+		return true
+	case <-time.After(10 * time.Millisecond):
+		return false
 	}
 }

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -207,9 +208,36 @@ func (c *Collector) scan() error {
 func (c *Collector) Sweep() error { return c.sweep(c.openAfter) }
 
 // SweepAll is Sweep for every open connection not reported yet, however
-// young: after Detach, before the last records are read, so none that
-// was seen open goes unreported.
-func (c *Collector) SweepAll() error { return c.sweep(0) }
+// young: after Detach, while the records are still read, so none that was
+// seen open goes unreported. A pass never fills more than half the ring
+// buffer, so SweepAll repeats, giving the reader time, until a pass
+// leaves nothing or ctx ends.
+func (c *Collector) SweepAll(ctx context.Context) error {
+	for {
+		before, err := sumPerCPUAt(c.objs.Untracked, slotSweepDeferred, "sweep")
+		if err != nil {
+			return err
+		}
+		if err := c.sweep(0); err != nil {
+			return err
+		}
+		after, err := sumPerCPUAt(c.objs.Untracked, slotSweepDeferred, "sweep")
+		if err != nil {
+			return err
+		}
+		if after == before {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sweep: %d open connections not reported: %w", after-before, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// slotSweepDeferred is collector.c's SWEEP_DEFERRED in untracked.
+const slotSweepDeferred = 3
 
 func (c *Collector) sweep(age time.Duration) error {
 	c.sweepMu.Lock()
@@ -304,7 +332,8 @@ type Gaps struct {
 	// UntrackedCloses: TCP connections that closed without the collector
 	// having seen them open (opened before it attached and missed by the
 	// start-up scan, or forgotten because more than MaxSockets were open
-	// at once: the LRU evicted them). Their close events were not sent.
+	// at once: the LRU evicted them). Their close events were not sent,
+	// nor their connect/accept unless Sweep had sent it.
 	UntrackedCloses uint64
 	// UnownedAccepts: server-side TCP connections whose listener was not
 	// known (it listen()ed without bind(), or was evicted): sent with the

@@ -349,15 +349,19 @@ func readEvents[E any](t *testing.T, c *Collector, d time.Duration, typ uint32, 
 	t.Helper()
 	var rec ringbuf.Record
 	deadline := time.Now().Add(d)
+	swept := time.Now()
 	for time.Now().Before(deadline) {
-		c.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		if time.Since(swept) >= testOpenAfter {
+			// Report the connections held open, as the collector
+			// stage does every so often.
+			if err := c.Sweep(); err != nil {
+				t.Fatal(err)
+			}
+			swept = time.Now()
+		}
+		c.SetDeadline(time.Now().Add(testOpenAfter))
 		if err := c.Read(&rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				// Nothing for a while: report the connections held
-				// open, as the collector stage does every so often.
-				if err := c.Sweep(); err != nil {
-					t.Fatal(err)
-				}
 				continue
 			}
 			t.Fatal(err)

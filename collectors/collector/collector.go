@@ -60,12 +60,15 @@ func Kind() stage.Kind {
 // weft_stage_untracked_total on /metrics, and the gaps in attribution are
 // weft_stage_gaps_total{reason} (see Gaps).
 type Stats struct {
-	// Lost is the events the kernel could not put in the ring buffer.
+	// Lost is the records the kernel could not put in the ring buffer: a
+	// TCP close is two events (its connect/accept too) unless the sweep
+	// had sent the connect/accept.
 	Lost uint64 `json:"lost"`
 	// UntrackedCloses is the TCP connections that closed without having
 	// been seen open (open before the collector attached, or evicted
 	// from the socket LRU: raise maxSockets if it grows): their close
-	// events, with bytes and duration, were not sent.
+	// events, with bytes and duration, were not sent, nor their
+	// connect/accept unless the sweep had sent it.
 	UntrackedCloses uint64 `json:"untracked_closes"`
 	// UnownedAccepts is the server-side TCP connections whose listening
 	// process was not known (a listen() without bind()): published with
@@ -98,6 +101,8 @@ type Stage struct {
 	stopped   bool
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+	stopPoll  context.CancelFunc // the poll loop alone, first at Shutdown
+	pollDone  chan struct{}
 	coll      *bpf.Collector
 	pub       *publish.Publisher
 	enr       *enrich.Enricher
@@ -163,7 +168,7 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	}
 	coll, err := bpf.Open(bpf.Options{
 		Probes: s.cfg.probes(), RingBufferBytes: s.cfg.RingBufferBytes, MaxSockets: s.cfg.MaxSockets,
-		OpenAfter: s.cfg.OpenAfter,
+		OpenAfter: s.openAfter(),
 		// One wakeup per batch: an eighth of the ring, or 20ms.
 		WakeupBytes: s.cfg.RingBufferBytes / 8, PollInterval: 20 * time.Millisecond,
 	})
@@ -182,9 +187,11 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	s.enr = enrich.New(cgroup.NewResolver(), meta, func(p *schema.Pod) { s.publishPod(runCtx, schema.PodEvent_OP_UPSERT, p) })
 	s.pipe = NewPipeline(s.node, s.cfg, decode.New(s.enr), pub, s.counters)
 
-	s.wg.Add(2)
+	pollCtx, stopPoll := context.WithCancel(runCtx)
+	s.stopPoll, s.pollDone = stopPoll, make(chan struct{})
+	s.wg.Add(1)
 	go s.read(runCtx)
-	go s.poll(runCtx)
+	go s.poll(pollCtx)
 	if w, ok := meta.(metadata.Watcher); ok {
 		s.wg.Add(1)
 		go func() {
@@ -244,15 +251,23 @@ func (s *Stage) read(ctx context.Context) {
 	}
 }
 
+// openAfter is the config's, or the default when it was never validated.
+func (s *Stage) openAfter() time.Duration {
+	if s.cfg.OpenAfter <= 0 {
+		return NewConfig().OpenAfter
+	}
+	return s.cfg.OpenAfter
+}
+
 // poll folds the kernel's loss and untracked-close counters into the
 // stage's Lost and Untracked counters, so they show in /metrics, and
 // sweeps for the TCP connections open longer than OpenAfter, so their
 // connect/accept events are published while they are open.
 func (s *Stage) poll(ctx context.Context) {
-	defer s.wg.Done()
+	defer close(s.pollDone)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	sweep := time.NewTicker(s.cfg.OpenAfter / 2)
+	sweep := time.NewTicker(s.openAfter() / 2)
 	defer sweep.Stop()
 	for {
 		select {
@@ -366,11 +381,14 @@ func (s *Stage) Shutdown(ctx context.Context) error {
 	s.stopped = true
 	// Detach first, then let the reader drain what the ring buffer already
 	// holds, then flush the publisher.
+	s.stopPoll()
+	<-s.pollDone
 	detachErr := s.coll.Detach()
+	var sweepErr error
 	if detachErr == nil {
 		// Connections still open, too young for the sweep so far: their
 		// connect/accept now, or never (their closes go unseen).
-		detachErr = s.coll.SweepAll()
+		sweepErr = s.coll.SweepAll(ctx)
 	}
 	s.draining.Store(true)
 	_ = s.coll.Flush()
@@ -391,5 +409,8 @@ func (s *Stage) Shutdown(ctx context.Context) error {
 	if closeErr != nil {
 		closeErr = fmt.Errorf("collector %s: detach: %w", s.set.Name, closeErr)
 	}
-	return errors.Join(closeErr, pubErr)
+	if sweepErr != nil {
+		sweepErr = fmt.Errorf("collector %s: %w", s.set.Name, sweepErr)
+	}
+	return errors.Join(closeErr, sweepErr, pubErr)
 }

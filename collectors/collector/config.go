@@ -16,7 +16,7 @@ import (
 //	  probes: [process, tcp, unix]   # default: all
 //	  ringBufferBytes: 8388608       # power of two, default 8 MiB
 //	  maxSockets: 65536              # TCP sockets tracked until close (LRU)
-//	  openAfter: 1s                  # connect/accept of longer connections sent while open
+//	  openAfter: 250ms               # connect/accept of longer connections sent while open
 //	  namespaces: []                 # only pods in these namespaces (default all)
 //	  excludeNamespaces: [kube-system]
 //	  processes: []                  # only these comm/exe globs (default all)
@@ -30,8 +30,11 @@ type Config struct {
 	MaxSockets        int            `yaml:"maxSockets" json:"maxSockets"`
 	// OpenAfter: a TCP connection's connect/accept event is published
 	// with its close when it closes sooner than this (the kernel sends one
-	// record for both), else while it is open, within OpenAfter × 1.5 of
-	// its start.
+	// record for both), else while it is open, by a sweep every
+	// OpenAfter/2: typically within OpenAfter × 1.5 of its start (later
+	// when the ring buffer is half full). Keep OpenAfter × 1.5 well under
+	// the correlator's window (1s), which is how long one side of a
+	// connection that closed waits for the other side's open.
 	OpenAfter time.Duration `yaml:"openAfter" json:"openAfter"`
 	Namespaces        []string       `yaml:"namespaces" json:"namespaces"`
 	ExcludeNamespaces []string       `yaml:"excludeNamespaces" json:"excludeNamespaces"`
@@ -68,7 +71,7 @@ func NewConfig() *Config {
 		Probes:          []string{string(bpf.ProbeProcess), string(bpf.ProbeTCP), string(bpf.ProbeUnix)},
 		RingBufferBytes: 8 << 20,
 		MaxSockets:      65536,
-		OpenAfter:       time.Second,
+		OpenAfter:       250 * time.Millisecond,
 		HostProcesses:   true,
 		Metadata:        MetadataConfig{Provider: ProviderAuto},
 	}
