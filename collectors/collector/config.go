@@ -25,9 +25,9 @@ import (
 //	  metadata: {provider: auto, file: ""}  # auto | kubernetes | file | none
 //	  required: false                # fail the stage without privileges
 type Config struct {
-	Probes            []string       `yaml:"probes" json:"probes"`
-	RingBufferBytes   int            `yaml:"ringBufferBytes" json:"ringBufferBytes"`
-	MaxSockets        int            `yaml:"maxSockets" json:"maxSockets"`
+	Probes          []string `yaml:"probes" json:"probes"`
+	RingBufferBytes int      `yaml:"ringBufferBytes" json:"ringBufferBytes"`
+	MaxSockets      int      `yaml:"maxSockets" json:"maxSockets"`
 	// OpenAfter: a TCP connection's connect/accept event is published
 	// with its close when it closes sooner than this (the kernel sends one
 	// record for both), else while it is open, by a sweep every
@@ -35,7 +35,7 @@ type Config struct {
 	// when the ring buffer is half full). Keep OpenAfter × 1.5 well under
 	// the correlator's window (1s), which is how long one side of a
 	// connection that closed waits for the other side's open.
-	OpenAfter time.Duration `yaml:"openAfter" json:"openAfter"`
+	OpenAfter         time.Duration  `yaml:"openAfter" json:"openAfter"`
 	Namespaces        []string       `yaml:"namespaces" json:"namespaces"`
 	ExcludeNamespaces []string       `yaml:"excludeNamespaces" json:"excludeNamespaces"`
 	Processes         []string       `yaml:"processes" json:"processes"`
