@@ -76,6 +76,7 @@ type Collector struct {
 
 	openAfter time.Duration
 	sweepMu   sync.Mutex // one sweep at a time: each sets sweep_age
+	sweeper   *link.Iter // the sweep's iterator, made once
 
 	closeOnce  sync.Once
 	closeErr   error
@@ -245,7 +246,14 @@ func (c *Collector) sweep(age time.Duration) error {
 	if err := c.objs.SweepAge.Put(uint32(0), uint64(age)); err != nil {
 		return fmt.Errorf("sweep: %w", err)
 	}
-	return runIter(c.objs.SweepSocks, "socks", c.objs.Socks)
+	if c.sweeper == nil {
+		it, err := link.AttachIter(link.IterOptions{Program: c.objs.SweepSocks, Map: c.objs.Socks})
+		if err != nil {
+			return fmt.Errorf("attach the sweep iterator: %w", err)
+		}
+		c.sweeper = it
+	}
+	return readIter(c.sweeper, "sweep")
 }
 
 // OpenOf returns the connect (client) or accept (server) record a close
@@ -286,6 +294,11 @@ func runIter(prog *ebpf.Program, what string, m *ebpf.Map) error {
 		return fmt.Errorf("attach %s iterator: %w", what, err)
 	}
 	defer it.Close()
+	return readIter(it, what)
+}
+
+// readIter runs an attached iterator once.
+func readIter(it *link.Iter, what string) error {
 	rd, err := it.Open()
 	if err != nil {
 		return fmt.Errorf("open %s iterator: %w", what, err)
@@ -439,6 +452,12 @@ func (c *Collector) Flush() error { return c.rd.Flush() }
 func (c *Collector) Close() error {
 	c.closeOnce.Do(func() {
 		errs := []error{c.Detach()}
+		c.sweepMu.Lock()
+		if c.sweeper != nil {
+			errs = append(errs, c.sweeper.Close())
+			c.sweeper = nil
+		}
+		c.sweepMu.Unlock()
 		if c.rd != nil {
 			errs = append(errs, c.rd.Close())
 		}
