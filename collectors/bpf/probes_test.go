@@ -304,6 +304,85 @@ func checkDetached(t *testing.T, ids []link.ID, after string) {
 	}
 }
 
+// TestResentSYNStart: a client whose first SYN is dropped (the listener's
+// accept queue is full) and whose second is accepted starts at the end of
+// its handshake, not at its connect() a second earlier, so its start
+// and its server side's stay within a round trip (the correlator pairs
+// the two sides by their starts). A client whose SYN was not resent
+// starts at its connect().
+func TestResentSYNStart(t *testing.T) {
+	requireRoot(t)
+	c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	lfd := tcpSocket(t)
+	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 0); err != nil { // room for one
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(lfd)
+	addr := sa.(*unix.SockaddrInet4)
+	filler := tcpSocket(t)
+	before := monotonic()
+	if err := unix.Connect(filler, addr); err != nil {
+		t.Fatal(err)
+	}
+	fd := tcpSocket(t)
+	connected := make(chan error, 1)
+	go func() { connected <- unix.Connect(fd, addr) }()
+	time.Sleep(300 * time.Millisecond) // its first SYN is dropped meanwhile
+	first, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC) // the filler: room for the second SYN
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-connected; err != nil {
+		t.Fatal(err)
+	}
+	established := monotonic()
+	second, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fport := uint16(localPort(t, filler))
+	cport := uint16(localPort(t, fd))
+	for _, s := range []int{filler, fd, first, second} {
+		unix.Close(s)
+	}
+	starts := map[[2]uint16]uint64{} // (client port, role)
+	readTCP(t, c, 5*time.Second, func(e CollectorTcpEvent) bool {
+		if e.Phase == PhaseClose {
+			p := e.Conn.Lport
+			if e.Role == RoleServer {
+				p = e.Conn.Rport
+			}
+			starts[[2]uint16{p, uint16(e.Role)}] = e.StartNs
+		}
+		return len(starts) == 4
+	})
+	if len(starts) != 4 {
+		t.Fatalf("closes: %v, want both sides of both connections", starts)
+	}
+	cl, sv := starts[[2]uint16{cport, uint16(RoleClient)}], starts[[2]uint16{cport, uint16(RoleServer)}]
+	if gap := time.Duration(sv - cl); cl > sv || gap > 50*time.Millisecond || cl < before+uint64(900*time.Millisecond) || cl > established {
+		t.Errorf("resent SYN: client start %v after the first connect, server's %v after it (%v later), want the handshake's end (≥ 0.9s, within a round trip of the server's)",
+			time.Duration(cl-before), time.Duration(sv-before), gap)
+	}
+	if fc := starts[[2]uint16{fport, uint16(RoleClient)}]; fc < before || fc > starts[[2]uint16{fport, uint16(RoleServer)}] {
+		t.Errorf("first SYN answered: client start %v, server's %v: want the connect(), before the server's", fc-before, starts[[2]uint16{fport, uint16(RoleServer)}]-before)
+	}
+}
+
+// monotonic is CLOCK_MONOTONIC in ns, the records' clock.
+func monotonic() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
 func tcpSocket(t *testing.T) int {
 	t.Helper()
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
