@@ -21,8 +21,15 @@ import (
 // closes it when the test ends.
 func openProbes(t *testing.T, probes ...Probe) *Collector {
 	t.Helper()
+	return openWith(t, Options{Probes: probes, OpenAfter: testOpenAfter})
+}
+
+// openWith opens the collector with o, as root (or skips), and closes it
+// when the test ends.
+func openWith(t *testing.T, o Options) *Collector {
+	t.Helper()
 	requireRoot(t)
-	c, err := Open(Options{Probes: probes, OpenAfter: testOpenAfter})
+	c, err := Open(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,13 +420,8 @@ func TestPauseResume(t *testing.T) {
 // with its addresses, cookie and owner, and its closes say so; SweepAll
 // reports the young ones too.
 func TestSweep(t *testing.T) {
-	requireRoot(t)
 	const after = time.Second
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: after})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := openWith(t, Options{Probes: []Probe{ProbeTCP}, OpenAfter: after})
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

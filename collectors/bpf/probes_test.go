@@ -176,13 +176,7 @@ func testTCPBytes(t *testing.T, network, address string, serverFirst bool, famil
 // accept queue is full, so the kernel drops them) fails with ETIMEDOUT,
 // and the collector reports it as a failed connect with that errno.
 func TestConnectTimedOut(t *testing.T) {
-	requireRoot(t)
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-
+	c := openProbes(t, ProbeTCP)
 	lfd := tcpSocket(t)
 	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
@@ -219,12 +213,7 @@ func TestConnectTimedOut(t *testing.T) {
 // open at once, the LRU forgets most of them; each close the collector
 // cannot report is counted, so sent closes + untracked cover every close.
 func TestUntrackedCloses(t *testing.T) {
-	requireRoot(t)
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}, MaxSockets: 64, OpenAfter: testOpenAfter})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := openWith(t, Options{Probes: []Probe{ProbeTCP}, MaxSockets: 64, OpenAfter: testOpenAfter})
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -311,12 +300,7 @@ func checkDetached(t *testing.T, ids []link.ID, after string) {
 // the two sides by their starts). A client whose SYN was not resent
 // starts at its connect().
 func TestResentSYNStart(t *testing.T) {
-	requireRoot(t)
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := openWith(t, Options{Probes: []Probe{ProbeTCP}, OpenAfter: time.Minute})
 	lfd := tcpSocket(t)
 	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
