@@ -338,12 +338,12 @@ func TestResentSYNStart(t *testing.T) {
 	}
 	starts := map[[2]uint16]uint64{} // (client port, role)
 	readTCP(t, c, 5*time.Second, func(e CollectorTcpEvent) bool {
-		if e.Phase == PhaseClose {
-			p := e.Conn.Lport
-			if e.Role == RoleServer {
-				p = e.Conn.Rport
-			}
-			starts[[2]uint16{p, uint16(e.Role)}] = e.StartNs
+		client, server := e.Conn.Lport, e.Conn.Rport
+		if e.Role == RoleServer {
+			client, server = server, client
+		}
+		if e.Phase == PhaseClose && server == uint16(addr.Port) && (client == fport || client == cport) {
+			starts[[2]uint16{client, uint16(e.Role)}] = e.StartNs
 		}
 		return len(starts) == 4
 	})
