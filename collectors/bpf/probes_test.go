@@ -318,7 +318,7 @@ func TestResentSYNStart(t *testing.T) {
 	fd := tcpSocket(t)
 	connected := make(chan error, 1)
 	go func() { connected <- unix.Connect(fd, addr) }()
-	time.Sleep(300 * time.Millisecond) // its first SYN is dropped meanwhile
+	time.Sleep(300 * time.Millisecond)                    // its first SYN is dropped meanwhile
 	first, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC) // the filler: room for the second SYN
 	if err != nil {
 		t.Fatal(err)
