@@ -410,6 +410,30 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 
 // ---- TCP ----
 
+// A socket's cookie is its identity for its lifetime (SO_COOKIE). The
+// kernel makes it on first demand: bpf_get_socket_cookie makes it, but
+// only takes a socket pointer the verifier trusts, which a socket reached
+// through a task's files is not on every kernel (6.18 refuses it). Such a
+// socket's cookie is read as it is and, if none was made yet, its
+// address stands in: the kernel's cookies count up from 1 and never reach
+// bit 63, which every kernel address has (SYNTH_COOKIE), and the socket
+// keeps its address for its lifetime.
+#define SYNTH_COOKIE (1ULL << 63)
+
+static __always_inline __u64 scanned_cookie(const struct sock *sk)
+{
+	__u64 c = sk->__sk_common.skc_cookie.counter;
+	return c ? c : (__u64)sk;
+}
+
+// same_socket tells whether an entry made with cookie is the socket whose
+// cookie counter reads now (a stand-in matches a socket with none yet).
+static __always_inline int same_socket(__u64 cookie, __u64 now)
+{
+	return cookie == now || ((cookie & SYNTH_COOKIE) && now == 0);
+}
+
+
 // read_conn_btf reads a connection's addresses through a BTF pointer.
 static __always_inline void read_conn_btf(struct conn *c, const struct sock *sk)
 {
@@ -672,7 +696,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 
 	// newstate == TCP_CLOSE
 	struct owner *o = bpf_map_lookup_elem(&socks, &key);
-	if (o && o->cookie != sk->__sk_common.skc_cookie.counter) {
+	if (o && !same_socket(o->cookie, sk->__sk_common.skc_cookie.counter)) {
 		// Another socket's, once at this address, whose close went
 		// unseen (the hooks were detached meanwhile).
 		bpf_map_delete_elem(&socks, &key);
@@ -724,45 +748,70 @@ struct {
 	__type(value, __u64);
 } sweep_age SEC(".maps");
 
-SEC("iter/bpf_map_elem")
-int sweep_socks(struct bpf_iter__bpf_map_elem *ctx)
+// sweep_one reports o, the owner of the socket at *key, if it is due.
+static __always_inline void sweep_one(__u64 *key, struct owner *o)
 {
-	__u64 *key = ctx->key;
-	struct owner *o = ctx->value;
-	if (!key || !o)
-		return 0;
 	__u64 cookie = o->unsent;
 	if (!cookie)
-		return 0;
+		return;
 	__u32 zero = 0;
 	__u64 *age = bpf_map_lookup_elem(&sweep_age, &zero);
 	if (!age || bpf_ktime_get_ns() - o->start_ns < *age)
-		return 0;
+		return;
 	// The key is the socket's address: read it (fault-safe loads) and
 	// check it is still this connection (its cookie is ours), past its
 	// handshake and not closing.
 	struct sock *sk = bpf_rdonly_cast((void *)*key, bpf_core_type_id_kernel(struct sock));
-	if (sk->__sk_common.skc_cookie.counter != cookie)
-		return 0;
+	if (!same_socket(cookie, sk->__sk_common.skc_cookie.counter))
+		return;
 	__u8 state = sk->__sk_common.skc_state;
 	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE || state == TCP_LISTEN)
-		return 0;
+		return;
 	// Not reserve(): a full ring here loses nothing, the close reports it.
 	struct tcp_event *e = NULL;
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 2)
 		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(&untracked, SWEEP_DEFERRED);
-		return 0;
+		return;
 	}
 	__u8 phase = o->role == ROLE_CLIENT ? TCP_PHASE_CONNECT : TCP_PHASE_ACCEPT;
 	fill_tcp(e, sk, o, phase, 0, o->start_ns, state, 0);
 	e->cookie = cookie;
 	if (__sync_val_compare_and_swap(&o->unsent, cookie, 0) != cookie) {
 		bpf_ringbuf_discard(e, 0);
-		return 0;
+		return;
 	}
 	submit(e, sizeof(*e));
+}
+
+// The sweep has two entry points, the same walk: user space loads the
+// first the kernel takes. sweep_socks, a map-element iterator (Linux
+// 5.9+), is refused by some kernels' builds (6.18 on the build machines
+// answers EPERM to any iter/bpf_map_elem program); sweep_run, a syscall
+// program run once by BPF_PROG_RUN that walks socks with
+// bpf_for_each_map_elem, needs Linux 5.14.
+
+SEC("iter/bpf_map_elem")
+int sweep_socks(struct bpf_iter__bpf_map_elem *ctx)
+{
+	__u64 *key = ctx->key;
+	struct owner *o = ctx->value;
+	if (key && o)
+		sweep_one(key, o);
+	return 0;
+}
+
+static long sweep_elem(void *map, __u64 *key, struct owner *o, void *ctx)
+{
+	sweep_one(key, o);
+	return 0;
+}
+
+SEC("syscall")
+int sweep_run(void *ctx)
+{
+	bpf_for_each_map_elem(&socks, sweep_elem, NULL, 0);
 	return 0;
 }
 
@@ -910,7 +959,7 @@ int scan_files(struct bpf_iter__task_file *ctx)
 	struct owner o = {};
 	fill_task(&o.hdr, t, EVENT_TCP, now);
 	o.start_ns = now;
-	o.cookie = bpf_get_socket_cookie(sk);
+	o.cookie = scanned_cookie(sk);
 	o.unsent = o.cookie;
 	struct conn c;
 	read_conn_btf(&c, sk);

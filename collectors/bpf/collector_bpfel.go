@@ -137,6 +137,7 @@ const (
 	CollectorProgHandleSetState  = "handle_set_state"
 	CollectorProgScanFiles       = "scan_files"
 	CollectorProgScanTcp         = "scan_tcp"
+	CollectorProgSweepRun        = "sweep_run"
 	CollectorProgSweepSocks      = "sweep_socks"
 	CollectorVarUnusedExec       = "unused_exec"
 	CollectorVarUnusedExit       = "unused_exit"
@@ -193,6 +194,7 @@ type CollectorProgramSpecs struct {
 	HandleSetState  *ebpf.ProgramSpec `ebpf:"handle_set_state"`
 	ScanFiles       *ebpf.ProgramSpec `ebpf:"scan_files"`
 	ScanTcp         *ebpf.ProgramSpec `ebpf:"scan_tcp"`
+	SweepRun        *ebpf.ProgramSpec `ebpf:"sweep_run"`
 	SweepSocks      *ebpf.ProgramSpec `ebpf:"sweep_socks"`
 }
 
@@ -291,6 +293,7 @@ type CollectorPrograms struct {
 	HandleSetState  *ebpf.Program `ebpf:"handle_set_state"`
 	ScanFiles       *ebpf.Program `ebpf:"scan_files"`
 	ScanTcp         *ebpf.Program `ebpf:"scan_tcp"`
+	SweepRun        *ebpf.Program `ebpf:"sweep_run"`
 	SweepSocks      *ebpf.Program `ebpf:"sweep_socks"`
 }
 
@@ -302,6 +305,7 @@ func (p *CollectorPrograms) Close() error {
 		p.HandleSetState,
 		p.ScanFiles,
 		p.ScanTcp,
+		p.SweepRun,
 		p.SweepSocks,
 	)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 )
@@ -62,6 +63,10 @@ type Options struct {
 	// (see OpenOf), unless it is still open this long after it opened;
 	// then Sweep sends its connect/accept record. Default 1s.
 	OpenAfter time.Duration
+	// Partial keeps Open going when the kernel refuses a probe's
+	// program: that probe is left off and said in Failed. Without it,
+	// Open fails.
+	Partial bool
 }
 
 // Collector is the loaded, attached programs and their ring buffer.
@@ -70,8 +75,11 @@ type Options struct {
 type Collector struct {
 	objs   CollectorObjects
 	links  []link.Link
-	probes []Probe
+	probes []Probe // loaded
 	rd     *ringbuf.Reader
+
+	unavailable []Unavailable
+	failed      []*LoadError
 	poll   time.Duration
 
 	openAfter time.Duration
@@ -84,10 +92,17 @@ type Collector struct {
 	detachErr  error
 }
 
-// Open checks privileges, loads the programs and attaches the chosen
-// probes. On error nothing is left loaded or attached.
+// Open checks privileges, loads the programs the chosen probes need and
+// attaches them. What this kernel cannot give is left out and said in
+// Unavailable, never an error. A program the kernel refuses is an error
+// (a *LoadError, joined with any others), unless Options.Partial: then its
+// probe is left off and the refusal is in Failed. On error nothing is
+// left loaded or attached.
 func Open(o Options) (*Collector, error) {
 	if err := CheckPrivileges(); err != nil {
+		return nil, err
+	}
+	if err := raiseMemlock(); err != nil {
 		return nil, err
 	}
 	if o.RingBufferBytes == 0 {
@@ -102,6 +117,10 @@ func Open(o Options) (*Collector, error) {
 	page := os.Getpagesize()
 	if o.RingBufferBytes < page || o.RingBufferBytes&(o.RingBufferBytes-1) != 0 {
 		return nil, fmt.Errorf("ring buffer size %d: want a power of two of at least %d", o.RingBufferBytes, page)
+	}
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("%w: read kernel BTF: %v (a kernel built with CONFIG_DEBUG_INFO_BTF, Linux 5.5+)", ErrPrivileges, err)
 	}
 	spec, err := LoadCollector()
 	if err != nil {
@@ -127,18 +146,27 @@ func Open(o Options) (*Collector, error) {
 		}
 	}
 
-	c := &Collector{poll: o.PollInterval, probes: o.Probes, openAfter: o.OpenAfter}
+	c := &Collector{poll: o.PollInterval, openAfter: o.OpenAfter}
 	if o.WakeupBytes == 0 {
 		c.poll = 0
 	}
-	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load eBPF programs (verifier): %+v", ve)
-		}
-		return nil, fmt.Errorf("load eBPF programs: %w", err)
+	ld, err := newLoader(spec)
+	if err != nil {
+		return nil, err
 	}
-	if err := c.attach(o.Probes); err != nil {
+	if err := c.load(ld, kernel, o.Probes); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if len(c.failed) > 0 && !o.Partial {
+		errs := make([]error, len(c.failed))
+		for i, f := range c.failed {
+			errs[i] = f
+		}
+		c.Close()
+		return nil, errors.Join(errs...)
+	}
+	if err := c.attach(c.probes); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -149,6 +177,89 @@ func Open(o Options) (*Collector, error) {
 	}
 	return c, nil
 }
+
+// load loads what each probe needs, probe by probe: one the kernel lacks
+// a hook for goes to c.unavailable, one whose program the kernel refuses
+// to c.failed; the rest to c.probes.
+func (c *Collector) load(ld *loader, kernel *btf.Spec, probes []Probe) error {
+	defer ld.close()
+	maps := make(map[string]*ebpf.Map, len(ld.maps))
+	for n, m := range ld.maps {
+		maps[n] = m
+	}
+	// Assign takes what c.objs names out of maps (and out of the
+	// loader's keeping); the rest the loader closes.
+	defer func() {
+		for n := range ld.maps {
+			if _, ok := maps[n]; !ok {
+				delete(ld.maps, n)
+			}
+		}
+	}()
+	if err := (&ebpf.Collection{Maps: maps}).Assign(&c.objs.CollectorMaps); err != nil {
+		return fmt.Errorf("eBPF maps: %w", err)
+	}
+	progs := map[string]**ebpf.Program{
+		"handle_exec": &c.objs.HandleExec, "handle_exit": &c.objs.HandleExit,
+		"handle_set_state": &c.objs.HandleSetState, "scan_files": &c.objs.ScanFiles,
+		"scan_tcp": &c.objs.ScanTcp, "handle_data_ready": &c.objs.HandleDataReady,
+		"sweep_run": &c.objs.SweepRun, "sweep_socks": &c.objs.SweepSocks,
+	}
+probes:
+	for _, p := range probes {
+		names, ok := probePrograms[p]
+		if !ok {
+			return fmt.Errorf("unknown probe %q (known: %v)", p, AllProbes)
+		}
+		if m := missing(p, kernel); len(m) > 0 {
+			c.unavailable = append(c.unavailable, m...)
+			continue
+		}
+		for _, name := range names {
+			prog, err := ld.program(name)
+			if err != nil {
+				c.failed = append(c.failed, loadError(p, name, err))
+				for _, n := range names {
+					(*progs[n]).Close()
+					*progs[n] = nil
+				}
+				continue probes
+			}
+			*progs[name] = prog
+		}
+		c.probes = append(c.probes, p)
+		if p != ProbeTCP {
+			continue
+		}
+		// The sweep: the first form the kernel takes. Without one, a
+		// connection is reported at its close only.
+		var errs []string
+		for _, name := range sweepPrograms {
+			prog, err := ld.program(name)
+			if err == nil {
+				*progs[name] = prog
+				break
+			}
+			errs = append(errs, fmt.Sprintf("%s: %s", name, loadError(p, name, err).Reason))
+		}
+		if c.objs.SweepRun == nil && c.objs.SweepSocks == nil {
+			c.unavailable = append(c.unavailable, Unavailable{Probe: p,
+				Feature: "sweep of open connections (" + strings.Join(errs, "; ") + ")",
+				Effect:  "a TCP connection is reported when it closes, not while it is open",
+				Since:   "Linux 5.14 (bpf_for_each_map_elem in a syscall program)"})
+		}
+	}
+	return nil
+}
+
+// Probes are the probes loaded and attached.
+func (c *Collector) Probes() []Probe { return c.probes }
+
+// Unavailable is what this kernel cannot give, by probe.
+func (c *Collector) Unavailable() []Unavailable { return c.unavailable }
+
+// Failed are the programs this kernel refused (only with Options.Partial).
+func (c *Collector) Failed() []*LoadError { return c.failed }
 
 func (c *Collector) attach(probes []Probe) error {
 	p := &c.objs.CollectorPrograms
@@ -245,6 +356,16 @@ func (c *Collector) sweep(age time.Duration) error {
 	defer c.sweepMu.Unlock()
 	if err := c.objs.SweepAge.Put(uint32(0), uint64(age)); err != nil {
 		return fmt.Errorf("sweep: %w", err)
+	}
+	if c.objs.SweepRun != nil {
+		// The syscall form: one run walks the map.
+		if _, err := c.objs.SweepRun.Run(&ebpf.RunOptions{}); err != nil {
+			return fmt.Errorf("sweep: %w", err)
+		}
+		return nil
+	}
+	if c.objs.SweepSocks == nil {
+		return nil // no sweep on this kernel: closes report everything
 	}
 	if c.sweeper == nil {
 		it, err := link.AttachIter(link.IterOptions{Program: c.objs.SweepSocks, Map: c.objs.Socks})
@@ -393,7 +514,7 @@ func (c *Collector) Links() []link.Link { return c.links }
 func (c *Collector) ProgramIDs() []ebpf.ProgramID {
 	var ids []ebpf.ProgramID
 	for _, p := range []*ebpf.Program{c.objs.HandleExec, c.objs.HandleExit, c.objs.HandleSetState,
-		c.objs.HandleDataReady, c.objs.ScanFiles, c.objs.ScanTcp, c.objs.SweepSocks} {
+		c.objs.HandleDataReady, c.objs.ScanFiles, c.objs.ScanTcp, c.objs.SweepSocks, c.objs.SweepRun} {
 		if p == nil {
 			continue
 		}

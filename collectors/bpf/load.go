@@ -1,0 +1,169 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// What each probe loads: its programs, in the order they are loaded. The
+// TCP probe's sweep is loaded apart (sweepPrograms): it has two forms.
+var probePrograms = map[Probe][]string{
+	ProbeProcess: {"handle_exec", "handle_exit"},
+	ProbeTCP:     {"handle_set_state", "scan_files", "scan_tcp"},
+	ProbeUnix:    {"handle_data_ready"},
+}
+
+// sweepPrograms are the sweep's two forms, the preferred first: a syscall
+// program walking socks with bpf_for_each_map_elem (Linux 5.14+), and a
+// map-element iterator (Linux 5.9+, refused by some kernel builds).
+var sweepPrograms = []string{"sweep_run", "sweep_socks"}
+
+// kernelNeeds is what a probe needs of the kernel beyond BTF, as BTF type
+// names (a tp_btf tracepoint exists when its btf_trace_<name> typedef
+// does), with the first kernel that has each.
+var kernelNeeds = map[Probe][]need{
+	ProbeProcess: {{"btf_trace_sched_process_exec", "tracepoint sched_process_exec", "Linux 5.5"}, {"btf_trace_sched_process_exit", "tracepoint sched_process_exit", "Linux 5.5"}},
+	ProbeTCP:     {{"btf_trace_inet_sock_set_state", "tracepoint inet_sock_set_state", "Linux 5.5"}},
+	// No other hook sees both ends of a unix connect without syscall
+	// tracepoints (which would slow every system call on the node).
+	ProbeUnix: {{"btf_trace_sk_data_ready", "tracepoint sk_data_ready", "Linux 6.3"}},
+}
+
+type need struct{ btfType, feature, since string }
+
+// Unavailable is something the kernel cannot give the collector: a probe
+// (Program empty: the whole probe is off) or a part of one.
+type Unavailable struct {
+	Probe   Probe  `json:"probe"`
+	Feature string `json:"feature"` // what the kernel lacks
+	Effect  string `json:"effect"`  // what the collector does without it
+	Since   string `json:"since,omitempty"`
+}
+
+func (u Unavailable) String() string {
+	s := fmt.Sprintf("probe %s: this kernel has no %s", u.Probe, u.Feature)
+	if u.Since != "" {
+		s += " (" + u.Since + " has it)"
+	}
+	return s + ": " + u.Effect
+}
+
+// LoadError is a program the kernel refused to load or attach: a probe
+// that should have worked on this kernel and did not.
+type LoadError struct {
+	Probe   Probe
+	Program string
+	// Reason is the verifier's last line, or the error of a refusal
+	// without a verifier log.
+	Reason string
+	// LogFile holds the verifier's whole log, when there was one.
+	LogFile string
+	Err     error
+}
+
+func (e *LoadError) Error() string {
+	s := fmt.Sprintf("probe %s: program %s refused by this kernel: %s", e.Probe, e.Program, e.Reason)
+	if e.LogFile != "" {
+		s += " (verifier log: " + e.LogFile + ")"
+	}
+	return s + "; the probe is off (report it with `uname -r` and the log)"
+}
+
+func (e *LoadError) Unwrap() error { return e.Err }
+
+// loadError makes a LoadError of err, writing a verifier log to a file.
+func loadError(p Probe, prog string, err error) *LoadError {
+	le := &LoadError{Probe: p, Program: prog, Err: err, Reason: err.Error()}
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		if n := len(ve.Log); n > 0 {
+			le.Reason = strings.TrimSpace(ve.Log[n-1])
+			for i := n - 1; i >= 0; i-- { // the last line is often the statistics
+				if l := strings.TrimSpace(ve.Log[i]); l != "" && !strings.HasPrefix(l, "processed ") && !strings.HasPrefix(l, "verification time") && !strings.HasPrefix(l, "stack depth") {
+					le.Reason = l
+					break
+				}
+			}
+		}
+		if le.Reason == "" || strings.HasPrefix(le.Reason, "processed ") {
+			le.Reason = ve.Cause.Error()
+		}
+		f := filepath.Join(os.TempDir(), fmt.Sprintf("weft-verifier-%s-%d.log", prog, os.Getpid()))
+		if werr := os.WriteFile(f, []byte(strings.Join(ve.Log, "\n")+"\n"), 0o644); werr == nil {
+			le.LogFile = f
+		}
+	}
+	return le
+}
+
+// missing returns what the kernel lacks for probe p (nil: nothing).
+func missing(p Probe, kernel *btf.Spec) []Unavailable {
+	var out []Unavailable
+	for _, n := range kernelNeeds[p] {
+		if _, err := kernel.AnyTypeByName(n.btfType); err != nil {
+			effect := "the probe is off"
+			if p == ProbeUnix {
+				effect = "unix-socket calls are not reported"
+			}
+			out = append(out, Unavailable{Probe: p, Feature: n.feature, Effect: effect, Since: n.since})
+		}
+	}
+	return out
+}
+
+// raiseMemlock lifts RLIMIT_MEMLOCK where the kernel charges BPF memory to
+// it (before Linux 5.11); a no-op where it charges the cgroup.
+func raiseMemlock() error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("%w: raise RLIMIT_MEMLOCK for eBPF maps (this kernel counts their memory against it): %v; grant CAP_SYS_RESOURCE or run with ulimit -l unlimited", ErrPrivileges, err)
+	}
+	return nil
+}
+
+// loader loads programs one by one against one set of maps, so a program
+// the kernel refuses takes only its own probe down.
+type loader struct {
+	spec  *ebpf.CollectionSpec
+	maps  map[string]*ebpf.Map
+	cache *btf.Cache
+}
+
+func newLoader(spec *ebpf.CollectionSpec) (*loader, error) {
+	ms := spec.Copy()
+	ms.Programs = map[string]*ebpf.ProgramSpec{}
+	cache := btf.NewCache()
+	coll, err := ebpf.NewCollectionWithOptions(ms, ebpf.CollectionOptions{Cache: cache})
+	if err != nil {
+		return nil, fmt.Errorf("create eBPF maps: %w", err)
+	}
+	return &loader{spec: spec, maps: coll.Maps, cache: cache}, nil
+}
+
+func (l *loader) program(name string) (*ebpf.Program, error) {
+	ps := l.spec.Copy()
+	for n := range ps.Programs {
+		if n != name {
+			delete(ps.Programs, n)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(ps, ebpf.CollectionOptions{MapReplacements: l.maps, Cache: l.cache})
+	if err != nil {
+		return nil, err
+	}
+	defer coll.Close()
+	return coll.DetachProgram(name), nil
+}
+
+// close closes the maps not handed over.
+func (l *loader) close() {
+	for _, m := range l.maps {
+		m.Close()
+	}
+}
