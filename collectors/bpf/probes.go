@@ -80,7 +80,7 @@ type Collector struct {
 
 	unavailable []Unavailable
 	failed      []*LoadError
-	poll   time.Duration
+	poll        time.Duration
 
 	openAfter time.Duration
 	sweepMu   sync.Mutex // one sweep at a time: each sets sweep_age
