@@ -223,6 +223,7 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 		}
 	}()
 	if err := r.Start(ctx); err != nil {
+		httpSrv.Close() // before the listener goes, so Serve ends quietly
 		return err
 	}
 
@@ -236,6 +237,9 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 	fmt.Fprintf(out, "  http       http://%s  (/healthz /readyz /metrics)\n", ln.Addr())
 	for _, res := range results {
 		fmt.Fprintf(out, "  stream     %-8s %s\n", res.Stream, res.Action)
+	}
+	for _, d := range r.Degraded() {
+		fmt.Fprintf(out, "  degraded   %s\n", d)
 	}
 	fmt.Fprintln(out, "  Ctrl-C drains and stops.")
 

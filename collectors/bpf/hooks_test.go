@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,7 +35,27 @@ func openWith(t *testing.T, o Options) *Collector {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	skipUnavailable(t, c)
 	return c
+}
+
+// skipUnavailable skips a test of a probe this kernel cannot give (the
+// kernel matrix expects which), saying what it lacks.
+func skipUnavailable(t *testing.T, c *Collector) {
+	t.Helper()
+	for _, u := range c.Unavailable() {
+		if u.Feature != "" && !strings.HasPrefix(u.Feature, "sweep") {
+			t.Skipf("skipping on this kernel (%s): %s", kernelRelease(), u)
+		}
+	}
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "?"
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }
 
 // onThread runs f on a thread of its own and returns that thread's id:

@@ -73,7 +73,7 @@ func (e *LoadError) Error() string {
 	if e.LogFile != "" {
 		s += " (verifier log: " + e.LogFile + ")"
 	}
-	return s + "; the probe is off (report it with `uname -r` and the log)"
+	return s
 }
 
 func (e *LoadError) Unwrap() error { return e.Err }

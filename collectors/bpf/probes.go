@@ -67,6 +67,9 @@ type Options struct {
 	// program: that probe is left off and said in Failed. Without it,
 	// Open fails.
 	Partial bool
+	// EditSpec, when set, edits the programs before they load: for tests
+	// (a program made for the kernel to refuse) and nothing else.
+	EditSpec func(*ebpf.CollectionSpec)
 }
 
 // Collector is the loaded, attached programs and their ring buffer.
@@ -128,6 +131,9 @@ func Open(o Options) (*Collector, error) {
 	}
 	spec.Maps[CollectorMapEvents].MaxEntries = uint32(o.RingBufferBytes)
 	spec.Maps[CollectorMapSocks].MaxEntries = uint32(o.MaxSockets)
+	if o.EditSpec != nil {
+		o.EditSpec(spec)
+	}
 	if o.OpenAfter <= 0 {
 		o.OpenAfter = time.Second
 	}

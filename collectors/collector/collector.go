@@ -87,6 +87,14 @@ type Stats struct {
 	Undecodable uint64 `json:"undecodable"`
 	// Idle is set when the stage runs without eBPF (missing privileges).
 	Idle bool `json:"idle"`
+	// Probes are the probes attached.
+	Probes []bpf.Probe `json:"probes"`
+	// Unavailable is what this kernel cannot give (a probe or a part of
+	// one), and Failed the programs it refused (their probes are off).
+	Unavailable []bpf.Unavailable `json:"unavailable"`
+	Failed      []string          `json:"failed"`
+	// Degraded lists, one line each, what the collector cannot do.
+	Degraded []string `json:"degraded"`
 }
 
 // Stage is a running collector.
@@ -152,6 +160,11 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 		return fmt.Errorf("collector %s: started twice", s.set.Name)
 	}
 	s.started = true
+	// Served whatever happens next: idle, degraded or whole.
+	host.Handle("GET /api/v1/collectors/"+s.set.Name, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(s.Stats())
+	}))
 
 	if err := bpf.CheckPrivileges(); err != nil {
 		if s.cfg.Required {
@@ -171,9 +184,20 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 		OpenAfter: s.openAfter(),
 		// One wakeup per batch: an eighth of the ring, or 20ms.
 		WakeupBytes: s.cfg.RingBufferBytes / 8, PollInterval: 20 * time.Millisecond,
+		// A program the kernel refuses fails a required collector; any
+		// other leaves its probe off and says so.
+		Partial:  !s.cfg.Required,
+		EditSpec: s.cfg.editSpec,
 	})
 	if err != nil {
 		return fmt.Errorf("collector %s: %w", s.set.Name, err)
+	}
+	// What this kernel cannot give, or refused, said once each.
+	for _, u := range coll.Unavailable() {
+		s.log.Warn("collector: " + u.String())
+	}
+	for _, f := range coll.Failed() {
+		s.log.Error("collector: " + f.Error() + "; that probe is off, the others run (required: true makes this fatal)")
 	}
 	pub, err := publish.New(host.JetStream().Conn(), publish.Config{
 		Stage: s.set.Name, Node: s.node, Overflow: publish.OverflowDrop,
@@ -201,10 +225,6 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 			}
 		}()
 	}
-	host.Handle("GET /api/v1/collectors/"+s.set.Name, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(s.Stats())
-	}))
 	s.log.Info("collector attached", "node", s.node, "probes", s.cfg.Probes, "metadata", fmt.Sprintf("%T", meta))
 	return nil
 }
@@ -320,6 +340,30 @@ func (s *Stage) publishPod(ctx context.Context, op schema.PodEvent_Op, p *schema
 	}
 }
 
+// Degraded says what the collector cannot do on this node (stage.Degrader):
+// running without eBPF, a probe the kernel cannot give or refused.
+func (s *Stage) Degraded() []string {
+	s.mu.Lock()
+	coll := s.coll
+	s.mu.Unlock()
+	var out []string
+	if s.idle.Load() {
+		out = append(out, "ebpf: idle, this process cannot run eBPF (see the log)")
+	}
+	if coll == nil {
+		return out
+	}
+	for _, u := range coll.Unavailable() {
+		out = append(out, u.String())
+	}
+	for _, f := range coll.Failed() {
+		out = append(out, f.Error()+"; that probe is off")
+	}
+	return out
+}
+
+var _ stage.Degrader = (*Stage)(nil)
+
 // Gaps are the collector's gap counts by reason, for
 // weft_stage_gaps_total (stage.GapReporter): events published with what
 // was known.
@@ -339,8 +383,17 @@ func (s *Stage) Stats() Stats {
 	s.mu.Lock()
 	coll, pipe, enr := s.coll, s.pipe, s.enr
 	s.mu.Unlock()
-	st := Stats{Idle: s.idle.Load()}
+	st := Stats{Idle: s.idle.Load(), Probes: []bpf.Probe{}, Unavailable: []bpf.Unavailable{}, Failed: []string{}}
+	st.Degraded = s.Degraded()
+	if st.Degraded == nil {
+		st.Degraded = []string{}
+	}
 	if coll != nil {
+		st.Probes = append(st.Probes, coll.Probes()...)
+		st.Unavailable = append(st.Unavailable, coll.Unavailable()...)
+		for _, f := range coll.Failed() {
+			st.Failed = append(st.Failed, f.Error())
+		}
 		if n, err := coll.Lost(); err == nil {
 			st.Lost = n
 		} else {

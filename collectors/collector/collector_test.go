@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/weftobs/weft/collectors/bpf"
 	"github.com/weftobs/weft/collectors/decode"
 	"github.com/weftobs/weft/streams/schema"
@@ -27,6 +29,7 @@ import (
 	"github.com/weftobs/weft/testenv/scenario"
 	"github.com/weftobs/weft/testenv/stagehost"
 	"github.com/weftobs/weft/testenv/workload"
+	"slices"
 )
 
 func TestMain(m *testing.M) {
@@ -588,5 +591,47 @@ func TestConfigValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to name %q", err, want)
 		}
+	}
+}
+
+// TestRefusedProbe: a program the kernel refuses fails a required
+// collector with one short line; otherwise its probe is off, the others
+// run, and the stage says it is degraded (Stats, Degraded).
+func TestRefusedProbe(t *testing.T) {
+	requireRoot(t)
+	ns := natstest.Start(t)
+	ns.CreateStream(t, "EVENTS", "weft.events.>")
+	refuseExit := func(s *ebpf.CollectionSpec) {
+		s.Programs["handle_exit"].Instructions = asm.Instructions{asm.Return()}
+	}
+	for _, required := range []bool{true, false} {
+		t.Run(fmt.Sprintf("required=%v", required), func(t *testing.T) {
+			cfg := NewConfig()
+			cfg.Metadata.Provider = ProviderNone
+			cfg.Required = required
+			cfg.editSpec = refuseExit
+			s := New(stage.Settings{Name: "collector", Kind: "collector", Node: "node-a", Config: cfg}, cfg)
+			err := s.Start(context.Background(), stagehost.New(ns.JS))
+			t.Cleanup(func() { s.Shutdown(context.Background()) })
+			if required {
+				if err == nil || !strings.Contains(err.Error(), "probe process: program handle_exit refused by this kernel: R0 !read_ok") || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("required: Start error %v, want one line naming the probe, the program and the verifier's line", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := s.Stats()
+			if !slices.Equal(st.Probes, []bpf.Probe{bpf.ProbeTCP, bpf.ProbeUnix}) {
+				t.Errorf("probes %v, want [tcp unix] (and process off)", st.Probes)
+			}
+			if len(st.Failed) != 1 || len(s.Degraded()) < 1 || !strings.Contains(strings.Join(s.Degraded(), "\n"), "probe process: program handle_exit refused") {
+				t.Errorf("failed %v, degraded %v: want the refused program", st.Failed, s.Degraded())
+			}
+			for _, f := range s.Collector().Failed() {
+				os.Remove(f.LogFile)
+			}
+		})
 	}
 }

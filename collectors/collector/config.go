@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/weftobs/weft/collectors/bpf"
 )
 
@@ -23,7 +25,7 @@ import (
 //	  excludeProcesses: []
 //	  hostProcesses: true            # events of processes in no pod
 //	  metadata: {provider: auto, file: ""}  # auto | kubernetes | file | none
-//	  required: false                # fail the stage without privileges
+//	  required: false                # fail the stage without privileges or when the kernel refuses a program
 type Config struct {
 	Probes          []string `yaml:"probes" json:"probes"`
 	RingBufferBytes int      `yaml:"ringBufferBytes" json:"ringBufferBytes"`
@@ -43,9 +45,17 @@ type Config struct {
 	HostProcesses     bool           `yaml:"hostProcesses" json:"hostProcesses"`
 	Metadata          MetadataConfig `yaml:"metadata" json:"metadata"`
 	// Required makes Start fail when the node cannot run eBPF (not root,
-	// no CAP_BPF/CAP_PERFMON, no BTF). When false (default) the stage logs
-	// what is missing and stays idle, so `weft up` works on any laptop.
+	// no CAP_BPF/CAP_PERFMON, no BTF) or the kernel refuses a program.
+	// When false (default) the stage logs what is missing and stays idle,
+	// or leaves the refused probe off and reports itself degraded, so
+	// `weft up` works on any laptop. What a kernel lacks (a tracepoint
+	// older kernels do not have) is never an error: it is said once and
+	// shown on /readyz and /api/v1/collectors/<stage>.
 	Required bool `yaml:"required" json:"required"`
+
+	// editSpec, for tests, edits the programs before they load (to make
+	// the kernel refuse one).
+	editSpec func(*ebpf.CollectionSpec)
 }
 
 // MetadataConfig chooses the pod metadata provider.

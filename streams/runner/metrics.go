@@ -59,6 +59,7 @@ func newMetrics(r *Runner) (*Metrics, error) {
 	streamBytes, _ := meter.Int64ObservableGauge("weft.stream.bytes", metric.WithDescription("Bytes stored in a stream."), metric.WithUnit("By"))
 	pending, _ := meter.Int64ObservableGauge("weft.stage.pending", metric.WithDescription("Messages of an input stream a stage has not been delivered yet (consumer lag)."), metric.WithUnit("{message}"))
 	ackPending, _ := meter.Int64ObservableGauge("weft.stage.ack_pending", metric.WithDescription("Messages delivered to a stage and not acked yet."), metric.WithUnit("{message}"))
+	degraded, _ := meter.Int64ObservableGauge("weft.stage.degraded", metric.WithDescription("1 for each part of its job a stage cannot do (what: the part; the reason is on /readyz)."), metric.WithUnit("{part}"))
 	ours := map[string]bool{}
 	for _, n := range r.nodes {
 		ours[n.def.Name] = true
@@ -78,6 +79,13 @@ func newMetrics(r *Runner) (*Metrics, error) {
 			o.ObserveInt64(errs, int64(s.Errors), attrs)
 			o.ObserveInt64(lost, int64(s.Lost), attrs)
 			o.ObserveInt64(untracked, int64(s.Untracked), attrs)
+			if d, ok := n.stage.(stage.Degrader); ok && r.started.Load() {
+				for _, line := range d.Degraded() {
+					what, _, _ := strings.Cut(line, ":")
+					o.ObserveInt64(degraded, 1, metric.WithAttributes(attribute.String("stage", n.def.Name),
+						attribute.String("kind", n.def.Kind), attribute.String("what", what)))
+				}
+			}
 			if g, ok := n.stage.(stage.GapReporter); ok {
 				for reason, v := range g.Gaps() {
 					o.ObserveInt64(gaps, int64(v), metric.WithAttributes(attribute.String("stage", n.def.Name),
@@ -113,7 +121,7 @@ func newMetrics(r *Runner) (*Metrics, error) {
 			}
 		}
 		return nil
-	}, eventsIn, eventsOut, msgsIn, acked, redelivered, dlq, dropped, errs, lost, untracked, gaps, streamMsgs, streamBytes, pending, ackPending)
+	}, eventsIn, eventsOut, msgsIn, acked, redelivered, dlq, dropped, errs, lost, untracked, gaps, degraded, streamMsgs, streamBytes, pending, ackPending)
 	if err != nil {
 		return nil, err
 	}

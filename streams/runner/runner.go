@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -192,6 +193,20 @@ func (r *Runner) Ready() error {
 	return nil
 }
 
+// Degraded lists what started stages cannot do (stage.Degrader), each
+// line prefixed with the stage's name.
+func (r *Runner) Degraded() []string {
+	var out []string
+	for _, n := range r.nodes {
+		if d, ok := n.stage.(stage.Degrader); ok && r.started.Load() {
+			for _, line := range d.Degraded() {
+				out = append(out, n.def.Name+": "+line)
+			}
+		}
+	}
+	return out
+}
+
 // StageCounters is a stage's name, kind and counters.
 type StageCounters struct {
 	Name, Kind string
@@ -223,7 +238,17 @@ func (r *Runner) routes() {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = w.Write([]byte("ready\n"))
+		deg := r.Degraded()
+		if len(deg) == 0 {
+			_, _ = w.Write([]byte("ready\n"))
+			return
+		}
+		var b strings.Builder
+		b.WriteString("ready, degraded:\n")
+		for _, d := range deg {
+			fmt.Fprintf(&b, "  %s\n", d)
+		}
+		_, _ = w.Write([]byte(b.String()))
 	})
 	r.mux.Handle("GET /metrics", r.metrics.handler())
 }

@@ -46,6 +46,14 @@ func (r *recorder) Gaps() map[string]uint64 {
 	return map[string]uint64{"process_gone": 3}
 }
 
+// Degraded makes the recorder a stage.Degrader: its source lacks a part.
+func (r *recorder) Degraded() []string {
+	if r.name != "source" {
+		return nil
+	}
+	return []string{"probe unix: this kernel has no tracepoint sk_data_ready"}
+}
+
 func (r *recorder) Shutdown(context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -101,7 +109,7 @@ func TestStartSinksFirstStopSourcesFirst(t *testing.T) {
 	}
 	for path, want := range map[string]string{
 		"/healthz": "ok",
-		"/readyz":  "ready",
+		"/readyz":  "ready, degraded:\n  source: probe unix: this kernel has no tracepoint sk_data_ready\n",
 		"/metrics": `weft_stage_events_in_total{kind="mid",stage="middle"} 5`,
 	} {
 		code, body := get(t, srv.URL+path)
@@ -111,7 +119,8 @@ func TestStartSinksFirstStopSourcesFirst(t *testing.T) {
 	}
 	_, body := get(t, srv.URL+"/metrics")
 	for _, want := range []string{`weft_stream_messages{stream="EVENTS"}`, `weft_stage_lost_total{kind="mid",stage="middle"} 0`, `weft_stage_untracked_total{kind="mid",stage="middle"} 0`,
-		`weft_stage_gaps_total{kind="src",reason="process_gone",stage="source"} 3`} {
+		`weft_stage_gaps_total{kind="src",reason="process_gone",stage="source"} 3`,
+		`weft_stage_degraded{kind="src",stage="source",what="probe unix"} 1`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s:\n%.3000s", want, body)
 		}

@@ -38,6 +38,18 @@ type GapReporter interface {
 	Gaps() map[string]uint64
 }
 
+// Degrader is a Stage that runs with part of its job undone: a collector
+// on a kernel that lacks a hook, or that refused a program. The runner
+// lists what it says on /readyz (which stays ready: the stage does the
+// rest) and exports weft_stage_degraded{stage,what}.
+type Degrader interface {
+	// Degraded says, one short line each, what the stage cannot do and
+	// why; empty when it does everything. What comes before a line's
+	// first colon names the part concerned (stable: the metric's "what"
+	// label), e.g. "probe unix: this kernel has no ...".
+	Degraded() []string
+}
+
 // Host is what the process running a stage offers it.
 type Host interface {
 	// JetStream is the connection to the streams.
