@@ -40,9 +40,40 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+// One source, two objects (gen.go): the default for kernels with BPF
+// atomics (5.12+), and WEFT_LEGACY for older ones (5.10, 5.11), which lack
+// atomics, bpf_get_current_task_btf, bpf_sock_from_file and socket cookies
+// in tracing programs: the legacy object reads through
+// bpf_probe_read_kernel (CO-RE) what the default reads by BTF pointer, and
+// claims without atomics (a connect/accept racing its close between the
+// sweep and the close may then be sent twice; the correlator keeps one).
+
 // bpf_rdonly_cast reads an object as another BTF type; the verifier
-// replaces the call with a move (no call at run time).
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+// replaces the call with a move (no call at run time). Linux 6.2+: where
+// the kernel lacks it, the loader clears have_rdonly_cast and the same
+// fields are read with bpf_probe_read_kernel.
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+#ifdef WEFT_LEGACY
+#define have_rdonly_cast 0
+#else
+const volatile __u8 have_rdonly_cast = 1;
+#endif
+
+// DIRECT(p, a, b, ...) is p->a->b...: a load each through a BTF pointer;
+// BPF_CORE_READ(p, a, b, ...) reads the same through any pointer.
+#define DIRECT1(p, a) ((p)->a)
+#define DIRECT2(p, a, b) ((p)->a->b)
+#define DIRECT3(p, a, b, c) ((p)->a->b->c)
+#define DIRECT4(p, a, b, c, d) ((p)->a->b->c->d)
+#define DIRECT_N(_1, _2, _3, _4, NAME, ...) NAME
+#define DIRECT(p, ...) DIRECT_N(__VA_ARGS__, DIRECT4, DIRECT3, DIRECT2, DIRECT1)(p, __VA_ARGS__)
+
+// AS(type, p) is p as a BTF pointer to a kernel type (have_rdonly_cast).
+#define AS(type, p) ((type *)bpf_rdonly_cast((void *)(p), bpf_core_type_id_kernel(type)))
+// TCP_RD(sk, f) and INET_RD(sk, f) read a field of the tcp_sock or
+// inet_sock that sk (a struct sock) is.
+#define TCP_RD(sk, f) (have_rdonly_cast ? AS(struct tcp_sock, sk)->f : BPF_CORE_READ((struct tcp_sock *)(sk), f))
+#define INET_RD(sk, f) (have_rdonly_cast ? AS(struct inet_sock, sk)->f : BPF_CORE_READ((struct inet_sock *)(sk), f))
 
 #define AF_UNIX 1
 #define AF_INET 2
@@ -338,26 +369,38 @@ static __always_inline void *reserve(__u64 size)
 // with CO-RE relocations, instead of a bpf_probe_read_kernel call each.
 // This is the hot path of every connection on the node.
 
+// FILL_TASK fills h from task t as an event of type, reading with RD.
+#define FILL_TASK(h, t, type_, now, RD)                                      \
+	do {                                                                 \
+		(h)->ts_ns = (now);                                          \
+		(h)->type = (type_);                                         \
+		(h)->pid = RD(t, tgid);                                      \
+		(h)->tid = RD(t, pid);                                       \
+		(h)->uid = RD(t, cred, uid.val);                             \
+		(h)->cgroup_id = RD(t, cgroups, dfl_cgrp, kn, id);           \
+		(h)->ppid = RD(t, real_parent, tgid);                        \
+		(h)->_pad = 0;                                               \
+	} while (0)
+
 // fill_task fills h from task t (a BTF pointer) as an event of type.
 static __always_inline void fill_task(struct task_hdr *h, struct task_struct *t, __u32 type, __u64 now)
 {
 	// Loads, not helpers: on this hot path every helper call costs a
 	// call and a return (with return-thunk mitigations, most of a
 	// helper's price); the BTF pointer reads the same fields directly.
-	h->ts_ns = now;
-	h->type = type;
-	h->pid = t->tgid;
-	h->tid = t->pid;
-	h->uid = t->cred->uid.val;
-	h->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
-	h->ppid = t->real_parent->tgid;
-	h->_pad = 0;
+	FILL_TASK(h, t, type, now, DIRECT);
 	__builtin_memcpy(h->comm, t->comm, sizeof(h->comm));
 }
 
 static __always_inline void fill_current(struct task_hdr *h, __u32 type, __u64 now)
 {
+#ifdef WEFT_LEGACY
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	FILL_TASK(h, t, type, now, BPF_CORE_READ);
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+#else
 	fill_task(h, bpf_get_current_task_btf(), type, now);
+#endif
 }
 
 // ---- process ----
@@ -420,38 +463,62 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 // keeps its address for its lifetime.
 #define SYNTH_COOKIE (1ULL << 63)
 
-static __always_inline __u64 scanned_cookie(const struct sock *sk)
+#define SCANNED_COOKIE(sk, RD)                                               \
+	({                                                                   \
+		__u64 c_ = RD(sk, __sk_common.skc_cookie.counter);           \
+		c_ ? c_ : (__u64)(sk);                                       \
+	})
+
+// live_cookie is the cookie of sk, a socket a hook's arguments give.
+static __always_inline __u64 live_cookie(const struct sock *sk)
 {
-	__u64 c = sk->__sk_common.skc_cookie.counter;
-	return c ? c : (__u64)sk;
+#ifdef WEFT_LEGACY
+	return SCANNED_COOKIE(sk, DIRECT);
+#else
+	return bpf_get_socket_cookie((void *)sk);
+#endif
 }
 
 // same_socket tells whether an entry made with cookie is the socket whose
-// cookie counter reads now (a stand-in matches a socket with none yet).
+// cookie counter reads now. A stand-in (the address) always matches: the
+// cookie may have been made since (ss, SO_COOKIE), and a stale entry of a
+// socket once at the same address cannot be told apart anyway.
 static __always_inline int same_socket(__u64 cookie, __u64 now)
 {
-	return cookie == now || ((cookie & SYNTH_COOKIE) && now == 0);
+	return cookie == now || (cookie & SYNTH_COOKIE);
 }
 
+
+// READ_CONN reads a connection's addresses from sk with RD.
+#define READ_CONN(c, sk, RD)                                                           \
+	do {                                                                           \
+		__u16 family = RD(sk, __sk_common.skc_family);                         \
+		(c)->family = family;                                                  \
+		(c)->lport = RD(sk, __sk_common.skc_num);                              \
+		(c)->rport = bpf_ntohs(RD(sk, __sk_common.skc_dport));                 \
+		(c)->netns = RD(sk, __sk_common.skc_net.net, ns.inum);                 \
+		(c)->_pad = 0;                                                         \
+		__builtin_memset((c)->laddr, 0, sizeof((c)->laddr));                   \
+		__builtin_memset((c)->raddr, 0, sizeof((c)->raddr));                   \
+		if (family == AF_INET) {                                               \
+			*(__u32 *)(c)->laddr = RD(sk, __sk_common.skc_rcv_saddr);      \
+			*(__u32 *)(c)->raddr = RD(sk, __sk_common.skc_daddr);          \
+		} else {                                                               \
+			bpf_core_read((c)->laddr, 16, &(sk)->__sk_common.skc_v6_rcv_saddr); \
+			bpf_core_read((c)->raddr, 16, &(sk)->__sk_common.skc_v6_daddr);     \
+		}                                                                      \
+	} while (0)
 
 // read_conn_btf reads a connection's addresses through a BTF pointer.
 static __always_inline void read_conn_btf(struct conn *c, const struct sock *sk)
 {
-	__u16 family = sk->__sk_common.skc_family;
-	c->family = family;
-	c->lport = sk->__sk_common.skc_num;
-	c->rport = bpf_ntohs(sk->__sk_common.skc_dport);
-	c->netns = sk->__sk_common.skc_net.net->ns.inum;
-	c->_pad = 0;
-	__builtin_memset(c->laddr, 0, sizeof(c->laddr));
-	__builtin_memset(c->raddr, 0, sizeof(c->raddr));
-	if (family == AF_INET) {
-		*(__u32 *)c->laddr = sk->__sk_common.skc_rcv_saddr;
-		*(__u32 *)c->raddr = sk->__sk_common.skc_daddr;
-	} else {
-		bpf_core_read(c->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(c->raddr, 16, &sk->__sk_common.skc_v6_daddr);
-	}
+	READ_CONN(c, sk, DIRECT);
+}
+
+// read_conn_core reads them through any pointer (bpf_probe_read_kernel).
+static __always_inline void read_conn_core(struct conn *c, const struct sock *sk)
+{
+	READ_CONN(c, sk, BPF_CORE_READ);
 }
 
 #define SEND_SHUTDOWN 2
@@ -462,16 +529,15 @@ static __always_inline void read_conn_btf(struct conn *c, const struct sock *sk)
 static __always_inline void data_bytes(const struct sock *sk, struct owner *o, int oldstate, __u64 *sent, __u64 *received)
 {
 	// A TCP socket (the caller checked sk_protocol): cast, not a helper.
-	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
-	__u64 acked = tp->bytes_acked;
-	__u64 recv = tp->bytes_received;
+	__u64 acked = TCP_RD(sk, bytes_acked);
+	__u64 recv = TCP_RD(sk, bytes_received);
 	if (o->role == ROLE_CLIENT && acked > 0)
 		acked--; // SYN
 	__u8 shut = sk->sk_shutdown;
 	// A FIN was sent and acked: the close came after one (not an abort
 	// from ESTABLISHED/CLOSE_WAIT) and nothing is left unacked.
 	if ((shut & SEND_SHUTDOWN) && oldstate != TCP_ESTABLISHED && oldstate != TCP_CLOSE_WAIT &&
-	    tp->snd_una == tp->write_seq && acked > 0)
+	    TCP_RD(sk, snd_una) == TCP_RD(sk, write_seq) && acked > 0)
 		acked--;
 	unsigned long flags = sk->__sk_common.skc_flags;
 	if ((flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && recv > 0)
@@ -480,11 +546,12 @@ static __always_inline void data_bytes(const struct sock *sk, struct owner *o, i
 	*received = recv;
 }
 
-// fill_tcp fills e, a TCP event of o on socket sk, with the connection's
-// addresses read from sk: at close the kernel has released the local port
-// (skc_num is 0), but the source port the connection used (inet_sport)
-// and the addresses stay. The byte counts are read at close only.
-static __always_inline void fill_tcp(struct tcp_event *e, const struct sock *sk, struct owner *o, __u8 phase, __s32 err, __u64 now, int oldstate, __u8 open_sent)
+// fill_tcp fills e, a TCP event of o on socket sk (a BTF pointer), with
+// the connection's addresses read from sk: at close the kernel has
+// released the local port (skc_num is 0), but the source port the
+// connection used (inet_sport) and the addresses stay. The byte counts
+// are read at close only.
+static __always_inline void fill_tcp_hdr(struct tcp_event *e, struct owner *o, __u8 phase, __s32 err, __u64 now, __u8 open_sent)
 {
 	e->hdr = o->hdr;
 	e->hdr.type = EVENT_TCP;
@@ -498,11 +565,15 @@ static __always_inline void fill_tcp(struct tcp_event *e, const struct sock *sk,
 	e->_pad = 0;
 	e->bytes_sent = 0;
 	e->bytes_received = 0;
+}
+
+static __always_inline void fill_tcp(struct tcp_event *e, const struct sock *sk, struct owner *o, __u8 phase, __s32 err, __u64 now, int oldstate, __u8 open_sent)
+{
+	fill_tcp_hdr(e, o, phase, err, now, open_sent);
 	if (phase == TCP_PHASE_CLOSE)
 		data_bytes(sk, o, oldstate, &e->bytes_sent, &e->bytes_received);
 	read_conn_btf(&e->conn, sk);
-	struct inet_sock *inet = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct inet_sock));
-	e->conn.lport = bpf_ntohs(inet->inet_sport);
+	e->conn.lport = bpf_ntohs(INET_RD(sk, inet_sport));
 }
 
 // emit_tcp sends a TCP event of o, on sk (a BTF pointer).
@@ -636,8 +707,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		// its start is the connect() — unless a SYN was sent again:
 		// then the handshake's end, so that the two sides' starts stay
 		// within a round trip (the correlator pairs them by it).
-		struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
-		if (tp->total_retrans == 0)
+		if (TCP_RD(sk, total_retrans) == 0)
 			return 0;
 		struct owner *c = bpf_map_lookup_elem(&socks, &key);
 		if (c)
@@ -651,7 +721,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		struct owner o = {};
 		fill_current(&o.hdr, EVENT_TCP, now);
 		o.start_ns = now;
-		o.cookie = bpf_get_socket_cookie((void *)sk);
+		o.cookie = live_cookie(sk);
 		o.unsent = o.cookie;
 		o.role = ROLE_CLIENT;
 		bpf_map_update_elem(&socks, &key, &o, BPF_ANY);
@@ -686,7 +756,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		struct conn c;
 		read_conn_btf(&c, sk);
 		o.start_ns = now;
-		o.cookie = bpf_get_socket_cookie((void *)sk);
+		o.cookie = live_cookie(sk);
 		o.unsent = o.cookie;
 		server_owner(&o, &c, sk);
 		o.hdr.ts_ns = now;
@@ -719,7 +789,12 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	} else {
 		// Claim the connect/accept: unless the sweep sent it, this
 		// close stands for it too.
+#ifdef WEFT_LEGACY
+		__u8 sent = o->unsent == 0;
+		o->unsent = 0;
+#else
 		__u8 sent = __sync_lock_test_and_set(&o->unsent, 0) == 0;
+#endif
 		emit_tcp(sk, o, TCP_PHASE_CLOSE, 0, now, oldstate, sent);
 	}
 	bpf_map_delete_elem(&socks, &key);
@@ -761,10 +836,20 @@ static __always_inline void sweep_one(__u64 *key, struct owner *o)
 	// The key is the socket's address: read it (fault-safe loads) and
 	// check it is still this connection (its cookie is ours), past its
 	// handshake and not closing.
-	struct sock *sk = bpf_rdonly_cast((void *)*key, bpf_core_type_id_kernel(struct sock));
-	if (!same_socket(cookie, sk->__sk_common.skc_cookie.counter))
+	__u64 addr = *key;
+	__u64 now_cookie;
+	__u8 state;
+	if (have_rdonly_cast) {
+		struct sock *sk = AS(struct sock, addr);
+		now_cookie = sk->__sk_common.skc_cookie.counter;
+		state = sk->__sk_common.skc_state;
+	} else {
+		struct sock *sk = (struct sock *)addr;
+		now_cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	}
+	if (!same_socket(cookie, now_cookie))
 		return;
-	__u8 state = sk->__sk_common.skc_state;
 	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE || state == TCP_LISTEN)
 		return;
 	// Not reserve(): a full ring here loses nothing, the close reports it.
@@ -776,12 +861,27 @@ static __always_inline void sweep_one(__u64 *key, struct owner *o)
 		return;
 	}
 	__u8 phase = o->role == ROLE_CLIENT ? TCP_PHASE_CONNECT : TCP_PHASE_ACCEPT;
-	fill_tcp(e, sk, o, phase, 0, o->start_ns, state, 0);
+	fill_tcp_hdr(e, o, phase, 0, o->start_ns, 0);
+	if (have_rdonly_cast) {
+		read_conn_btf(&e->conn, AS(struct sock, addr));
+		e->conn.lport = bpf_ntohs(AS(struct inet_sock, addr)->inet_sport);
+	} else {
+		read_conn_core(&e->conn, (struct sock *)addr);
+		e->conn.lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)addr, inet_sport));
+	}
 	e->cookie = cookie;
+#ifdef WEFT_LEGACY
+	if (o->unsent != cookie) {
+		bpf_ringbuf_discard(e, 0);
+		return;
+	}
+	o->unsent = 0;
+#else
 	if (__sync_val_compare_and_swap(&o->unsent, cookie, 0) != cookie) {
 		bpf_ringbuf_discard(e, 0);
 		return;
 	}
+#endif
 	submit(e, sizeof(*e));
 }
 
@@ -915,6 +1015,20 @@ int BPF_PROG(handle_data_ready, const struct sock *sk)
 // namespace of the collector itself (the host's, when it runs there).
 
 
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+// A socket reached through a task's files is read with SCAN_RD: the
+// legacy object finds it without bpf_sock_from_file (Linux 5.11), as a
+// plain address.
+#ifdef WEFT_LEGACY
+#define SCAN_RD BPF_CORE_READ
+#define scan_read_conn read_conn_core
+#else
+#define SCAN_RD DIRECT
+#define scan_read_conn read_conn_btf
+#endif
+
 SEC("iter/task_file")
 int scan_files(struct bpf_iter__task_file *ctx)
 {
@@ -922,17 +1036,25 @@ int scan_files(struct bpf_iter__task_file *ctx)
 	struct file *f = ctx->file;
 	if (!t || !f)
 		return 0;
+#ifdef WEFT_LEGACY
+	// A socket's file is sockfs's; its private_data is the socket.
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+#else
 	struct socket *sock = bpf_sock_from_file(f);
 	if (!sock)
 		return 0;
 	struct sock *sk = sock->sk;
+#endif
 	if (!sk)
 		return 0;
-	__u16 family = sk->__sk_common.skc_family;
+	__u16 family = SCAN_RD(sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	__u16 proto = sk->sk_protocol;
-	__u8 state = sk->__sk_common.skc_state;
+	__u16 proto = SCAN_RD(sk, sk_protocol);
+	__u8 state = SCAN_RD(sk, __sk_common.skc_state);
 	__u64 now = bpf_ktime_get_ns();
 	// An MPTCP listener (Go's default) accepts plain TCP too, through a
 	// TCP subflow listening on the same address.
@@ -944,7 +1066,7 @@ int scan_files(struct bpf_iter__task_file *ctx)
 		// First pass: listeners.
 		if (state == TCP_LISTEN && (proto == IPPROTO_TCP || proto == IPPROTO_MPTCP)) {
 			struct conn c;
-			read_conn_btf(&c, sk);
+			scan_read_conn(&c, sk);
 			struct task_hdr h;
 			fill_task(&h, t, EVENT_TCP, now);
 			add_listener(sk, &c, &h, BPF_NOEXIST);
@@ -959,10 +1081,10 @@ int scan_files(struct bpf_iter__task_file *ctx)
 	struct owner o = {};
 	fill_task(&o.hdr, t, EVENT_TCP, now);
 	o.start_ns = now;
-	o.cookie = scanned_cookie(sk);
+	o.cookie = SCANNED_COOKIE(sk, SCAN_RD);
 	o.unsent = o.cookie;
 	struct conn c;
-	read_conn_btf(&c, sk);
+	scan_read_conn(&c, sk);
 	o.role = listener_of(&c) ? ROLE_SERVER : ROLE_CLIENT;
 	__u64 key = (__u64)sk;
 	struct owner *old = bpf_map_lookup_elem(&socks, &key);
@@ -987,7 +1109,7 @@ int scan_tcp(struct bpf_iter__tcp *ctx)
 	if (state == TCP_LISTEN || state == TCP_CLOSE || state == TCP_SYN_SENT || state == TCP_SYN_RECV)
 		return 0;
 	__u64 key = (__u64)sk;
-	__u64 cookie = bpf_get_socket_cookie(sk);
+	__u64 cookie = live_cookie(sk);
 	struct owner *old = bpf_map_lookup_elem(&socks, &key);
 	if (old && old->cookie == cookie)
 		return 0; // seen live, or in some task's files

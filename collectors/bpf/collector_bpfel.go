@@ -139,6 +139,7 @@ const (
 	CollectorProgScanTcp         = "scan_tcp"
 	CollectorProgSweepRun        = "sweep_run"
 	CollectorProgSweepSocks      = "sweep_socks"
+	CollectorVarHaveRdonlyCast   = "have_rdonly_cast"
 	CollectorVarUnusedExec       = "unused_exec"
 	CollectorVarUnusedExit       = "unused_exit"
 	CollectorVarUnusedTcp        = "unused_tcp"
@@ -218,11 +219,12 @@ type CollectorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CollectorVariableSpecs struct {
-	UnusedExec  *ebpf.VariableSpec `ebpf:"unused_exec"`
-	UnusedExit  *ebpf.VariableSpec `ebpf:"unused_exit"`
-	UnusedTcp   *ebpf.VariableSpec `ebpf:"unused_tcp"`
-	UnusedUnix  *ebpf.VariableSpec `ebpf:"unused_unix"`
-	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	HaveRdonlyCast *ebpf.VariableSpec `ebpf:"have_rdonly_cast"`
+	UnusedExec     *ebpf.VariableSpec `ebpf:"unused_exec"`
+	UnusedExit     *ebpf.VariableSpec `ebpf:"unused_exit"`
+	UnusedTcp      *ebpf.VariableSpec `ebpf:"unused_tcp"`
+	UnusedUnix     *ebpf.VariableSpec `ebpf:"unused_unix"`
+	WakeupBytes    *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // CollectorObjects contains all objects after they have been loaded into the kernel.
@@ -276,11 +278,12 @@ func (m *CollectorMaps) Close() error {
 //
 // It can be passed to LoadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CollectorVariables struct {
-	UnusedExec  *ebpf.Variable `ebpf:"unused_exec"`
-	UnusedExit  *ebpf.Variable `ebpf:"unused_exit"`
-	UnusedTcp   *ebpf.Variable `ebpf:"unused_tcp"`
-	UnusedUnix  *ebpf.Variable `ebpf:"unused_unix"`
-	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
+	HaveRdonlyCast *ebpf.Variable `ebpf:"have_rdonly_cast"`
+	UnusedExec     *ebpf.Variable `ebpf:"unused_exec"`
+	UnusedExit     *ebpf.Variable `ebpf:"unused_exit"`
+	UnusedTcp      *ebpf.Variable `ebpf:"unused_tcp"`
+	UnusedUnix     *ebpf.Variable `ebpf:"unused_unix"`
+	WakeupBytes    *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // CollectorPrograms contains all programs after they have been loaded into the kernel.

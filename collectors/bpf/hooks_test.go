@@ -30,7 +30,7 @@ func openProbes(t *testing.T, probes ...Probe) *Collector {
 func openWith(t *testing.T, o Options) *Collector {
 	t.Helper()
 	requireRoot(t)
-	c, err := Open(o)
+	c, err := open(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,14 +48,6 @@ func skipUnavailable(t *testing.T, c *Collector) {
 			t.Skipf("skipping on this kernel (%s): %s", kernelRelease(), u)
 		}
 	}
-}
-
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "?"
-	}
-	return unix.ByteSliceToString(u.Release[:])
 }
 
 // onThread runs f on a thread of its own and returns that thread's id:
@@ -443,6 +435,7 @@ func TestPauseResume(t *testing.T) {
 func TestSweep(t *testing.T) {
 	const after = time.Second
 	c := openWith(t, Options{Probes: []Probe{ProbeTCP}, OpenAfter: after})
+	legacy := c.Kernel().Object == "legacy"
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -526,7 +519,9 @@ func TestSweep(t *testing.T) {
 		t.Fatalf("held open: connect %+v accept %+v, want ports %d→%d", c.Conn, a.Conn, long, sport)
 	}
 	for phase, conn := range map[uint8]net.Conn{PhaseConnect: cl, PhaseAccept: sv} {
-		if want := socketCookie(t, conn); opens[phase].Cookie != want {
+		// The legacy object has no cookie helper: a socket whose cookie
+		// was not made when the hook saw it stands as its address.
+		if want := socketCookie(t, conn); opens[phase].Cookie != want && !(legacy && opens[phase].Cookie&(1<<63) != 0) {
 			t.Errorf("held open: phase %d cookie %d, the socket's is %d", phase, opens[phase].Cookie, want)
 		}
 		if e := opens[phase]; e.Conn.Family != unix.AF_INET || [4]byte(e.Conn.Laddr[:4]) != [4]byte{127, 0, 0, 1} || [4]byte(e.Conn.Raddr[:4]) != [4]byte{127, 0, 0, 1} {
@@ -593,9 +588,21 @@ func socketCookie(t *testing.T, conn net.Conn) uint64 {
 // closes race on the same entries, and map elements are freed and reused
 // under the sweep. Every connection side is reported open exactly once —
 // by the sweep, before its close, with the close's cookie, start and
-// ports, or by its close alone — and closed once.
+// ports, or by its close alone — and closed once. (The legacy object,
+// for kernels without BPF atomics, claims without them: a side may be
+// reported open twice there, never not at all.) A side the hooks missed
+// is counted (untracked), never silent.
 func TestSweepRacesClose(t *testing.T) {
 	c := openProbes(t, ProbeTCP)
+	testSweepRacesClose(t, c)
+}
+
+func testSweepRacesClose(t *testing.T, c *Collector) {
+	legacy := c.Kernel().Object == "legacy"
+	untrackedBefore, err := c.Gaps()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -646,9 +653,11 @@ func TestSweepRacesClose(t *testing.T) {
 		}()
 	}
 
+	// Sides by their ports (the legacy object's cookies are socket
+	// addresses, which churn reuses); cookies must agree within a side.
 	type sideKey struct {
-		cookie uint64
-		role   uint8
+		lport, rport uint16
+		role         uint8
 	}
 	opens := map[sideKey]CollectorTcpEvent{}
 	closes := map[sideKey]int{}
@@ -669,11 +678,11 @@ func TestSweepRacesClose(t *testing.T) {
 		if e.Hdr.Type != TypeTCP || (e.Conn.Lport != sport && e.Conn.Rport != sport) {
 			continue
 		}
-		k := sideKey{e.Cookie, e.Role}
+		k := sideKey{e.Conn.Lport, e.Conn.Rport, e.Role}
 		switch e.Phase {
 		case PhaseConnect, PhaseAccept:
 			bySweep++
-			if _, dup := opens[k]; dup {
+			if _, dup := opens[k]; dup && !legacy {
 				t.Errorf("side %+v reported open twice", k)
 			}
 			if closes[k] > 0 {
@@ -685,11 +694,11 @@ func TestSweepRacesClose(t *testing.T) {
 			o, swept := opens[k]
 			implied, ok := OpenOf(&e)
 			switch {
-			case swept && ok:
+			case swept && ok && !legacy:
 				t.Errorf("side %+v: swept open, and its close stands for another", k)
 			case !swept && !ok:
 				t.Errorf("side %+v: closed, never reported open", k)
-			case swept && (o.StartNs != e.StartNs || o.Conn.Lport != e.Conn.Lport || o.Conn.Rport != e.Conn.Rport || o.Hdr.Pid != e.Hdr.Pid):
+			case swept && (o.Cookie != e.Cookie || o.StartNs != e.StartNs || o.Conn.Lport != e.Conn.Lport || o.Conn.Rport != e.Conn.Rport || o.Hdr.Pid != e.Hdr.Pid):
 				t.Errorf("side %+v: swept open %+v does not match its close %+v", k, o, e)
 			case ok:
 				byClose++
@@ -708,8 +717,18 @@ func TestSweepRacesClose(t *testing.T) {
 		t.Fatal(err)
 	default:
 	}
+	untracked, err := c.Gaps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	missed := untracked.UntrackedCloses - untrackedBefore.UntrackedCloses
 	if want := 2 * workers * each; len(closes) != want || len(opens) != want {
-		t.Errorf("%d sides closed, %d opened, want %d each", len(closes), len(opens), want)
+		// Every side not reported must be counted: an untracked close
+		// is one the hooks saw without its owner (evicted from socks).
+		t.Errorf("%d sides closed, %d opened, %d untracked closes, want %d each and none untracked", len(closes), len(opens), missed, want)
+		if uint64(want-len(closes)) > missed {
+			t.Errorf("%d sides neither reported nor counted", uint64(want-len(closes))-missed)
+		}
 	}
 	if bySweep == 0 || byClose == 0 {
 		t.Errorf("opens: %d by the sweep, %d by closes: the race was not run", bySweep, byClose)

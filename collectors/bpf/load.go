@@ -8,8 +8,10 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // What each probe loads: its programs, in the order they are loaded. The
@@ -116,6 +118,52 @@ func missing(p Probe, kernel *btf.Spec) []Unavailable {
 		}
 	}
 	return out
+}
+
+// haveAtomics tells whether the kernel takes BPF atomic exchanges (Linux
+// 5.12+): without them the legacy object is loaded.
+func haveAtomics() bool {
+	spec := &ebpf.ProgramSpec{
+		Type: ebpf.SocketFilter,
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R1, 0),
+			asm.StoreMem(asm.RFP, -8, asm.R1, asm.DWord),
+			asm.Mov.Reg(asm.R1, asm.RFP),
+			asm.Add.Imm(asm.R1, -8),
+			asm.Mov.Imm(asm.R2, 1),
+			asm.Xchg.Mem(asm.R1, asm.R2, asm.DWord, 0),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		},
+		License: "GPL",
+	}
+	p, err := ebpf.NewProgram(spec)
+	if err != nil {
+		return false
+	}
+	p.Close()
+	return true
+}
+
+// KernelInfo is how the collector fits this kernel: which object it
+// loaded and how it reads and sweeps.
+type KernelInfo struct {
+	Release string `json:"release"`
+	// Object: "default", or "legacy" for kernels without BPF atomics.
+	Object string `json:"object"`
+	// Casts: socket fields beyond struct sock are read by BTF pointer
+	// (bpf_rdonly_cast, Linux 6.2+), else by bpf_probe_read_kernel.
+	Casts bool `json:"casts"`
+	// Sweep: "syscall", "iterator" or "none".
+	Sweep string `json:"sweep"`
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }
 
 // raiseMemlock lifts RLIMIT_MEMLOCK where the kernel charges BPF memory to

@@ -94,7 +94,7 @@ func TestRefusedProgram(t *testing.T) {
 	requireRoot(t)
 	o := Options{Probes: []Probe{ProbeProcess, ProbeTCP}, OpenAfter: testOpenAfter, EditSpec: refuse("handle_exit")}
 
-	c, err := Open(o)
+	c, err := open(o)
 	if err == nil {
 		c.Close()
 		t.Fatal("Open loaded a program the verifier must refuse")
@@ -147,7 +147,7 @@ func TestUnavailableIsNotAnError(t *testing.T) {
 	saved := kernelNeeds[ProbeUnix]
 	kernelNeeds[ProbeUnix] = append(slices.Clone(saved), need{"btf_trace_weft_no_such_tracepoint", "tracepoint weft_no_such_tracepoint", "no Linux"})
 	t.Cleanup(func() { kernelNeeds[ProbeUnix] = saved })
-	c, err := Open(Options{Probes: []Probe{ProbeProcess, ProbeUnix}, OpenAfter: testOpenAfter})
+	c, err := open(Options{Probes: []Probe{ProbeProcess, ProbeUnix}, OpenAfter: testOpenAfter})
 	if err != nil {
 		t.Fatal(err)
 	}

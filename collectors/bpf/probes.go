@@ -70,6 +70,10 @@ type Options struct {
 	// EditSpec, when set, edits the programs before they load: for tests
 	// (a program made for the kernel to refuse) and nothing else.
 	EditSpec func(*ebpf.CollectionSpec)
+
+	// For tests: load the legacy object, or read without casts, on a
+	// kernel that would not need to.
+	legacy, noCasts bool
 }
 
 // Collector is the loaded, attached programs and their ring buffer.
@@ -83,6 +87,7 @@ type Collector struct {
 
 	unavailable []Unavailable
 	failed      []*LoadError
+	kernel      KernelInfo
 	poll        time.Duration
 
 	openAfter time.Duration
@@ -125,9 +130,21 @@ func Open(o Options) (*Collector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: read kernel BTF: %v (a kernel built with CONFIG_DEBUG_INFO_BTF, Linux 5.5+)", ErrPrivileges, err)
 	}
-	spec, err := LoadCollector()
+	info := KernelInfo{Release: kernelRelease(), Object: "default"}
+	load := LoadCollector
+	if o.legacy || !haveAtomics() {
+		info.Object, load = "legacy", LoadCollectorLegacy
+	}
+	spec, err := load()
 	if err != nil {
 		return nil, fmt.Errorf("load collector spec: %w", err)
+	}
+	if v, ok := spec.Variables["have_rdonly_cast"]; ok {
+		_, err := kernel.AnyTypeByName("bpf_rdonly_cast")
+		info.Casts = err == nil && !o.noCasts
+		if err := v.Set(info.Casts); err != nil {
+			return nil, fmt.Errorf("set have_rdonly_cast: %w", err)
+		}
 	}
 	spec.Maps[CollectorMapEvents].MaxEntries = uint32(o.RingBufferBytes)
 	spec.Maps[CollectorMapSocks].MaxEntries = uint32(o.MaxSockets)
@@ -152,7 +169,7 @@ func Open(o Options) (*Collector, error) {
 		}
 	}
 
-	c := &Collector{poll: o.PollInterval, openAfter: o.OpenAfter}
+	c := &Collector{poll: o.PollInterval, openAfter: o.OpenAfter, kernel: info}
 	if o.WakeupBytes == 0 {
 		c.poll = 0
 	}
@@ -248,7 +265,13 @@ probes:
 			}
 			errs = append(errs, fmt.Sprintf("%s: %s", name, loadError(p, name, err).Reason))
 		}
-		if c.objs.SweepRun == nil && c.objs.SweepSocks == nil {
+		switch {
+		case c.objs.SweepRun != nil:
+			c.kernel.Sweep = "syscall"
+		case c.objs.SweepSocks != nil:
+			c.kernel.Sweep = "iterator"
+		default:
+			c.kernel.Sweep = "none"
 			c.unavailable = append(c.unavailable, Unavailable{Probe: p,
 				Feature: "sweep of open connections (" + strings.Join(errs, "; ") + ")",
 				Effect:  "a TCP connection is reported when it closes, not while it is open",
@@ -257,6 +280,9 @@ probes:
 	}
 	return nil
 }
+
+// Kernel is how the collector fits this kernel.
+func (c *Collector) Kernel() KernelInfo { return c.kernel }
 
 // Probes are the probes loaded and attached.
 func (c *Collector) Probes() []Probe { return c.probes }

@@ -52,7 +52,7 @@ func TestTCPBytesExact(t *testing.T) {
 }
 
 func testTCPBytes(t *testing.T, network, address string, serverFirst bool, family uint16) {
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
+	c, err := open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -456,7 +456,7 @@ func TestEstablishedBeforeAttach(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
+	c, err := open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -496,7 +496,7 @@ func TestListenerBeforeAttach(t *testing.T) {
 				t.Skipf("no %s: %v", network, err)
 			}
 			defer ln.Close()
-			c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
+			c, err := open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -529,7 +529,7 @@ func TestListenerBeforeAttach(t *testing.T) {
 // task on the kernel's slow path: this keeps it from coming back.
 func TestOnlyBTFHooks(t *testing.T) {
 	requireRoot(t)
-	c, err := Open(Options{OpenAfter: testOpenAfter})
+	c, err := open(Options{OpenAfter: testOpenAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,7 +556,7 @@ func TestOnlyBTFHooks(t *testing.T) {
 // new one's).
 func TestReuseportReload(t *testing.T) {
 	requireRoot(t)
-	c, err := Open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
+	c, err := open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
