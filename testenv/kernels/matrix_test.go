@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -45,7 +46,8 @@ const (
 // with WEFT_KERNEL_MATRIX_OUT it also writes the matrix there as JSON.
 // WEFT_KERNELS (comma-separated names) picks kernels, WEFT_KERNEL_TESTS
 // is passed to the binary's -test.run, WEFT_KERNEL_CACHE overrides the
-// cache directory.
+// cache directory and WEFT_KERNELS_REFRESH=1 fetches the newest kernels
+// again (a cached kernel is otherwise used as it is).
 func TestKernelMatrix(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: the kernel matrix runs with the eBPF tests, as root (CI runs as root)")
@@ -91,7 +93,7 @@ func TestKernelMatrix(t *testing.T) {
 	}
 	ctx := t.Context()
 	start := time.Now()
-	ks, err := kernels.Fetch(ctx, cache, kernels.FetchOptions{}, dists...)
+	ks, err := kernels.Fetch(ctx, cache, kernels.FetchOptions{Refresh: os.Getenv("WEFT_KERNELS_REFRESH") == "1"}, dists...)
 	if err != nil {
 		missing("fetch kernels (network, the host's apt sources): %v", err)
 	}
@@ -128,12 +130,7 @@ func TestKernelMatrix(t *testing.T) {
 					t.Errorf("%s: %s must pass, got %s; console log %s", k.Name, name, cell(r, ok), res.Console)
 				}
 			}
-			for _, r := range run.Tests {
-				// A parent whose subtests failed says nothing itself.
-				if r.Status == kernels.Fail && len(r.Output) > 0 {
-					t.Logf("%s %s FAIL:\n\t%s", k.Name, r.Name, strings.Join(firstLines(r.Output, 8), "\n\t"))
-				}
-			}
+			logFailures(t, k.Name, run.Tests)
 		})
 	}
 	t.Logf("kernel matrix (collectors/bpf):\n%s", m.table())
@@ -142,6 +139,35 @@ func TestKernelMatrix(t *testing.T) {
 		if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+var testFileLine = regexp.MustCompile(`^\S+_test\.go:\d+: `)
+
+// logFailures logs why tests failed, once for all the tests that failed
+// with the same first line (when a program does not load, every test
+// says so). A parent whose subtests failed says nothing itself.
+func logFailures(t *testing.T, kernel string, results []kernels.TestResult) {
+	t.Helper()
+	var reasons []string
+	byReason := map[string][]string{}
+	for _, r := range results {
+		if r.Status != kernels.Fail || len(r.Output) == 0 {
+			continue
+		}
+		// Without the file:line prefixes, which differ per test.
+		var lines []string
+		for _, l := range firstLines(r.Output, 8) {
+			lines = append(lines, testFileLine.ReplaceAllString(l, ""))
+		}
+		reason := strings.Join(lines, "\n\t")
+		if byReason[reason] == nil {
+			reasons = append(reasons, reason)
+		}
+		byReason[reason] = append(byReason[reason], r.Name)
+	}
+	for _, reason := range reasons {
+		t.Logf("%s: FAIL %s:\n\t%s", kernel, strings.Join(byReason[reason], ", "), reason)
 	}
 }
 
