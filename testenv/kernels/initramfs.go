@@ -9,7 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -121,7 +121,7 @@ func (r *initramfs) writeTo(w io.Writer) error {
 	for p := range r.files {
 		names = append(names, p)
 	}
-	sort.Strings(names) // parents before children
+	slices.Sort(names) // parents before children
 	zw := gzip.NewWriter(w)
 	bw := bufio.NewWriterSize(zw, 1<<20)
 	ino := uint32(1)
@@ -135,21 +135,18 @@ func (r *initramfs) writeTo(w io.Writer) error {
 			}
 			data = b
 		}
-		if err := writeCpio(bw, ino, p, e, data); err != nil {
-			return err
-		}
+		writeCpio(bw, ino, p, e, data)
 		ino++
 	}
-	if err := writeCpio(bw, 0, "TRAILER!!!", entry{}, nil); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
+	writeCpio(bw, 0, "TRAILER!!!", entry{}, nil)
+	if err := bw.Flush(); err != nil { // reports any write error before it
 		return err
 	}
 	return zw.Close()
 }
 
-func writeCpio(w *bufio.Writer, ino uint32, name string, e entry, data []byte) error {
+// writeCpio writes one entry; w keeps the first write error for Flush.
+func writeCpio(w *bufio.Writer, ino uint32, name string, e entry, data []byte) {
 	nlink := uint32(1)
 	if e.mode&sIFDIR == sIFDIR {
 		nlink = 2
@@ -162,7 +159,6 @@ func writeCpio(w *bufio.Writer, ino uint32, name string, e entry, data []byte) e
 	pad(w, len(hdr)+len(name)+1)
 	w.Write(data)
 	pad(w, len(data))
-	return nil
 }
 
 func pad(w *bufio.Writer, n int) {
