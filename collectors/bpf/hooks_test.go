@@ -32,11 +32,28 @@ func openWith(t *testing.T, o Options) *Collector {
 	requireRoot(t)
 	c, err := open(o)
 	if err != nil {
+		logVerifier(t, err)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	skipUnavailable(t, c)
 	return c
+}
+
+// logVerifier logs the end of the verifier's log of a refused program
+// (the kernel matrix shows it from the VM's console).
+func logVerifier(t *testing.T, err error) {
+	t.Helper()
+	var le *LoadError
+	if !errors.As(err, &le) || le.LogFile == "" {
+		return
+	}
+	b, rerr := os.ReadFile(le.LogFile)
+	if rerr != nil {
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	t.Logf("verifier log of %s, last lines:\n%s", le.Program, strings.Join(lines[max(0, len(lines)-12):], "\n"))
 }
 
 // skipUnavailable skips a test of a probe this kernel cannot give (the

@@ -131,7 +131,9 @@ func haveAtomics() bool {
 			asm.Mov.Reg(asm.R1, asm.RFP),
 			asm.Add.Imm(asm.R1, -8),
 			asm.Mov.Imm(asm.R2, 1),
-			asm.Xchg.Mem(asm.R1, asm.R2, asm.DWord, 0),
+			// BPF_STX | BPF_ATOMIC | BPF_DW, imm BPF_XCHG: spelled out,
+			// the way the kernel reads it.
+			{OpCode: asm.StoreXAddOp(asm.DWord), Dst: asm.R1, Src: asm.R2, Constant: 0xe1},
 			asm.Mov.Imm(asm.R0, 0),
 			asm.Return(),
 		},

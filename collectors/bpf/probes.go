@@ -281,6 +281,40 @@ probes:
 	return nil
 }
 
+// HookCost is a hook's run count and time in the kernel (collected while
+// kernel.bpf_stats_enabled is on, e.g. under ebpf.EnableStats).
+type HookCost struct {
+	Runs    uint64        `json:"runs"`
+	Runtime time.Duration `json:"runtime_ns"`
+}
+
+// NsPerRun is the mean cost of one run.
+func (h HookCost) NsPerRun() float64 {
+	if h.Runs == 0 {
+		return 0
+	}
+	return float64(h.Runtime.Nanoseconds()) / float64(h.Runs)
+}
+
+// HookCosts are the attached hooks' costs so far, by program name.
+func (c *Collector) HookCosts() (map[string]HookCost, error) {
+	out := map[string]HookCost{}
+	for name, p := range map[string]*ebpf.Program{
+		"handle_exec": c.objs.HandleExec, "handle_exit": c.objs.HandleExit,
+		"handle_set_state": c.objs.HandleSetState, "handle_data_ready": c.objs.HandleDataReady,
+	} {
+		if p == nil {
+			continue
+		}
+		st, err := p.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("stats of %s: %w", name, err)
+		}
+		out[name] = HookCost{Runs: st.RunCount, Runtime: st.Runtime}
+	}
+	return out, nil
+}
+
 // Kernel is how the collector fits this kernel.
 func (c *Collector) Kernel() KernelInfo { return c.kernel }
 

@@ -54,6 +54,7 @@ func TestTCPBytesExact(t *testing.T) {
 func testTCPBytes(t *testing.T, network, address string, serverFirst bool, family uint16) {
 	c, err := open(Options{Probes: []Probe{ProbeTCP}, OpenAfter: testOpenAfter})
 	if err != nil {
+		logVerifier(t, err)
 		t.Fatal(err)
 	}
 	defer c.Close()

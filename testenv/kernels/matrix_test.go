@@ -100,7 +100,9 @@ func TestKernelMatrix(t *testing.T) {
 	t.Logf("kernels ready in %s (cache %s)", time.Since(start).Round(100*time.Millisecond), cache)
 
 	bin, tests := buildTests(t, "github.com/weftobs/weft/collectors/bpf")
-	args := []string{"-test.v", "-test.count=1", "-test.timeout", testTimeout}
+	// TestVariants runs the suite again in the older kernels' variants:
+	// on those kernels it runs natively, so not in the VMs.
+	args := []string{"-test.v", "-test.count=1", "-test.timeout", testTimeout, "-test.skip", "^TestVariants$"}
 	if run := os.Getenv("WEFT_KERNEL_TESTS"); run != "" {
 		args = append(args, "-test.run", run)
 		tests = listTests(t, bin, run)
@@ -219,7 +221,17 @@ type row struct {
 	Console     string            `json:"console"`
 	Results     map[string]string `json:"results"` // test (and subtest) → PASS, FAIL, SKIP
 	Failures    map[string]string `json:"failures,omitempty"`
+	// HookNs is each hook's cost per run (TestHookCost), in ns under
+	// emulation: compare kernels by ratio only.
+	HookNs map[string]float64 `json:"hook_ns_per_run,omitempty"`
+	// Collector is how the collector fitted this kernel (TestVariantIs).
+	Collector string `json:"collector,omitempty"`
 }
+
+var (
+	hookCostLine  = regexp.MustCompile(`hook-cost (\S+) (\d+) ns/run`)
+	collectorLine = regexp.MustCompile(`kernel \S+: (object \S+, casts \S+, sweep \S+)`)
+)
 
 func (m *matrix) add(res kernels.Result, err error) {
 	r := row{
@@ -234,6 +246,19 @@ func (m *matrix) add(res kernels.Result, err error) {
 		r.RunSeconds, r.ExitCode = run.Duration.Seconds(), run.ExitCode
 		for _, tr := range run.Tests {
 			r.Results[tr.Name] = string(tr.Status)
+			for _, l := range tr.Output {
+				if m := hookCostLine.FindStringSubmatch(l); m != nil {
+					if r.HookNs == nil {
+						r.HookNs = map[string]float64{}
+					}
+					var ns float64
+					fmt.Sscan(m[2], &ns)
+					r.HookNs[m[1]] = ns
+				}
+				if m := collectorLine.FindStringSubmatch(l); m != nil {
+					r.Collector = m[1]
+				}
+			}
 			if tr.Status == kernels.Fail {
 				if r.Failures == nil {
 					r.Failures = map[string]string{}
@@ -249,12 +274,40 @@ func (m *matrix) add(res kernels.Result, err error) {
 func (m *matrix) table() string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "kernel\trelease\tpackage version\tboot\trun\texit")
-	fmt.Fprintf(w, "host\t%s\t-\t-\t-\t(runs in go test ./collectors/bpf)\n", m.Host)
+	fmt.Fprintln(w, "kernel\trelease\tpackage version\tboot\trun\texit\tcollector")
+	fmt.Fprintf(w, "host\t%s\t-\t-\t-\t(runs in go test ./collectors/bpf)\t\n", m.Host)
 	for _, r := range m.Kernels {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%.0fs\t%.0fs\t%d\n", r.Name, r.Release, r.Version, r.BootSeconds, r.RunSeconds, r.ExitCode)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%.0fs\t%.0fs\t%d\t%s\n", r.Name, r.Release, r.Version, r.BootSeconds, r.RunSeconds, r.ExitCode, r.Collector)
 	}
 	w.Flush()
+	// Hook costs, as ratios to the last kernel's (the newest).
+	if n := len(m.Kernels); n > 0 && m.Kernels[n-1].HookNs != nil {
+		newest := m.Kernels[n-1]
+		b.WriteString("\nhook cost per run, ÷ " + newest.Name + "'s (same run, under emulation)\n")
+		w = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprint(w, "hook")
+		for _, r := range m.Kernels {
+			fmt.Fprintf(w, "\t%s", r.Name)
+		}
+		fmt.Fprintln(w)
+		hooks := make([]string, 0, len(newest.HookNs))
+		for h := range newest.HookNs {
+			hooks = append(hooks, h)
+		}
+		slices.Sort(hooks)
+		for _, h := range hooks {
+			fmt.Fprint(w, h)
+			for _, r := range m.Kernels {
+				if ns, ok := r.HookNs[h]; ok {
+					fmt.Fprintf(w, "\t%.2f (%.0f ns)", ns/newest.HookNs[h], ns)
+				} else {
+					fmt.Fprint(w, "\t-")
+				}
+			}
+			fmt.Fprintln(w)
+		}
+		w.Flush()
+	}
 	b.WriteString("\n")
 	w = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprint(w, "test")
