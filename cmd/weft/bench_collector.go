@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -48,6 +50,10 @@ func newBenchCollectorCmd() *cobra.Command {
 			fmt.Fprintf(w, "  events             %12.0f events/s, %d lost\n", r.StormEventsPerSec, r.LostEvents)
 			fmt.Fprintf(w, "  CPU                %12.4f cores per 10k events/s\n", r.CPUCoresPer10kEvents)
 			fmt.Fprintf(w, "  RSS                %12d bytes peak (anonymous %d, ring buffer %d, the rest binary text)\n", r.RSSBytes, r.RSSAnonBytes, r.RSSRingBytes)
+			hooks := slices.Sorted(maps.Keys(r.HookNsPerRun))
+			for _, h := range hooks {
+				fmt.Fprintf(w, "  hook %-17s %8.0f ns per run (kernel BPF statistics, one more segment)\n", h, r.HookNsPerRun[h])
+			}
 			return nil
 		},
 	}

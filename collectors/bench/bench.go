@@ -124,6 +124,10 @@ type Result struct {
 	// StormEventsPerSec is the events the collector published per second
 	// during the storm.
 	StormEventsPerSec float64 `json:"storm_events_per_sec"`
+	// HookNsPerRun is each attached hook's cost per run in the kernel
+	// (kernel.bpf_stats_enabled, over one more storm segment), by
+	// program name.
+	HookNsPerRun map[string]float64 `json:"hook_ns_per_run,omitempty"`
 	// LostEvents: ring-buffer reserve failures over every storm round.
 	LostEvents uint64 `json:"lost_events"`
 	// CPUCoresPer10kEvents: CPU (user + system) of the collector's process
@@ -477,6 +481,26 @@ func storm(ctx context.Context, o Options, srvURL string, child StormCommand, re
 		ratios = append(ratios, d[1].Seconds()/d[0].Seconds())
 		o.Log.Info("storm round", "round", r, "without", d[0], "with", d[1], "ratio", ratios[r])
 	}
+	// The hooks' cost per run, from the kernel's BPF statistics, over
+	// one more segment with them on (they cost two clock reads a run,
+	// so they stay off for the rounds above).
+	cpuRounds, eventsRounds := cpuWith, events
+	if _, _, err := coll.do("stats-on"); err != nil {
+		o.Log.Warn("no hook costs", "err", err)
+	} else {
+		if _, err := run(true); err != nil {
+			return err
+		}
+		costs, err := coll.costs()
+		if err != nil {
+			return err
+		}
+		res.HookNsPerRun = map[string]float64{}
+		for name, h := range costs {
+			res.HookNsPerRun[name] = h.NsPerRun()
+		}
+	}
+	cpuWith, events = cpuRounds, eventsRounds
 	cr, err := coll.stop()
 	if err != nil {
 		return err

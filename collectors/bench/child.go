@@ -14,7 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftobs/weft/collectors/bpf"
 	"github.com/weftobs/weft/collectors/collector"
@@ -82,6 +84,15 @@ func collectorChild(url string) error {
 		if cmd == "stop" {
 			break
 		}
+		if cmd == "costs" {
+			costs, err := st.Collector().HookCosts()
+			if err != nil {
+				return err
+			}
+			b, _ := json.Marshal(costs)
+			fmt.Printf("costs %s\n", b)
+			continue
+		}
 		if err := command(st, cmd); err != nil {
 			return err
 		}
@@ -121,6 +132,13 @@ func command(st *collector.Stage, cmd string) error {
 		}
 		return drain(coll)
 	case "drain":
+		return drain(coll)
+	case "stats-on":
+		// The kernel's BPF statistics (two clock reads a run), for the
+		// hooks' costs: on for the rest of this process's life.
+		if _, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err != nil {
+			return fmt.Errorf("collector child: enable BPF statistics: %w", err)
+		}
 		return drain(coll)
 	}
 	return fmt.Errorf("collector child: unknown command %q", cmd)
@@ -185,6 +203,18 @@ func (p *collectorProc) do(cmd string) (cpu time.Duration, events uint64, err er
 		return 0, 0, fmt.Errorf("collector child: %s: %q %v", cmd, line, err)
 	}
 	return time.Duration(ns), events, nil
+}
+
+// costs returns the hooks' costs so far (BPF statistics, after stats-on).
+func (p *collectorProc) costs() (map[string]bpf.HookCost, error) {
+	fmt.Fprintln(p.stdin, "costs")
+	line, err := p.out.ReadString('\n')
+	js, ok := strings.CutPrefix(strings.TrimSpace(line), "costs ")
+	if err != nil || !ok {
+		return nil, fmt.Errorf("collector child: costs: %q %v", line, err)
+	}
+	var c map[string]bpf.HookCost
+	return c, json.Unmarshal([]byte(js), &c)
 }
 
 func (p *collectorProc) stop() (collectorResult, error) {
