@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -85,16 +86,8 @@ func loadError(p Probe, prog string, err error) *LoadError {
 	le := &LoadError{Probe: p, Program: prog, Err: err, Reason: err.Error()}
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
-		if n := len(ve.Log); n > 0 {
-			le.Reason = strings.TrimSpace(ve.Log[n-1])
-			for i := n - 1; i >= 0; i-- { // the last line is often the statistics
-				if l := strings.TrimSpace(ve.Log[i]); l != "" && !strings.HasPrefix(l, "processed ") && !strings.HasPrefix(l, "verification time") && !strings.HasPrefix(l, "stack depth") {
-					le.Reason = l
-					break
-				}
-			}
-		}
-		if le.Reason == "" || strings.HasPrefix(le.Reason, "processed ") {
+		le.Reason = verifierReason(ve.Log)
+		if le.Reason == "" {
 			le.Reason = ve.Cause.Error()
 		}
 		f := filepath.Join(os.TempDir(), fmt.Sprintf("weft-verifier-%s-%d.log", prog, os.Getpid()))
@@ -103,6 +96,35 @@ func loadError(p Probe, prog string, err error) *LoadError {
 		}
 	}
 	return le
+}
+
+// verifierReason is the line of a verifier log that says why: the line
+// after the last instruction shown ("108: (85) call …"), else the last
+// line that is not the statistics. (Newer verifiers add hints after it.)
+func verifierReason(log []string) string {
+	last := -1
+	for i, l := range log {
+		if insnLine.MatchString(l) {
+			last = i
+		}
+	}
+	if last >= 0 && last+1 < len(log) {
+		if r := strings.TrimSpace(log[last+1]); r != "" && !isStats(r) {
+			return r
+		}
+	}
+	for i := len(log) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(log[i]); l != "" && !isStats(l) {
+			return l
+		}
+	}
+	return ""
+}
+
+var insnLine = regexp.MustCompile(`^\d+: \([0-9a-f]{2}\)`)
+
+func isStats(l string) bool {
+	return strings.HasPrefix(l, "processed ") || strings.HasPrefix(l, "verification time") || strings.HasPrefix(l, "stack depth")
 }
 
 // missing returns what the kernel lacks for probe p (nil: nothing).

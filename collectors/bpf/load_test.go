@@ -187,3 +187,22 @@ func dialLocal(t *testing.T) net.Conn {
 	t.Cleanup(func() { srv.Close() })
 	return conn
 }
+
+func TestVerifierReason(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		log  []string
+		want string
+	}{
+		{"after the instruction", []string{"0: (b7) r1 = 0", "108: (85) call bpf_get_socket_cookie#46", "R1 type=untrusted_ptr_ expected=sock", "processed 319 insns"}, "R1 type=untrusted_ptr_ expected=sock"},
+		{"a hint follows", []string{"0: (95) exit", "R0 !read_ok", "Initialize R0 on every path before this instruction.", "processed 1 insns"}, "R0 !read_ok"},
+		{"no instruction", []string{"BPF_STX uses reserved fields", "processed 0 insns (limit 1000000)"}, "BPF_STX uses reserved fields"},
+		{"empty", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := verifierReason(tc.log); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
