@@ -756,12 +756,15 @@ func testSweepRacesClose(t *testing.T, c *Collector) {
 		t.Fatal(err)
 	}
 	missed := untracked.UntrackedCloses - untrackedBefore.UntrackedCloses
+	skipped := untracked.MissedRuns - untrackedBefore.MissedRuns
+	t.Logf("%d sides closed, %d opened; %d untracked closes, %d hook runs the kernel skipped", len(closes), len(opens), missed, skipped)
 	if want := 2 * workers * each; len(closes) != want || len(opens) != want {
 		// Every side not reported must be counted: an untracked close
-		// is one the hooks saw without its owner (evicted from socks).
-		t.Errorf("%d sides closed, %d opened, %d untracked closes, want %d each and none untracked", len(closes), len(opens), missed, want)
-		if uint64(want-len(closes)) > missed {
-			t.Errorf("%d sides neither reported nor counted", uint64(want-len(closes))-missed)
+		// is one the hooks saw without its owner (evicted from socks),
+		// a missed run one the kernel did not run the hook for (it was
+		// running on that CPU already: an interrupt in the middle).
+		if uint64(want-len(closes)) > missed+skipped || uint64(want-len(opens)) > missed+skipped {
+			t.Errorf("%d sides closed, %d opened, want %d each: %d neither reported nor counted", len(closes), len(opens), want, uint64(want-min(len(closes), len(opens)))-missed-skipped)
 		}
 	}
 	if bySweep == 0 || byClose == 0 {

@@ -543,6 +543,12 @@ type Gaps struct {
 	// on the listener's queue (taken by accept() before the hook ran):
 	// sent under a one-off id instead of the client's inode number.
 	UnixUnmatched uint64
+	// MissedRuns: hook runs the kernel skipped because the same hook
+	// was already running on that CPU (an interrupt came in the middle
+	// of it; Linux 5.12+ counts these, older kernels run both). Each
+	// may have lost what that run would have recorded: a TCP side's
+	// owner, or its close.
+	MissedRuns uint64
 }
 
 // Gaps reads the kernel's gap counters.
@@ -553,6 +559,16 @@ func (c *Collector) Gaps() (Gaps, error) {
 		if *n, err = sumPerCPUAt(c.objs.Untracked, uint32(slot), "untracked"); err != nil {
 			return Gaps{}, err
 		}
+	}
+	for _, p := range []*ebpf.Program{c.objs.HandleExec, c.objs.HandleExit, c.objs.HandleSetState, c.objs.HandleDataReady} {
+		if p == nil {
+			continue
+		}
+		st, err := p.Stats()
+		if err != nil {
+			return Gaps{}, fmt.Errorf("read missed runs: %w", err)
+		}
+		g.MissedRuns += st.RecursionMisses
 	}
 	return g, nil
 }

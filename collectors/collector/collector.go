@@ -78,6 +78,10 @@ type Stats struct {
 	// taken by accept() before the hook saw it: published under a
 	// one-off id.
 	UnixUnmatched uint64 `json:"unix_unmatched"`
+	// MissedRuns is the hook runs the kernel skipped (the hook was
+	// already running on that CPU when an interrupt ran it again): each
+	// may have lost a record.
+	MissedRuns uint64 `json:"missed_runs"`
 	// Gaps in attribution (events published with what was known).
 	UnknownCgroup    uint64 `json:"unknown_cgroup"`
 	ProcessGone      uint64 `json:"process_gone"`
@@ -372,6 +376,7 @@ func (s *Stage) Gaps() map[string]uint64 {
 	return map[string]uint64{
 		"unowned_accept":      st.UnownedAccepts,
 		"unix_unmatched":      st.UnixUnmatched,
+		"missed_hook_run":     st.MissedRuns,
 		"unknown_cgroup":      st.UnknownCgroup,
 		"process_gone":        st.ProcessGone,
 		"pod_not_in_metadata": st.PodNotInMetadata,
@@ -400,7 +405,7 @@ func (s *Stage) Stats() Stats {
 			st.Lost = s.lost.Load()
 		}
 		if g, err := coll.Gaps(); err == nil {
-			st.UntrackedCloses, st.UnownedAccepts, st.UnixUnmatched = g.UntrackedCloses, g.UnownedAccepts, g.UnixUnmatched
+			st.UntrackedCloses, st.UnownedAccepts, st.UnixUnmatched, st.MissedRuns = g.UntrackedCloses, g.UnownedAccepts, g.UnixUnmatched, g.MissedRuns
 		}
 	}
 	if pipe != nil {
