@@ -207,11 +207,19 @@ type loader struct {
 	cache *btf.Cache
 }
 
-func newLoader(spec *ebpf.CollectionSpec) (*loader, error) {
-	ms := spec.Copy()
-	ms.Programs = map[string]*ebpf.ProgramSpec{}
-	cache := btf.NewCache()
-	coll, err := ebpf.NewCollectionWithOptions(ms, ebpf.CollectionOptions{Cache: cache})
+// sub is spec with only the named programs (a shallow copy: loading
+// copies what it changes).
+func sub(spec *ebpf.CollectionSpec, names ...string) *ebpf.CollectionSpec {
+	s := *spec
+	s.Programs = make(map[string]*ebpf.ProgramSpec, len(names))
+	for _, n := range names {
+		s.Programs[n] = spec.Programs[n]
+	}
+	return &s
+}
+
+func newLoader(spec *ebpf.CollectionSpec, cache *btf.Cache) (*loader, error) {
+	coll, err := ebpf.NewCollectionWithOptions(sub(spec), ebpf.CollectionOptions{Cache: cache})
 	if err != nil {
 		return nil, fmt.Errorf("create eBPF maps: %w", err)
 	}
@@ -219,13 +227,7 @@ func newLoader(spec *ebpf.CollectionSpec) (*loader, error) {
 }
 
 func (l *loader) program(name string) (*ebpf.Program, error) {
-	ps := l.spec.Copy()
-	for n := range ps.Programs {
-		if n != name {
-			delete(ps.Programs, n)
-		}
-	}
-	coll, err := ebpf.NewCollectionWithOptions(ps, ebpf.CollectionOptions{MapReplacements: l.maps, Cache: l.cache})
+	coll, err := ebpf.NewCollectionWithOptions(sub(l.spec, name), ebpf.CollectionOptions{MapReplacements: l.maps, Cache: l.cache})
 	if err != nil {
 		return nil, err
 	}

@@ -126,7 +126,10 @@ func Open(o Options) (*Collector, error) {
 	if o.RingBufferBytes < page || o.RingBufferBytes&(o.RingBufferBytes-1) != 0 {
 		return nil, fmt.Errorf("ring buffer size %d: want a power of two of at least %d", o.RingBufferBytes, page)
 	}
-	kernel, err := btf.LoadKernelSpec()
+	// One parse of the kernel's BTF, shared by the feature look-ups and
+	// every program's load.
+	cache := btf.NewCache()
+	kernel, err := cache.Kernel()
 	if err != nil {
 		return nil, fmt.Errorf("%w: read kernel BTF: %v (a kernel built with CONFIG_DEBUG_INFO_BTF, Linux 5.5+)", ErrPrivileges, err)
 	}
@@ -173,7 +176,7 @@ func Open(o Options) (*Collector, error) {
 	if o.WakeupBytes == 0 {
 		c.poll = 0
 	}
-	ld, err := newLoader(spec)
+	ld, err := newLoader(spec, cache)
 	if err != nil {
 		return nil, err
 	}

@@ -39,7 +39,7 @@ var notInVM = []string{"TestVariants"}
 
 const (
 	bootTimeout = 10 * time.Minute // per kernel: boot, the whole test binary, power off
-	testTimeout = "8m"            // the test binary's own -test.timeout in the VM
+	testTimeout = "8m"             // the test binary's own -test.timeout in the VM
 )
 
 // TestKernelMatrix runs the collectors/bpf tests on each Debian kernel of
