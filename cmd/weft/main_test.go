@@ -421,18 +421,57 @@ func TestChartKnowsEveryKind(t *testing.T) {
 	}
 }
 
-func TestTopologyRenderSidecar(t *testing.T) {
-	values := filepath.Join(t.TempDir(), "values.yaml")
-	if err := os.WriteFile(values, []byte("otlp: {endpoint: \"http://otel-collector.observability:4318\"}\n"), 0o644); err != nil {
+// TestTopologyValues: the values the binary prints make Helm render what
+// the topology file and the user's values render, sidecar snippet included.
+func TestTopologyValues(t *testing.T) {
+	const topoFile = "../../examples/topologies/sidecar.yaml"
+	userValues := []byte("# the user's comment\notlp: {endpoint: \"http://otel-collector.observability:4318\"}\ntopology: {stages: []}\n")
+	valuesFile := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(valuesFile, userValues, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, "topology", "render", "-f", "../../examples/topologies/sidecar.yaml", "--sidecar", "collector", "--values", values)
+	p := start(t, "topology", "values", "-f", topoFile, "--values", valuesFile)
 	if err := <-p.done; err != nil {
 		t.Fatalf("%v\n%s", err, p.stderr)
 	}
+	if !strings.Contains(p.stdout.String(), "# the user's comment") {
+		t.Errorf("the user's comment is gone:\n%s", p.stdout)
+	}
+	printed, err := render.ParseValues(p.stdout.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := os.ReadFile(topoFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	given, err := render.ParseValues(userValues)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := render.Render(topo, render.Options{Values: given})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := render.Render(nil, render.Options{Values: printed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("the printed values render differently from the topology file:\n%s", got)
+	}
+	snippet, err := render.RenderSidecar(nil, "collector", render.Options{Values: printed})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, want := range []string{"weft", "run", "--stage", "collector"} {
-		if !strings.Contains(p.stdout.String(), want) {
-			t.Errorf("sidecar snippet lacks %q:\n%s", want, p.stdout)
+		if !strings.Contains(snippet, want) {
+			t.Errorf("sidecar snippet lacks %q:\n%s", want, snippet)
 		}
+	}
+
+	bad := start(t, "topology", "values", "-f", "testdata/no-such-topology.yaml")
+	if err := <-bad.done; err == nil || !strings.Contains(bad.stderr.String(), "no-such-topology.yaml") {
+		t.Errorf("a missing topology file: %v\n%s", err, bad.stderr)
 	}
 }
