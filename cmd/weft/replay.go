@@ -238,6 +238,15 @@ func replayTo(ctx context.Context, errw io.Writer, o replayOptions, r replay.Ran
 		fmt.Fprintf(errw, "nothing to replay: %s has no messages in the range\n", o.stream)
 		return nil
 	}
+	// The stage keeps its state in the data dir, as under weft up or run.
+	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	unlock, err := lockDataDir(o.dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	durable := fmt.Sprintf("replay-%s-%d", o.to, time.Now().Unix())
 	rp := &stage.Replay{Durable: durable, StartSeq: b.First, UntilSeq: b.Last, UntilTime: r.UntilTime}
 	run, err := runner.New(runner.Options{
