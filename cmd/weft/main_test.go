@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -40,6 +41,12 @@ var weftBin string
 // TestMain builds the weft binary once, so the end-to-end tests run what
 // users run.
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if fuzzing() {
+		// Fuzz targets call functions, not the binary; each fuzz worker
+		// runs TestMain, and a build each would take most of the run.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "weft-bin-")
 	if err != nil {
 		panic(err)
@@ -125,6 +132,16 @@ stages:
 		}
 		return nil
 	})
+}
+
+// fuzzing tells whether this test binary runs a fuzz target (as the
+// coordinator with -test.fuzz, or as one of its workers).
+func fuzzing() bool {
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		return true
+	}
+	f := flag.Lookup("test.fuzzworker")
+	return f != nil && f.Value.String() == "true"
 }
 
 func TestExampleTopologiesValidate(t *testing.T) {
