@@ -11,10 +11,12 @@ import (
 
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"helm.sh/helm/v3/pkg/releaseutil"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftobs/weft/charts"
-	"github.com/weftobs/weft/charts/render/internal/helm"
 )
 
 // Options are what `helm install` would be given besides the chart. The
@@ -80,7 +82,7 @@ func Render(topologyYAML []byte, opts Options) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	hooks, manifests, err := helm.SortManifests(files, caps.APIVersions, helm.InstallOrder)
+	hooks, manifests, err := releaseutil.SortManifests(files, caps.APIVersions, releaseutil.InstallOrder)
 	if err != nil {
 		return "", fmt.Errorf("sort rendered manifests: %w", err)
 	}
@@ -120,7 +122,7 @@ func chartValues(topologyYAML []byte, opts Options) (map[string]any, error) {
 // ParseValues decodes a values file (`helm install -f FILE`) for
 // Options.Values, with the types Helm itself gives values.
 func ParseValues(data []byte) (map[string]any, error) {
-	v, err := helm.ReadValues(data)
+	v, err := chartutil.ReadValues(data)
 	if err != nil {
 		return nil, fmt.Errorf("decode values: %w", err)
 	}
@@ -197,32 +199,32 @@ func Kinds() (map[string][]string, error) {
 
 // renderFiles renders every template of c: Helm's schema validation, then
 // its template engine, with client-only capabilities as `helm template`.
-func renderFiles(c *chart.Chart, topologyYAML []byte, opts Options) (map[string]string, *helm.Capabilities, error) {
+func renderFiles(c *chart.Chart, topologyYAML []byte, opts Options) (map[string]string, *chartutil.Capabilities, error) {
 	vals, err := chartValues(topologyYAML, opts)
 	if err != nil {
 		return nil, nil, err
 	}
-	caps := helm.DefaultCapabilities.Copy()
-	kv, err := helm.ParseKubeVersion(cmp.Or(opts.KubeVersion, DefaultKubeVersion))
+	caps := chartutil.DefaultCapabilities.Copy()
+	kv, err := chartutil.ParseKubeVersion(cmp.Or(opts.KubeVersion, DefaultKubeVersion))
 	if err != nil {
 		return nil, nil, fmt.Errorf("kube version %q: %w", opts.KubeVersion, err)
 	}
 	caps.KubeVersion = *kv
 	caps.APIVersions = append(caps.APIVersions, opts.APIVersions...)
-	if c.Metadata.KubeVersion != "" && !helm.IsCompatibleRange(c.Metadata.KubeVersion, caps.KubeVersion.String()) {
+	if c.Metadata.KubeVersion != "" && !chartutil.IsCompatibleRange(c.Metadata.KubeVersion, caps.KubeVersion.String()) {
 		return nil, nil, fmt.Errorf("chart requires kubeVersion %s, cluster is %s", c.Metadata.KubeVersion, caps.KubeVersion.String())
 	}
-	release := helm.ReleaseOptions{
+	release := chartutil.ReleaseOptions{
 		Name:      cmp.Or(opts.ReleaseName, "weft"),
 		Namespace: cmp.Or(opts.Namespace, "weft"),
 		Revision:  1,
 		IsInstall: true,
 	}
-	rv, err := helm.ToRenderValuesWithSchemaValidation(c, vals, release, caps, false)
+	rv, err := chartutil.ToRenderValuesWithSchemaValidation(c, vals, release, caps, false)
 	if err != nil {
 		return nil, nil, fmt.Errorf("values: %w", err)
 	}
-	files, err := helm.Render(c, rv)
+	files, err := engine.Render(c, rv)
 	if err != nil {
 		return nil, nil, fmt.Errorf("render chart: %w", err)
 	}

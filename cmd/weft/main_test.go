@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +41,12 @@ var weftBin string
 // TestMain builds the weft binary once, so the end-to-end tests run what
 // users run.
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if fuzzing() {
+		// Fuzz targets call functions, not the binary; each fuzz worker
+		// runs TestMain, and a build each would take most of the run.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "weft-bin-")
 	if err != nil {
 		panic(err)
@@ -51,6 +60,88 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// TestOneProcessPerDataDir: a second weft up on a data dir another holds
+// exits non-zero naming the holder's pid, and leaves the first running;
+// once the first has stopped, the data dir is free again.
+func TestOneProcessPerDataDir(t *testing.T) {
+	dataDir := t.TempDir()
+	httpAddr := freePort(t)
+	// No collector: this test is about the data dir, and needs no eBPF.
+	topo := filepath.Join(t.TempDir(), "topology.yaml")
+	if err := os.WriteFile(topo, []byte(`apiVersion: weft.dev/v1
+kind: Topology
+metadata: {name: lock}
+streams:
+  EVENTS: {subjects: ["weft.events.>"]}
+  CALLS:  {subjects: ["weft.calls.>"]}
+stages:
+  - {name: demo, kind: synthetic, deploy: inprocess, outputs: [EVENTS], config: {rate: 100}}
+  - {name: correlator, kind: correlator, deploy: inprocess, inputs: [EVENTS], outputs: [CALLS]}
+  - {name: graph, kind: graph, deploy: inprocess, inputs: [CALLS], config: {store: embedded}}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first := start(t, "up", "-f", topo, "--data-dir", dataDir, "--listen", httpAddr, "--nats-listen", freePort(t), "--status-every", "0")
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		code, _, err := httpGet("http://" + httpAddr + "/readyz")
+		if err != nil || code != 200 {
+			return fmt.Errorf("readyz %d %v; stderr:\n%s", code, err, first.stderr)
+		}
+		return nil
+	})
+	second := start(t, "up", "-f", topo, "--data-dir", dataDir, "--listen", freePort(t), "--nats-listen", freePort(t), "--status-every", "0")
+	// Wait for the second to end; were it let in, it would get ready
+	// instead, and its readyz answer fails the test.
+	secondAddr := second.cmd.Args[slices.Index(second.cmd.Args, "--listen")+1]
+	var err error
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		select {
+		case err = <-second.done:
+			return nil
+		default:
+		}
+		if code, _, gerr := httpGet("http://" + secondAddr + "/readyz"); gerr == nil && code == 200 {
+			t.Fatalf("a second weft up on the held data dir started:\n%s", second.stderr)
+		}
+		return errors.New("the second weft up is still running")
+	})
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+		t.Fatalf("the second weft up: %v, want a non-zero exit\n%s", err, second.stderr)
+	}
+	want := fmt.Sprintf("data dir %s is in use by process %d", dataDir, first.cmd.Process.Pid)
+	if !strings.Contains(second.stderr.String(), want) {
+		t.Fatalf("the second weft up says:\n%s\nwant %q", second.stderr, want)
+	}
+	if code, _, err := httpGet("http://" + httpAddr + "/readyz"); err != nil || code != 200 {
+		t.Fatalf("the first weft up after the second was refused: readyz %d %v", code, err)
+	}
+	if err := first.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first.done; err != nil {
+		t.Fatalf("the first weft up: %v\n%s", err, first.stderr)
+	}
+	third := start(t, "up", "-f", topo, "--data-dir", dataDir, "--listen", httpAddr, "--nats-listen", freePort(t), "--status-every", "0")
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		code, _, err := httpGet("http://" + httpAddr + "/readyz")
+		if err != nil || code != 200 {
+			return fmt.Errorf("readyz of a weft up after the first stopped: %d %v; stderr:\n%s", code, err, third.stderr)
+		}
+		return nil
+	})
+}
+
+// fuzzing tells whether this test binary runs a fuzz target (as the
+// coordinator with -test.fuzz, or as one of its workers).
+func fuzzing() bool {
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		return true
+	}
+	f := flag.Lookup("test.fuzzworker")
+	return f != nil && f.Value.String() == "true"
 }
 
 func TestExampleTopologiesValidate(t *testing.T) {
@@ -284,7 +375,7 @@ func TestUpRunsDrainsAndResumes(t *testing.T) {
 func TestNATSUnreachable(t *testing.T) {
 	url := "nats://" + freePort(t)
 	began := time.Now()
-	p := start(t, "run", "-f", "../../examples/topologies/local.yaml", "--stage", "correlator", "--nats-url", url, "--listen", freePort(t))
+	p := start(t, "run", "-f", "../../examples/topologies/local.yaml", "--stage", "correlator", "--nats-url", url, "--listen", freePort(t), "--data-dir", t.TempDir())
 	err := <-p.done
 	if err == nil {
 		t.Fatal("exit 0 with NATS unreachable")
@@ -421,18 +512,57 @@ func TestChartKnowsEveryKind(t *testing.T) {
 	}
 }
 
-func TestTopologyRenderSidecar(t *testing.T) {
-	values := filepath.Join(t.TempDir(), "values.yaml")
-	if err := os.WriteFile(values, []byte("otlp: {endpoint: \"http://otel-collector.observability:4318\"}\n"), 0o644); err != nil {
+// TestTopologyValues: the values the binary prints make Helm render what
+// the topology file and the user's values render, sidecar snippet included.
+func TestTopologyValues(t *testing.T) {
+	const topoFile = "../../examples/topologies/sidecar.yaml"
+	userValues := []byte("# the user's comment\notlp: {endpoint: \"http://otel-collector.observability:4318\"}\ntopology: {stages: []}\n")
+	valuesFile := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(valuesFile, userValues, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, "topology", "render", "-f", "../../examples/topologies/sidecar.yaml", "--sidecar", "collector", "--values", values)
+	p := start(t, "topology", "values", "-f", topoFile, "--values", valuesFile)
 	if err := <-p.done; err != nil {
 		t.Fatalf("%v\n%s", err, p.stderr)
 	}
+	if !strings.Contains(p.stdout.String(), "# the user's comment") {
+		t.Errorf("the user's comment is gone:\n%s", p.stdout)
+	}
+	printed, err := render.ParseValues(p.stdout.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := os.ReadFile(topoFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	given, err := render.ParseValues(userValues)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := render.Render(topo, render.Options{Values: given})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := render.Render(nil, render.Options{Values: printed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("the printed values render differently from the topology file:\n%s", got)
+	}
+	snippet, err := render.RenderSidecar(nil, "collector", render.Options{Values: printed})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, want := range []string{"weft", "run", "--stage", "collector"} {
-		if !strings.Contains(p.stdout.String(), want) {
-			t.Errorf("sidecar snippet lacks %q:\n%s", want, p.stdout)
+		if !strings.Contains(snippet, want) {
+			t.Errorf("sidecar snippet lacks %q:\n%s", want, snippet)
 		}
+	}
+
+	bad := start(t, "topology", "values", "-f", "testdata/no-such-topology.yaml")
+	if err := <-bad.done; err == nil || !strings.Contains(bad.stderr.String(), "no-such-topology.yaml") {
+		t.Errorf("a missing topology file: %v\n%s", err, bad.stderr)
 	}
 }

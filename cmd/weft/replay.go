@@ -93,6 +93,9 @@ writes every message's decoded batch as one JSON line ("-" for stdout).
 func (o replayOptions) rangeOf(now time.Time) (replay.Range, error) {
 	var r replay.Range
 	starts := 0
+	if o.since < 0 {
+		return r, fmt.Errorf("--since %s: want how long ago, not a negative duration", o.since)
+	}
 	if o.since > 0 {
 		starts++
 		r.StartTime = now.Add(-o.since)
@@ -118,6 +121,9 @@ func (o replayOptions) rangeOf(now time.Time) (replay.Range, error) {
 		} else if t, err := time.Parse(time.RFC3339, o.until); err == nil {
 			r.UntilTime = t
 		} else if d, err := time.ParseDuration(o.until); err == nil {
+			if d < 0 {
+				return r, fmt.Errorf("--until %q: want how long ago, not a negative duration", o.until)
+			}
 			r.UntilTime = now.Add(-d)
 		} else {
 			return r, fmt.Errorf("--until %q: want a sequence, an RFC3339 time or a duration ago", o.until)
@@ -238,6 +244,15 @@ func replayTo(ctx context.Context, errw io.Writer, o replayOptions, r replay.Ran
 		fmt.Fprintf(errw, "nothing to replay: %s has no messages in the range\n", o.stream)
 		return nil
 	}
+	// The stage keeps its state in the data dir, as under weft up or run.
+	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	unlock, err := lockDataDir(o.dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	durable := fmt.Sprintf("replay-%s-%d", o.to, time.Now().Unix())
 	rp := &stage.Replay{Durable: durable, StartSeq: b.First, UntilSeq: b.Last, UntilTime: r.UntilTime}
 	run, err := runner.New(runner.Options{

@@ -21,7 +21,7 @@ func newTopologyCmd() *cobra.Command {
 	return cmd
 }
 
-// topologyCommands are further topology subcommands (render), added by
+// topologyCommands are further topology subcommands (values), added by
 // their files.
 var topologyCommands []func() *cobra.Command
 

@@ -165,6 +165,11 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	unlock, err := lockDataDir(o.dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	// Bind HTTP first: a taken port should fail before anything starts.
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"regexp"
@@ -35,7 +36,11 @@ func Parse(file string, data []byte, reg *stage.Registry) (*Topology, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
-		is.add(yamlErrLine(err), "", "%s", cleanMsg(err.Error()))
+		if errors.Is(err, io.EOF) {
+			is.add(1, "", "empty file: a topology is a mapping with apiVersion, kind, metadata, streams and stages")
+			return nil, is.err()
+		}
+		is.add(max(1, yamlErrLine(err)), "", "%s", cleanMsg(err.Error()))
 		return nil, is.err()
 	}
 	var extra yaml.Node
@@ -53,7 +58,8 @@ func Parse(file string, data []byte, reg *stage.Registry) (*Topology, error) {
 	}
 	t.File = file
 	t.Streams = decodeStreams(&t.RawStreams, is)
-	if n := mapValue(root, "stages"); n != nil && n.Kind == yaml.SequenceNode {
+	stagesNode := mapValue(root, "stages")
+	if n := stagesNode; n != nil && n.Kind == yaml.SequenceNode {
 		for i, sn := range n.Content {
 			if i >= len(t.Stages) || t.Stages[i] == nil {
 				continue
@@ -66,8 +72,28 @@ func Parse(file string, data []byte, reg *stage.Registry) (*Topology, error) {
 			}
 		}
 	}
+	t.Stages = dropEmptyStages(t.Stages, stagesNode, is)
 	validate(t, reg, is)
 	return t, is.err()
+}
+
+// dropEmptyStages reports and removes the items of the stages list that
+// decoded to no stage (an empty "-" item, or null), so validation and the
+// tools showing a topology see only stages.
+func dropEmptyStages(stages []*Stage, n *yaml.Node, is *issues) []*Stage {
+	kept := stages[:0]
+	for i, st := range stages {
+		if st != nil {
+			kept = append(kept, st)
+			continue
+		}
+		line := 1
+		if n != nil && n.Kind == yaml.SequenceNode && i < len(n.Content) {
+			line = n.Content[i].Line
+		}
+		is.add(line, "", "stages[%d]: an empty item; a stage is a mapping with name, kind, inputs and outputs", i)
+	}
+	return kept
 }
 
 func decodeStreams(n *yaml.Node, is *issues) []*Stream {
@@ -223,11 +249,11 @@ func addDecodeErr(is *issues, err error, subject string) {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		for _, e := range te.Errors {
-			is.add(yamlErrLine(errors.New(e)), subject, "%s", cleanMsg(e))
+			is.add(max(1, yamlErrLine(errors.New(e))), subject, "%s", cleanMsg(e))
 		}
 		return
 	}
-	is.add(yamlErrLine(err), subject, "%s", cleanMsg(err.Error()))
+	is.add(max(1, yamlErrLine(err)), subject, "%s", cleanMsg(err.Error()))
 }
 
 var linePrefixRe = regexp.MustCompile(`^(yaml: )?(line \d+: )+`)

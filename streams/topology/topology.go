@@ -10,6 +10,7 @@ package topology
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -162,6 +163,9 @@ func ParseDuration(s string) (time.Duration, error) {
 		if err != nil || n < 0 {
 			return 0, fmt.Errorf("duration %q: want e.g. 90s, 24h or 7d", s)
 		}
+		if n > maxDays {
+			return 0, fmt.Errorf("duration %q: at most %dd", s, maxDays)
+		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
 	d, err := time.ParseDuration(s)
@@ -170,6 +174,9 @@ func ParseDuration(s string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// maxDays is the most days a time.Duration holds.
+const maxDays = int(math.MaxInt64 / int64(24*time.Hour))
 
 // ByteSize is a size written as 1073741824, "512MiB", "10GiB" or "1G".
 type ByteSize int64
@@ -206,6 +213,9 @@ func ParseByteSize(s string) (int64, error) {
 	n, err := strconv.ParseInt(t, 10, 64)
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("size %q: want bytes, or e.g. 512MiB, 10GiB", s)
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("size %q: more than %d bytes", s, int64(math.MaxInt64))
 	}
 	return n * mult, nil
 }
