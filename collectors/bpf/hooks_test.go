@@ -355,11 +355,14 @@ func TestUnixConcurrentConnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	unmatched := int(after.UnixUnmatched - before.UnixUnmatched)
+	skipped := int(after.MissedRuns - before.MissedRuns)
 	lost, _ := c.Lost()
-	t.Logf("%d connections: %d reported by inode, %d under a one-off id (%d counted unmatched, %d lost in the ring)", len(clients), len(seen), oneOff, unmatched, lost)
-	// unmatched counts the whole node's: at least ours.
-	if len(seen)+oneOff != len(clients) || unmatched < oneOff {
-		t.Errorf("%d connections: %d reported by inode + %d one-off, %d counted unmatched; want every connection once and every one-off counted", len(clients), len(seen), oneOff, unmatched)
+	t.Logf("%d connections: %d reported by inode, %d under a one-off id (%d counted unmatched, %d lost in the ring, %d hook runs the kernel skipped)", len(clients), len(seen), oneOff, unmatched, lost, skipped)
+	// unmatched counts the whole node's: at least ours. A connection
+	// not reported must be counted: a hook run the kernel skipped (the
+	// hook was running on that CPU already: preempted, or interrupted).
+	if len(seen)+oneOff > len(clients) || len(seen)+oneOff+skipped < len(clients) || unmatched < oneOff {
+		t.Errorf("%d connections: %d reported by inode + %d one-off, %d counted unmatched, %d runs skipped; want every connection once or counted, and every one-off counted", len(clients), len(seen), oneOff, unmatched, skipped)
 	}
 }
 
