@@ -148,22 +148,29 @@ func writeDOT(w io.Writer, g *graph.Graph) error {
 	for _, n := range g.Nodes {
 		label := strings.Join(n.Labels, ":")
 		if name, ok := n.Props["name"].(string); ok {
-			label += "\\n" + name
+			label += "\n" + name
 		} else {
-			label += "\\n" + strings.SplitN(n.ID, ":", 2)[1]
+			label += "\n" + strings.SplitN(n.ID, ":", 2)[1]
 		}
-		fmt.Fprintf(&b, "  %s [label=%s];\n", strconv.Quote(n.ID), strconv.Quote(label))
+		fmt.Fprintf(&b, "  %s [label=%s];\n", dotQuote(n.ID), dotQuote(label))
 	}
 	for _, e := range g.Edges {
 		label := e.Type
 		if c, ok := e.Props["count"]; ok {
 			label += fmt.Sprintf(" ×%v", lit(c))
 		}
-		fmt.Fprintf(&b, "  %s -> %s [label=%s];\n", strconv.Quote(e.From), strconv.Quote(e.To), strconv.Quote(label))
+		fmt.Fprintf(&b, "  %s -> %s [label=%s];\n", dotQuote(e.From), dotQuote(e.To), dotQuote(label))
 	}
 	b.WriteString("}\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// dotQuote is s as a DOT string: quotes and backslashes escaped, a line
+// break as DOT's \n (a label's line break, not a backslash and an n).
+func dotQuote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+	return `"` + r.Replace(s) + `"`
 }
 
 // Sample is a small graph of every label and relationship, to lint the
