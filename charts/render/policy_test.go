@@ -144,7 +144,7 @@ func hasCollector(top *topology.Topology, p pod) bool {
 }
 
 func TestCollectorPods(t *testing.T) {
-	wantCaps := []corev1.Capability{"BPF", "PERFMON", "SYS_RESOURCE"}
+	wantCaps := []corev1.Capability{"BPF", "PERFMON"}
 	// Host paths the collector reads, where it sees them, and whether the
 	// mount must be read-only.
 	wantMounts := []struct {
@@ -152,7 +152,6 @@ func TestCollectorPods(t *testing.T) {
 		ro         bool
 	}{
 		{"/sys/kernel/btf", "/sys/kernel/btf", true},
-		{"/sys/fs/bpf", "/sys/fs/bpf", false},
 		{"/proc", "/host/proc", true},
 		{"/sys/fs/cgroup", "/host/sys/fs/cgroup", true},
 	}
@@ -216,6 +215,18 @@ func TestCollectorPods(t *testing.T) {
 					if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 						t.Errorf("container %s: root filesystem is writable", c.Name)
 					}
+					// weft pins nothing and attaches to BTF tracepoints:
+					// no bpffs, no tracefs, and no host path written.
+					for _, m := range c.VolumeMounts {
+						if _, host := hostPaths[m.Name]; host && !m.ReadOnly {
+							t.Errorf("container %s: host path %s mounted read-write at %s", c.Name, hostPaths[m.Name], m.MountPath)
+						}
+						for _, no := range []string{"/sys/fs/bpf", "/sys/kernel/tracing", "/sys/kernel/debug"} {
+							if strings.HasPrefix(m.MountPath, no) || strings.HasPrefix(hostPaths[m.Name], no) {
+								t.Errorf("container %s mounts %s (host %q): the collector needs neither bpffs nor tracefs", c.Name, m.MountPath, hostPaths[m.Name])
+							}
+						}
+					}
 					for _, w := range wantMounts {
 						i := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == w.path })
 						if i < 0 {
@@ -272,6 +283,68 @@ func TestCollectorPrivilegedOptIn(t *testing.T) {
 			}
 			if n == 0 {
 				t.Fatal("no collector container")
+			}
+		})
+	}
+}
+
+// TestCollectorCapabilities checks that collector.capabilities is the
+// whole list the collector container gets: one can be added (SYS_RESOURCE
+// for kernels before 5.11) or removed, every other one stays dropped.
+func TestCollectorCapabilities(t *testing.T) {
+	tests := []struct {
+		name string
+		caps []any // nil: the default
+		want []corev1.Capability
+	}{
+		{"default", nil, []corev1.Capability{"BPF", "PERFMON"}},
+		{"kernel before 5.11", []any{"BPF", "PERFMON", "SYS_RESOURCE"}, []corev1.Capability{"BPF", "PERFMON", "SYS_RESOURCE"}},
+		{"SYS_ADMIN instead", []any{"SYS_ADMIN"}, []corev1.Capability{"SYS_ADMIN"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vals := map[string]any{}
+			if tt.caps != nil {
+				vals["collector"] = map[string]any{"capabilities": tt.caps}
+			}
+			for _, top := range [][]byte{nil, example(t, "sidecar")} {
+				var spec []corev1.Container
+				if top == nil {
+					out, err := Render(nil, Options{Values: vals})
+					if err != nil {
+						t.Fatal(err)
+					}
+					objs := decode(t, out)
+					for _, p := range pods(objs) {
+						for _, c := range p.spec.Containers {
+							if isCollector(topologyOf(t, objs), c) {
+								spec = append(spec, c)
+							}
+						}
+					}
+				} else {
+					vals["otlp"] = otlpEndpoint
+					out, err := RenderSidecar(top, "collector", Options{Values: vals})
+					if err != nil {
+						t.Fatal(err)
+					}
+					var ps corev1.PodSpec
+					if err := yaml.UnmarshalStrict([]byte(out), &ps); err != nil {
+						t.Fatal(err)
+					}
+					spec = ps.Containers
+				}
+				if len(spec) == 0 {
+					t.Fatal("no collector container")
+				}
+				for _, c := range spec {
+					if got := c.SecurityContext.Capabilities.Add; !slices.Equal(got, tt.want) {
+						t.Errorf("%s: capabilities %v, want %v", c.Name, got, tt.want)
+					}
+					if !slices.Equal(c.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+						t.Errorf("%s: drops %v, want ALL", c.Name, c.SecurityContext.Capabilities.Drop)
+					}
+				}
 			}
 		})
 	}

@@ -341,8 +341,8 @@ seccompProfile:
 
 {{/*
 weft.collectorContainerSecurity: root with only the capabilities eBPF needs
-(root because Kubernetes cannot give a non-root process ambient
-capabilities), or privileged as an opt-in.
+(collector.capabilities; root because Kubernetes cannot give a non-root
+process ambient capabilities), or privileged as an opt-in.
 */}}
 {{- define "weft.collectorContainerSecurity" -}}
 {{- if .Values.collector.privileged -}}
@@ -357,7 +357,7 @@ allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
-  add: {{ concat (list "BPF" "PERFMON" "SYS_RESOURCE") .Values.collector.extraCapabilities | uniq | toJson }}
+  add: {{ .Values.collector.capabilities | uniq | toJson }}
 seccompProfile:
   {{- toYaml .Values.collector.seccompProfile | nindent 2 }}
 {{- end -}}
@@ -493,8 +493,6 @@ volumeMounts:
     mountPath: /sys/kernel/btf
     readOnly: true
 {{- if not .app }}
-  - name: bpffs
-    mountPath: /sys/fs/bpf
   - name: host-proc
     mountPath: /host/proc
     readOnly: true
@@ -564,10 +562,6 @@ volumes:
     hostPath:
       path: {{ $root.Values.collector.hostPaths.btf }}
       type: Directory
-  - name: bpffs
-    hostPath:
-      path: {{ $root.Values.collector.hostPaths.bpffs }}
-      type: DirectoryOrCreate
   - name: host-proc
     hostPath:
       path: {{ $root.Values.collector.hostPaths.proc }}
