@@ -434,7 +434,7 @@ func fitStreams(topo *topology.Topology, dataDir string) (int64, string, error) 
 	}
 	line := fmt.Sprintf("%s reserved of %s available in %s, JetStream max %s", strings.Join(parts, ", "), iecBytes(avail), dataDir, iecBytes(fit.MaxStore))
 	if fit.Shrunk {
-		line += fmt.Sprintf("\n             (shrunk to fit %.0f%% of the space; set each stream's maxBytes in a topology file, weft up -f FILE, to choose)", embedded.StoreShare*100)
+		line += fmt.Sprintf("\n             (shrunk to fit this disk, %.0f%% of the space at most; set each stream's maxBytes in a topology file, weft up -f FILE, to choose)", embedded.StoreShare*100)
 	}
 	return fit.MaxStore, line, nil
 }

@@ -61,17 +61,20 @@ type Fit struct {
 }
 
 // FitStreams fits the streams' wanted maxBytes (by name; 0 means no
-// limit and reserves nothing) into StoreShare of avail: when they do not
-// fit, each is scaled down by the same factor, to no less than
-// MinStreamBytes. MaxStore is that share, or the fitted total if the
-// floor puts it above the share.
+// limit and reserves nothing) into three quarters of StoreShare of avail:
+// when they do not fit, each is scaled down by the same factor, to no
+// less than MinStreamBytes. The last quarter is for the streams without a
+// limit (DLQ), which JetStream refuses to create in a store its
+// reservations fill. MaxStore is StoreShare of avail, or more when the
+// floor puts the streams above it.
 func FitStreams(avail int64, want map[string]int64) Fit {
-	budget := int64(float64(avail) * StoreShare)
+	store := int64(float64(avail) * StoreShare)
+	budget := store / 4 * 3
 	var total int64
 	for _, b := range want {
 		total += b
 	}
-	f := Fit{MaxBytes: make(map[string]int64, len(want)), MaxStore: budget}
+	f := Fit{MaxBytes: make(map[string]int64, len(want)), MaxStore: store}
 	names := make([]string, 0, len(want))
 	for n := range want {
 		names = append(names, n)
@@ -88,6 +91,6 @@ func FitStreams(avail int64, want map[string]int64) Fit {
 		f.MaxBytes[n] = b
 		fitted += b
 	}
-	f.MaxStore = max(f.MaxStore, fitted)
+	f.MaxStore = max(f.MaxStore, fitted/3*4)
 	return f
 }

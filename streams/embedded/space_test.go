@@ -22,10 +22,10 @@ func TestFitStreams(t *testing.T) {
 		shrunk   bool
 	}{
 		{"fits", 10 * gib, map[string]int64{"EVENTS": gib, "CALLS": gib, "DLQ": 0}, map[string]int64{"EVENTS": gib, "CALLS": gib, "DLQ": 0}, 5 * gib, false},
-		{"shrunk evenly", 2 * gib, map[string]int64{"EVENTS": gib, "CALLS": gib, "DLQ": 0}, map[string]int64{"EVENTS": 512 * mib, "CALLS": 512 * mib, "DLQ": 0}, gib, true},
-		{"shrunk by share", 600 * mib, map[string]int64{"A": 200 * mib, "B": 400 * mib}, map[string]int64{"A": 100 * mib, "B": 200 * mib}, 300 * mib, true},
-		{"floor", 100 * mib, map[string]int64{"EVENTS": gib, "CALLS": gib}, map[string]int64{"EVENTS": MinStreamBytes, "CALLS": MinStreamBytes}, 2 * MinStreamBytes, true},
-		{"floor never grows a stream", 100 * mib, map[string]int64{"A": gib, "B": mib}, map[string]int64{"A": MinStreamBytes, "B": mib}, MinStreamBytes + mib, true},
+		{"shrunk evenly", 2 * gib, map[string]int64{"EVENTS": gib, "CALLS": gib, "DLQ": 0}, map[string]int64{"EVENTS": 384 * mib, "CALLS": 384 * mib, "DLQ": 0}, gib, true},
+		{"shrunk by share", 800 * mib, map[string]int64{"A": 200 * mib, "B": 400 * mib}, map[string]int64{"A": 100 * mib, "B": 200 * mib}, 400 * mib, true},
+		{"floor", 100 * mib, map[string]int64{"EVENTS": gib, "CALLS": gib}, map[string]int64{"EVENTS": MinStreamBytes, "CALLS": MinStreamBytes}, 2 * MinStreamBytes / 3 * 4, true},
+		{"floor never grows a stream", 100 * mib, map[string]int64{"A": gib, "B": 3 * mib}, map[string]int64{"A": MinStreamBytes, "B": 3 * mib}, (MinStreamBytes + 3*mib) / 3 * 4, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,7 +74,7 @@ func TestFittedStreamsStartOnSmallDisk(t *testing.T) {
 	if avail > 600<<20 || avail < 500<<20 {
 		t.Fatalf("available %d bytes on a 600 MiB tmpfs", avail)
 	}
-	want := map[string]int64{"EVENTS": 1 << 30, "CALLS": 1 << 30}
+	want := map[string]int64{"EVENTS": 1 << 30, "CALLS": 1 << 30, "DLQ": 0}
 	create := func(maxStore int64, sizes map[string]int64) error {
 		s, err := Start(Options{DataDir: dir, Listen: "127.0.0.1:-1", MaxStore: maxStore})
 		if err != nil {
@@ -92,8 +92,12 @@ func TestFittedStreamsStartOnSmallDisk(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		for _, n := range []string{"EVENTS", "CALLS"} {
-			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: n, Subjects: []string{"weft." + n + ".>"}, MaxBytes: sizes[n], Storage: jetstream.FileStorage}); err != nil {
+		for _, n := range []string{"EVENTS", "CALLS", "DLQ"} {
+			limit := sizes[n]
+			if limit == 0 {
+				limit = -1 // no limit, as the topology's DLQ
+			}
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: n, Subjects: []string{"weft." + n + ".>"}, MaxBytes: limit, Storage: jetstream.FileStorage}); err != nil {
 				return err
 			}
 		}
