@@ -181,6 +181,8 @@ var (
 // Neo4j, Prometheus Operator CRDs present).
 func renderCases(t *testing.T) []renderCase {
 	return []renderCase{
+		// `helm install weft charts/weft` with no values at all.
+		{name: "defaults"},
 		{name: "default-hybrid", opts: Options{
 			Values:      map[string]any{"neo4j": externalNeo4j, "otlp": otlpEndpoint},
 			APIVersions: monitoringAPIs,

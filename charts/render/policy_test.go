@@ -144,7 +144,7 @@ func hasCollector(top *topology.Topology, p pod) bool {
 }
 
 func TestCollectorPods(t *testing.T) {
-	wantCaps := []corev1.Capability{"BPF", "PERFMON", "SYS_RESOURCE"}
+	wantCaps := []corev1.Capability{"BPF", "PERFMON"}
 	// Host paths the collector reads, where it sees them, and whether the
 	// mount must be read-only.
 	wantMounts := []struct {
@@ -152,7 +152,6 @@ func TestCollectorPods(t *testing.T) {
 		ro         bool
 	}{
 		{"/sys/kernel/btf", "/sys/kernel/btf", true},
-		{"/sys/fs/bpf", "/sys/fs/bpf", false},
 		{"/proc", "/host/proc", true},
 		{"/sys/fs/cgroup", "/host/sys/fs/cgroup", true},
 	}
@@ -216,6 +215,18 @@ func TestCollectorPods(t *testing.T) {
 					if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 						t.Errorf("container %s: root filesystem is writable", c.Name)
 					}
+					// weft pins nothing and attaches to BTF tracepoints:
+					// no bpffs, no tracefs, and no host path written.
+					for _, m := range c.VolumeMounts {
+						if _, host := hostPaths[m.Name]; host && !m.ReadOnly {
+							t.Errorf("container %s: host path %s mounted read-write at %s", c.Name, hostPaths[m.Name], m.MountPath)
+						}
+						for _, no := range []string{"/sys/fs/bpf", "/sys/kernel/tracing", "/sys/kernel/debug"} {
+							if strings.HasPrefix(m.MountPath, no) || strings.HasPrefix(hostPaths[m.Name], no) {
+								t.Errorf("container %s mounts %s (host %q): the collector needs neither bpffs nor tracefs", c.Name, m.MountPath, hostPaths[m.Name])
+							}
+						}
+					}
 					for _, w := range wantMounts {
 						i := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == w.path })
 						if i < 0 {
@@ -272,6 +283,68 @@ func TestCollectorPrivilegedOptIn(t *testing.T) {
 			}
 			if n == 0 {
 				t.Fatal("no collector container")
+			}
+		})
+	}
+}
+
+// TestCollectorCapabilities checks that collector.capabilities is the
+// whole list the collector container gets: one can be added (SYS_RESOURCE
+// for kernels before 5.11) or removed, every other one stays dropped.
+func TestCollectorCapabilities(t *testing.T) {
+	tests := []struct {
+		name string
+		caps []any // nil: the default
+		want []corev1.Capability
+	}{
+		{"default", nil, []corev1.Capability{"BPF", "PERFMON"}},
+		{"kernel before 5.11", []any{"BPF", "PERFMON", "SYS_RESOURCE"}, []corev1.Capability{"BPF", "PERFMON", "SYS_RESOURCE"}},
+		{"SYS_ADMIN instead", []any{"SYS_ADMIN"}, []corev1.Capability{"SYS_ADMIN"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vals := map[string]any{}
+			if tt.caps != nil {
+				vals["collector"] = map[string]any{"capabilities": tt.caps}
+			}
+			for _, top := range [][]byte{nil, example(t, "sidecar")} {
+				var spec []corev1.Container
+				if top == nil {
+					out, err := Render(nil, Options{Values: vals})
+					if err != nil {
+						t.Fatal(err)
+					}
+					objs := decode(t, out)
+					for _, p := range pods(objs) {
+						for _, c := range p.spec.Containers {
+							if isCollector(topologyOf(t, objs), c) {
+								spec = append(spec, c)
+							}
+						}
+					}
+				} else {
+					vals["otlp"] = otlpEndpoint
+					out, err := RenderSidecar(top, "collector", Options{Values: vals})
+					if err != nil {
+						t.Fatal(err)
+					}
+					var ps corev1.PodSpec
+					if err := yaml.UnmarshalStrict([]byte(out), &ps); err != nil {
+						t.Fatal(err)
+					}
+					spec = ps.Containers
+				}
+				if len(spec) == 0 {
+					t.Fatal("no collector container")
+				}
+				for _, c := range spec {
+					if got := c.SecurityContext.Capabilities.Add; !slices.Equal(got, tt.want) {
+						t.Errorf("%s: capabilities %v, want %v", c.Name, got, tt.want)
+					}
+					if !slices.Equal(c.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+						t.Errorf("%s: drops %v, want ALL", c.Name, c.SecurityContext.Capabilities.Drop)
+					}
+				}
 			}
 		})
 	}
@@ -809,6 +882,83 @@ func TestNATS(t *testing.T) {
 				return m.Name == "data" && m.MountPath == opts.StoreDir
 			}) {
 				t.Error("the JetStream store dir is not on the PVC")
+			}
+			checkNATSPod(t, sts, 3)
+		})
+	}
+}
+
+// checkNATSPod checks the NATS pod template for a cluster of n servers:
+// readiness on this server's JetStream only, probe timeouts a small node
+// can meet, and for n >= 3 one server per node.
+func checkNATSPod(t *testing.T, sts *appsv1.StatefulSet, n int) {
+	t.Helper()
+	c := sts.Spec.Template.Spec.Containers[0]
+	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz?js-server-only=true" || p.HTTPGet.Port.String() != "monitor" {
+		t.Errorf("NATS readiness probe %+v, want GET /healthz?js-server-only=true on the monitor port", p)
+	}
+	for name, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe, "startup": c.StartupProbe} {
+		if p == nil || p.TimeoutSeconds < 3 {
+			t.Errorf("NATS %s probe %+v: timeoutSeconds under 3 fails on a small, busy node", name, p)
+		}
+	}
+	aff := sts.Spec.Template.Spec.Affinity
+	var terms []corev1.PodAffinityTerm
+	if aff != nil && aff.PodAntiAffinity != nil {
+		terms = aff.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution
+	}
+	spread := slices.ContainsFunc(terms, func(term corev1.PodAffinityTerm) bool {
+		sel, err := metav1.LabelSelectorAsSelector(term.LabelSelector)
+		return err == nil && term.TopologyKey == "kubernetes.io/hostname" && sel.Matches(labels.Set(sts.Spec.Template.Labels))
+	})
+	if want := n >= 3; spread != want {
+		t.Errorf("NATS with %d servers: required anti-affinity across nodes is %v, want %v (%+v)", n, spread, want, aff)
+	}
+}
+
+func TestNATSStorageAndSpread(t *testing.T) {
+	tests := []struct {
+		name     string
+		nats     map[string]any
+		servers  int
+		emptyDir bool
+	}{
+		{"three servers on PVCs", map[string]any{}, 3, false},
+		{"one server in an emptyDir", map[string]any{"replicas": 1, "storage": map[string]any{"size": "2Gi", "emptyDir": true}}, 1, true},
+		{"three servers in emptyDirs", map[string]any{"storage": map[string]any{"size": "10Gi", "emptyDir": true}}, 3, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var top []byte
+			if tt.servers < 3 {
+				// Streams cannot have more replicas than there are servers.
+				top = []byte("apiVersion: weft.dev/v1\nkind: Topology\nmetadata: {name: t}\nstreams:\n  EVENTS: {subjects: [\"weft.events.>\"]}\nstages:\n  - {name: c, kind: collector, outputs: [EVENTS]}\n")
+			}
+			out, err := Render(top, Options{Values: map[string]any{"nats": tt.nats}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sts *appsv1.StatefulSet
+			for _, s := range ofType[*appsv1.StatefulSet](decode(t, out)) {
+				if s.Spec.Template.Labels["app.kubernetes.io/component"] == "nats" {
+					sts = s
+				}
+			}
+			if sts == nil {
+				t.Fatal("no NATS StatefulSet")
+			}
+			checkNATSPod(t, sts, tt.servers)
+			i := slices.IndexFunc(sts.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "data" })
+			if tt.emptyDir {
+				if len(sts.Spec.VolumeClaimTemplates) != 0 || i < 0 || sts.Spec.Template.Spec.Volumes[i].EmptyDir == nil {
+					t.Fatalf("nats.storage.emptyDir: want the data volume an emptyDir and no PVC; volumes %+v, claims %d", sts.Spec.Template.Spec.Volumes, len(sts.Spec.VolumeClaimTemplates))
+				}
+				size := valueAt(tt.nats, "storage", "size").(string)
+				if l := sts.Spec.Template.Spec.Volumes[i].EmptyDir.SizeLimit; l == nil || l.String() != size {
+					t.Errorf("emptyDir sizeLimit %v, want nats.storage.size %s", l, size)
+				}
+			} else if len(sts.Spec.VolumeClaimTemplates) != 1 || i >= 0 {
+				t.Errorf("want the data volume from a PVC: %d claims, data volume in the pod: %v", len(sts.Spec.VolumeClaimTemplates), i >= 0)
 			}
 		})
 	}

@@ -204,21 +204,9 @@ func renderFiles(c *chart.Chart, topologyYAML []byte, opts Options) (map[string]
 	if err != nil {
 		return nil, nil, err
 	}
-	caps := chartutil.DefaultCapabilities.Copy()
-	kv, err := chartutil.ParseKubeVersion(cmp.Or(opts.KubeVersion, DefaultKubeVersion))
+	caps, release, err := capabilities(c, opts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("kube version %q: %w", opts.KubeVersion, err)
-	}
-	caps.KubeVersion = *kv
-	caps.APIVersions = append(caps.APIVersions, opts.APIVersions...)
-	if c.Metadata.KubeVersion != "" && !chartutil.IsCompatibleRange(c.Metadata.KubeVersion, caps.KubeVersion.String()) {
-		return nil, nil, fmt.Errorf("chart requires kubeVersion %s, cluster is %s", c.Metadata.KubeVersion, caps.KubeVersion.String())
-	}
-	release := chartutil.ReleaseOptions{
-		Name:      cmp.Or(opts.ReleaseName, "weft"),
-		Namespace: cmp.Or(opts.Namespace, "weft"),
-		Revision:  1,
-		IsInstall: true,
+		return nil, nil, err
 	}
 	rv, err := chartutil.ToRenderValuesWithSchemaValidation(c, vals, release, caps, false)
 	if err != nil {
@@ -231,4 +219,52 @@ func renderFiles(c *chart.Chart, topologyYAML []byte, opts Options) (map[string]
 	// NOTES.txt is for people after an install; it is no object.
 	delete(files, path.Join(c.Name(), "templates", "NOTES.txt"))
 	return files, caps, nil
+}
+
+// Notes renders the chart's NOTES.txt, what `helm install` prints after
+// the install, for the same topology and options as Render.
+func Notes(topologyYAML []byte, opts Options) (string, error) {
+	c, err := Chart()
+	if err != nil {
+		return "", err
+	}
+	vals, err := chartValues(topologyYAML, opts)
+	if err != nil {
+		return "", err
+	}
+	caps, release, err := capabilities(c, opts)
+	if err != nil {
+		return "", err
+	}
+	rv, err := chartutil.ToRenderValuesWithSchemaValidation(c, vals, release, caps, false)
+	if err != nil {
+		return "", fmt.Errorf("values: %w", err)
+	}
+	files, err := engine.Render(c, rv)
+	if err != nil {
+		return "", fmt.Errorf("render chart: %w", err)
+	}
+	return files[path.Join(c.Name(), "templates", "NOTES.txt")], nil
+}
+
+// capabilities are the cluster and release `helm template` renders for,
+// from opts.
+func capabilities(c *chart.Chart, opts Options) (*chartutil.Capabilities, chartutil.ReleaseOptions, error) {
+	caps := chartutil.DefaultCapabilities.Copy()
+	kv, err := chartutil.ParseKubeVersion(cmp.Or(opts.KubeVersion, DefaultKubeVersion))
+	if err != nil {
+		return nil, chartutil.ReleaseOptions{}, fmt.Errorf("kube version %q: %w", opts.KubeVersion, err)
+	}
+	caps.KubeVersion = *kv
+	caps.APIVersions = append(caps.APIVersions, opts.APIVersions...)
+	if c.Metadata.KubeVersion != "" && !chartutil.IsCompatibleRange(c.Metadata.KubeVersion, caps.KubeVersion.String()) {
+		return nil, chartutil.ReleaseOptions{}, fmt.Errorf("chart requires kubeVersion %s, cluster is %s", c.Metadata.KubeVersion, caps.KubeVersion.String())
+	}
+	release := chartutil.ReleaseOptions{
+		Name:      cmp.Or(opts.ReleaseName, "weft"),
+		Namespace: cmp.Or(opts.Namespace, "weft"),
+		Revision:  1,
+		IsInstall: true,
+	}
+	return caps, release, nil
 }

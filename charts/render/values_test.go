@@ -116,14 +116,18 @@ stages:
 			want: []string{"neo4j: no password", "neo4j.existingSecret"},
 		},
 		{
-			name:   "graph in Neo4j without a server",
-			values: map[string]any{"neo4j": map[string]any{"existingSecret": "s"}, "otlp": otlpEndpoint},
-			want:   []string{"set neo4j.uri", "neo4j.evaluation.enabled"},
+			// A layout fits itself to the values (TestNoValuesInstall); a
+			// user's topology is taken as it is.
+			name:     "graph in Neo4j without a server",
+			topology: example(t, "hybrid"),
+			values:   map[string]any{"neo4j": map[string]any{"existingSecret": "s"}, "otlp": otlpEndpoint},
+			want:     []string{"set neo4j.uri", "neo4j.evaluation.enabled"},
 		},
 		{
-			name:   "default values name no Neo4j and no OTLP endpoint",
-			values: nil,
-			want:   []string{"neo4j: no password", "an otlp stage needs an endpoint"},
+			name:     "a topology with Neo4j and OTLP, no values",
+			topology: example(t, "hybrid"),
+			values:   nil,
+			want:     []string{"neo4j: no password", "an otlp stage needs an endpoint"},
 		},
 		{
 			name: "short evaluation password",

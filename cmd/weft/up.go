@@ -179,8 +179,17 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 
 	natsURL := o.nats.URL
 	var srv *embedded.Server
+	var sized string
 	if o.embedNATS {
-		srv, err = embedded.Start(embedded.Options{DataDir: o.dataDir, Listen: o.natsListen, Logger: log.With("component", "nats")})
+		var maxStore int64
+		if o.topologyFile == "" {
+			// The built-in topology's stream sizes are defaults, not the
+			// user's word: fit them to this disk.
+			if maxStore, sized, err = fitStreams(topo, o.dataDir); err != nil {
+				return err
+			}
+		}
+		srv, err = embedded.Start(embedded.Options{DataDir: o.dataDir, Listen: o.natsListen, MaxStore: maxStore, Logger: log.With("component", "nats")})
 		if err != nil {
 			return err
 		}
@@ -238,6 +247,9 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 		fmt.Fprintf(out, "  nats       %s (embedded, JetStream file store in %s/jetstream)\n", natsURL, o.dataDir)
 	} else {
 		fmt.Fprintf(out, "  nats       %s\n", natsURL)
+	}
+	if sized != "" {
+		fmt.Fprintf(out, "  storage    %s\n", sized)
 	}
 	fmt.Fprintf(out, "  http       http://%s  (/healthz /readyz /metrics)\n", ln.Addr())
 	for _, res := range results {
@@ -397,4 +409,46 @@ func addDemoStage(topo *topology.Topology, reg *stage.Registry, rate int) error 
 	}
 	topo.Stages = append([]*topology.Stage{{Name: "demo", Kind: "synthetic", Deploy: stage.DeployInProcess, Outputs: []string{"EVENTS"}, Config: cfg}}, topo.Stages...)
 	return nil
+}
+
+// fitStreams sizes the streams of the built-in topology to the free space
+// of the data dir's filesystem (embedded.FitStreams), sets their maxBytes,
+// and returns the JetStream store maximum and a line saying what was
+// reserved and how to change it.
+func fitStreams(topo *topology.Topology, dataDir string) (int64, string, error) {
+	avail, err := embedded.Available(dataDir)
+	if err != nil {
+		return 0, "", err
+	}
+	want := map[string]int64{}
+	for _, st := range topo.Streams {
+		want[st.Name] = int64(st.MaxBytes)
+	}
+	fit := embedded.FitStreams(avail, want)
+	var parts []string
+	for _, st := range topo.Streams {
+		st.MaxBytes = topology.ByteSize(fit.MaxBytes[st.Name])
+		if st.MaxBytes > 0 {
+			parts = append(parts, st.Name+" "+iecBytes(int64(st.MaxBytes)))
+		}
+	}
+	line := fmt.Sprintf("%s reserved of %s available in %s, JetStream max %s", strings.Join(parts, ", "), iecBytes(avail), dataDir, iecBytes(fit.MaxStore))
+	if fit.Shrunk {
+		line += fmt.Sprintf("\n             (shrunk to fit this disk, %.0f%% of the space at most; set each stream's maxBytes in a topology file, weft up -f FILE, to choose)", embedded.StoreShare*100)
+	}
+	return fit.MaxStore, line, nil
+}
+
+// iecBytes writes b in the largest binary unit that keeps it at 1 or more.
+func iecBytes(b int64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := int64(unit), 0
+	for n := b / unit; n >= unit && exp < 4; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTP"[exp])
 }

@@ -29,6 +29,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Memory stores JetStream in memory instead of files (tests).
 	Memory bool
+	// MaxStore bounds JetStream's file store, in bytes (FitStreams gives
+	// one that fits the disk); 0 leaves nats-server's default, a share
+	// of the disk free at start.
+	MaxStore int64
 }
 
 // Server is a running embedded NATS server.
@@ -66,6 +70,7 @@ func Start(o Options) (*Server, error) {
 	}
 	if !o.Memory {
 		opts.StoreDir = filepath.Join(o.DataDir, "jetstream")
+		opts.JetStreamMaxStore = o.MaxStore
 	} else {
 		opts.StoreDir = o.DataDir
 		opts.JetStreamMaxStore = -1

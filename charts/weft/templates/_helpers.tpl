@@ -20,8 +20,56 @@ Helm merges maps: a user's topology would inherit the default's streams.
 {{- if not $text -}}
 {{- fail (printf "layout %q: no such layout in the chart (files/topologies/)" .Values.layout) -}}
 {{- end -}}
-{{- $_ := set .Values "topology" ($text | fromYaml) -}}
+{{- $_ := set .Values "topology" (include "weft.fitLayout" (dict "root" . "top" ($text | fromYaml)) | fromJson) -}}
 {{- end -}}
+{{- end }}
+
+{{/*
+weft.fitLayout: (dict "root" $ "top" LAYOUT) → the layout fitted to the
+values, as JSON, so that an install with no values works: its graph stages
+keep the graph in Neo4j when Neo4j is set (neo4j.uri or
+neo4j.evaluation.enabled) and in the embedded store otherwise, and its
+otlp stages are left out while they have no endpoint (otlp.endpoint). A
+topology or topologyFile is the user's and is taken as it is. What was
+changed is noted in the ConfigMap (weft.topologyText).
+*/}}
+{{- define "weft.fitLayout" -}}
+{{- $root := .root -}}
+{{- $top := .top -}}
+{{- $store := "embedded" -}}
+{{- if or $root.Values.neo4j.uri $root.Values.neo4j.evaluation.enabled -}}{{- $store = "neo4j" -}}{{- end -}}
+{{- $stages := list -}}
+{{- $graphs := list -}}
+{{- $dropped := list -}}
+{{- range $s := ($top.stages | default list) -}}
+{{- if and (eq (toString $s.kind) "otlp") (not (include "weft.otlpEndpoint" (dict "root" $root "stage" $s))) -}}
+{{- $dropped = append $dropped (toString $s.name) -}}
+{{- else -}}
+{{- if eq (toString $s.kind) "graph" -}}
+{{- $cfg := deepCopy ($s.config | default dict) -}}
+{{- if ne (toString (get $cfg "store")) $store -}}
+{{- $graphs = append $graphs (toString $s.name) -}}
+{{- end -}}
+{{- $_ := set $cfg "store" $store -}}
+{{- $_ := set $s "config" $cfg -}}
+{{- end -}}
+{{- $stages = append $stages $s -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $top "stages" $stages -}}
+{{- $notes := list -}}
+{{- if $graphs -}}
+{{- if eq $store "neo4j" -}}
+{{- $notes = append $notes (printf "graph stage(s) %s store the graph in Neo4j (neo4j.uri or neo4j.evaluation.enabled is set)" (join ", " $graphs)) -}}
+{{- else -}}
+{{- $notes = append $notes (printf "graph stage(s) %s keep the graph in the embedded store (set neo4j.uri, or neo4j.evaluation.enabled, for Neo4j)" (join ", " $graphs)) -}}
+{{- end -}}
+{{- end -}}
+{{- if $dropped -}}
+{{- $notes = append $notes (printf "otlp stage(s) %s left out: no endpoint (set otlp.endpoint)" (join ", " $dropped)) -}}
+{{- end -}}
+{{- $_ := set $root.Values "layoutNotes" $notes -}}
+{{- toJson $top -}}
 {{- end }}
 
 {{/*
@@ -35,6 +83,13 @@ file the user knows), or the values' topology.
 {{- .Values.topologyFile -}}
 {{- else if and $layout (eq (toJson ($layout | fromYaml)) (toJson .Values.topology)) -}}
 {{- $layout -}}
+{{- else if .Values.layoutNotes -}}
+# Layout {{ .Values.layout }} (the chart's files/topologies/{{ .Values.layout }}.yaml), fitted to the
+# chart's values:
+{{- range .Values.layoutNotes }}
+#   - {{ . }}
+{{- end }}
+{{ toYaml .Values.topology -}}
 {{- else -}}
 {{- toYaml .Values.topology -}}
 {{- end -}}
@@ -286,8 +341,8 @@ seccompProfile:
 
 {{/*
 weft.collectorContainerSecurity: root with only the capabilities eBPF needs
-(root because Kubernetes cannot give a non-root process ambient
-capabilities), or privileged as an opt-in.
+(collector.capabilities; root because Kubernetes cannot give a non-root
+process ambient capabilities), or privileged as an opt-in.
 */}}
 {{- define "weft.collectorContainerSecurity" -}}
 {{- if .Values.collector.privileged -}}
@@ -302,7 +357,7 @@ allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
-  add: {{ concat (list "BPF" "PERFMON" "SYS_RESOURCE") .Values.collector.extraCapabilities | uniq | toJson }}
+  add: {{ .Values.collector.capabilities | uniq | toJson }}
 seccompProfile:
   {{- toYaml .Values.collector.seccompProfile | nindent 2 }}
 {{- end -}}
@@ -438,8 +493,6 @@ volumeMounts:
     mountPath: /sys/kernel/btf
     readOnly: true
 {{- if not .app }}
-  - name: bpffs
-    mountPath: /sys/fs/bpf
   - name: host-proc
     mountPath: /host/proc
     readOnly: true
@@ -509,10 +562,6 @@ volumes:
     hostPath:
       path: {{ $root.Values.collector.hostPaths.btf }}
       type: Directory
-  - name: bpffs
-    hostPath:
-      path: {{ $root.Values.collector.hostPaths.bpffs }}
-      type: DirectoryOrCreate
   - name: host-proc
     hostPath:
       path: {{ $root.Values.collector.hostPaths.proc }}
