@@ -24,6 +24,7 @@ import (
 
 	"github.com/weftobs/weft/charts/render"
 	"github.com/weftobs/weft/correlator/graph/memstore"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
 	"github.com/weftobs/weft/examples/topologies"
 	"github.com/weftobs/weft/streams/bench"
 	"github.com/weftobs/weft/streams/publish"
@@ -36,7 +37,8 @@ import (
 var weftBin string
 
 // TestMain builds the weft binary once, so the end-to-end tests run what
-// users run.
+// users run, and stops the package's Neo4j (see package neo4jtest) after
+// the tests.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "weft-bin-")
 	if err != nil {
@@ -48,7 +50,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build weft: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := neo4jtest.RunTests(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -9,14 +9,15 @@ import (
 )
 
 // TestNeo4jMigrateCommand runs `weft migrate status|up` as users do,
-// against the Neo4j WEFT_NEO4J_URI names (skipped without one; the
-// database is wiped first, see package neo4jtest): status lists both
+// against a real Neo4j (package neo4jtest says which; the database is
+// wiped first): status lists both
 // migrations pending, up applies them, status then lists them applied and
 // nothing pending, a second up is up to date; ups started at once apply
 // each migration once between them; an edited migration makes both exit
 // 1 naming it.
 func TestNeo4jMigrateCommand(t *testing.T) {
 	cfg := neo4jtest.Fresh(t)
+	t.Setenv("WEFT_NEO4J_PASSWORD", cfg.Password) // not in argv, where ps shows it
 	args := func(sub string) []string {
 		return []string{"migrate", sub, "--neo4j-uri", cfg.URI, "--neo4j-user", cfg.User, "--neo4j-database", cfg.Database}
 	}

@@ -1,7 +1,7 @@
 package graphstage_test
 
-// The graph stage on Neo4j: run against the server WEFT_NEO4J_URI names,
-// skipped without one. Each test wipes its database first; see package
+// The graph stage on Neo4j: run against a real Neo4j, the package's own
+// or the one WEFT_NEO4J_URI names. Each test wipes its database first; see package
 // neo4jtest for what they do to it and when they refuse to.
 
 import (

@@ -1,8 +1,8 @@
 package neo4jstore_test
 
-// The Neo4j integration tests of the store: they run against the server
-// WEFT_NEO4J_URI names and skip without one. Each wipes its database
-// first; see package neo4jtest for what they do to it and when they
+// The Neo4j integration tests of the store: they run against a real
+// Neo4j, the package's own or the one WEFT_NEO4J_URI names. Each wipes its
+// database first; see package neo4jtest for what they do to it and when they
 // refuse to.
 
 import (
