@@ -32,7 +32,7 @@ func TestNeo4jMigrateCommand(t *testing.T) {
 		t.Fatalf("status of a fresh database: %v\n%s%s", err, out, errOut)
 	}
 	out, errOut, err = weft("up")
-	if err != nil || out != "applied  V001 constraints\napplied  V002 indexes\n" {
+	if err != nil || out != "applied  V001 constraints\napplied  V002 indexes\napplied  V003 calls edge shape\n" {
 		t.Fatalf("up: %v\n%s%s", err, out, errOut)
 	}
 	out, errOut, err = weft("status")

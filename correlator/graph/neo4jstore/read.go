@@ -36,10 +36,9 @@ func (s *Store) Graph(ctx context.Context) (*graph.Graph, error) {
 	return v.(*graph.Graph), nil
 }
 
-// toGraph builds the graph from the rows of readNodes and readRels.
-// A CALLS relationship keeps port for TCP and path for unix sockets, as
-// the embedded store shows it: the store writes both, since both are part
-// of the relationship's MERGE key, but the other one is always 0 or "".
+// toGraph builds the graph from the rows of readNodes and readRels, with
+// the properties as Neo4j holds them: a CALLS relationship has port (TCP)
+// or path (unix), never both, as in the embedded store.
 func toGraph(nodes, rels []map[string]any) *graph.Graph {
 	g := &graph.Graph{Nodes: make([]graph.GNode, 0, len(nodes)), Edges: make([]graph.GEdge, 0, len(rels))}
 	for _, n := range nodes {
@@ -64,13 +63,6 @@ func toGraph(nodes, rels []map[string]any) *graph.Graph {
 			continue
 		}
 		props := orEmpty(e["props"])
-		if typ == graph.RelCalls {
-			if props["transport"] == "unix" {
-				delete(props, "port")
-			} else {
-				delete(props, "path")
-			}
-		}
 		g.Edges = append(g.Edges, graph.GEdge{From: from.ID(), To: to.ID(), Type: typ, Props: props})
 	}
 	g.Sort()
