@@ -323,3 +323,63 @@ func TestNeo4jAwayLongerThanAckWait(t *testing.T) {
 		return err
 	})
 }
+
+// TestNeo4jStageKilledWhileNeo4jAway: the graph stage runs in its own
+// process; Neo4j stops, every call of the scenario flows, and the stage
+// folds them and holds them (its writes blocked, retried) for three
+// AckWaits; then it is SIGKILLed in the middle of that batch. Neo4j starts
+// again, a new stage process starts: it reads CALLS again from what Neo4j
+// committed, and the graph equals the ground truth exactly.
+func TestNeo4jStageKilledWhileNeo4jAway(t *testing.T) {
+	cfg, srv := neo4jtest.Own(t)
+	st := neo4jtest.Open(t, cfg)
+	neo4jtest.Migrate(t, st)
+	s, sim, batches := clusterEvents(t, 300)
+	h := stagetest.NewHost(s.JS)
+	cor := startCorrelator(t, h)
+	defer cor.Shutdown(context.Background())
+	const ackWait = 2 * time.Second
+	child := startChild(t, cfg, s.URL(), ackWait)
+
+	ctx, cancel := context.WithTimeout(context.Background(), neo4jtest.StartTimeout)
+	defer cancel()
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	stagetest.PublishEvents(t, s.JS, batches)
+	cons, err := s.JS.Consumer(ctx, schema.StreamCalls, consume.DurableName("graph", schema.StreamCalls)+"-neo4j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 2*time.Minute, 100*time.Millisecond, func() error {
+		info, err := cons.Info(ctx)
+		switch {
+		case err != nil:
+			return err
+		case info.Delivered.Stream == 0 || info.NumPending > 0:
+			return fmt.Errorf("delivered up to CALLS %d, %d to go", info.Delivered.Stream, info.NumPending)
+		case time.Since(stopped) < 3*ackWait:
+			return fmt.Errorf("Neo4j away for %v, want at least %v", time.Since(stopped), 3*ackWait)
+		}
+		return nil
+	})
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.AckFloor.Stream != 0 {
+		t.Fatalf("while Neo4j was away the stage acked up to CALLS %d, Neo4j committed nothing", info.AckFloor.Stream)
+	}
+	kill(child)
+	t.Logf("killed the stage after %v with Neo4j away: %d messages delivered, %d acks pending, %d redelivered",
+		time.Since(stopped).Round(time.Second), info.Delivered.Stream, info.NumAckPending, info.NumRedelivered)
+
+	if _, err := srv.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	startChild(t, cfg, s.URL(), ackWait)
+	natstest.CheckFor(t, 2*time.Minute, 250*time.Millisecond, func() error {
+		return scenario.Compare(sim.Truth, podEdges(served(t, st)))
+	})
+}
