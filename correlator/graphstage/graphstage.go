@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,7 @@ import (
 	"github.com/weftobs/weft/correlator/graph"
 	"github.com/weftobs/weft/correlator/graph/memstore"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore"
+	"github.com/weftobs/weft/correlator/graph/query"
 	"github.com/weftobs/weft/streams/consume"
 	"github.com/weftobs/weft/streams/schema"
 	"github.com/weftobs/weft/streams/stage"
@@ -321,6 +323,7 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	}
 	if s.mem != nil {
 		host.Handle("/api/v1/graph", http.HandlerFunc(s.serveGraph))
+		host.Handle("/api/v1/query/", http.HandlerFunc(s.serveQuery))
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cons, err := consume.Start(ctx, js, cc, s.handle, s.set.Counters, s.log)
@@ -390,6 +393,32 @@ func (s *Stage) serveGraph(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(g)
+}
+
+// serveQuery answers GET /api/v1/query/NAME[?arg=ARG], a named query
+// (package query), as {"columns":[…],"rows":[[…]]}.
+func (s *Stage) serveQuery(w http.ResponseWriter, r *http.Request) {
+	q := query.Find(strings.TrimPrefix(r.URL.Path, "/api/v1/query/"))
+	if q == nil {
+		http.Error(w, "no such query", http.StatusNotFound)
+		return
+	}
+	var args []string
+	if r.URL.Query().Has("arg") {
+		args = []string{r.URL.Query().Get("arg")}
+	}
+	arg, err := q.Parse(args)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	g, err := s.mem.Graph(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(q.Embedded(g, arg))
 }
 
 func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {

@@ -10,7 +10,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +24,7 @@ import (
 	"github.com/weftobs/weft/correlator/graph/memstore"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
+	"github.com/weftobs/weft/correlator/graph/query"
 	"github.com/weftobs/weft/correlator/internal/scenario"
 	"github.com/weftobs/weft/migrations"
 	"github.com/weftobs/weft/streams/schema"
@@ -504,4 +508,76 @@ func TestNeo4jPendingMigrations(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "V001") || !strings.Contains(err.Error(), "V002 indexes") {
 		t.Fatalf("start check with V002 unrecorded: %v; want V002 named, V001 not", err)
 	}
+}
+
+// TestNeo4jNamedQueries: every named query gives the same answer from
+// Neo4j (its Cypher) and from the embedded store (Go over its graph),
+// both given the same batches; the answers are the ones the traffic
+// makes.
+func TestNeo4jNamedQueries(t *testing.T) {
+	_, st := neo4jtest.Migrated(t)
+	mem := memstore.New()
+	for _, b := range []*graph.Batch{batch(3, 0, 1), batch(5, 2), batch(9, 3, 4)} {
+		apply(t, mem, b)
+		apply(t, st, b)
+	}
+	g := neo4jtest.Graph(t, mem)
+	cases := []struct {
+		query string
+		args  []string
+		want  string // one row the answer must hold, as fmt prints it
+	}{
+		{"callers", []string{"nats-0"}, "[app-7d9f nats-0 tcp 4222 5 10510 0]"},
+		{"callers", []string{"signer"}, "[orders signer unix /var/run/crypto-broker.sock 5 2890 0]"},
+		{"callers", []string{"nobody"}, ""},
+		{"callees", []string{"/usr/bin/curl"}, "[/usr/bin/curl 93.184.216.34 tcp 443 5 0 2]"},
+		{"blast-radius", []string{"node-a"}, "[app-7d9f 93.184.216.34]"},
+		{"blast-radius", []string{"node-b"}, "[nats-0 app-7d9f]"},
+		{"brokers", nil, "[nats-0 nats 1]"},
+		{"edges-since", []string{strconv.FormatUint(scenario.T0, 10)}, "[app-7d9f nats-0 tcp 4222"},
+		{"edges-since", []string{strconv.FormatUint(scenario.T0+10e9, 10)}, ""},
+		{"top-talkers", []string{"2"}, "[10510 app-7d9f nats-0 tcp 4222]"},
+	}
+	for _, c := range cases {
+		t.Run(c.query+" "+strings.Join(c.args, " "), func(t *testing.T) {
+			q := query.Find(c.query)
+			arg, err := q.Parse(c.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			emb := q.Embedded(g, arg)
+			neo, err := st.Answer(ctx(t), q, arg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(emb, neo) {
+				t.Fatalf("the stores answer differently:\n embedded %v\n neo4j    %v", emb, neo)
+			}
+			if c.want == "" {
+				if len(neo.Rows) != 0 {
+					t.Fatalf("rows %v, want none", neo.Rows)
+				}
+				return
+			}
+			var rows []string
+			for _, r := range neo.Rows {
+				rows = append(rows, fmt.Sprint(r))
+			}
+			if !slices.ContainsFunc(rows, func(r string) bool { return strings.HasPrefix(r, strings.TrimSuffix(c.want, "]")) }) {
+				t.Fatalf("rows %v, want one %s", rows, c.want)
+			}
+		})
+	}
+	if q := query.Find("top-talkers"); len(mustAnswer(t, st, q, int64(2)).Rows) != 2 {
+		t.Error("top-talkers 2: not 2 rows")
+	}
+}
+
+func mustAnswer(t *testing.T, st *neo4jstore.Store, q *query.Query, arg any) *query.Result {
+	t.Helper()
+	r, err := st.Answer(ctx(t), q, arg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/neo4j/neo4j-go-driver/v5/neo4j"
 
 	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/correlator/graph/query"
 )
 
 var _ graph.Reader = (*Store)(nil)
@@ -99,4 +100,18 @@ func orEmpty(v any) map[string]any {
 		out[k] = x
 	}
 	return out
+}
+
+// Answer runs the named query q with its argument in a read transaction.
+func (s *Store) Answer(ctx context.Context, q *query.Query, arg any) (*query.Result, error) {
+	sess := s.session(ctx, neo4j.AccessModeRead)
+	defer sess.Close(ctx)
+	v, err := sess.ExecuteRead(ctx, func(tx neo4j.ManagedTransaction) (any, error) {
+		return collect(ctx, tx, q.Cypher, map[string]any{"arg": arg})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("neo4j: query %s: %w", q.Name, err)
+	}
+	rows, _ := v.([]map[string]any)
+	return q.FromRows(rows), nil
 }
