@@ -23,8 +23,9 @@
 // database (CREATE DATABASE weft_test).
 //
 // go test runs the test binaries of several packages at once, and with
-// WEFT_NEO4J_URI they would wipe each other's database: Fresh takes a lock
-// file in the temp dir, one per URI and database, for the test's duration.
+// WEFT_NEO4J_URI they would wipe each other's database: Fresh then takes a
+// lock file in the temp dir, one per URI and database, for the test's
+// duration.
 // The tests must not call t.Parallel.
 //
 // Like the store, it imports the Neo4j driver; only tests import it. The
@@ -379,8 +380,10 @@ func elements(g *graph.Graph) map[string]string {
 // inProcess serialises the tests of one binary; the lock file, binaries.
 var inProcess sync.Mutex
 
-// lock holds the database for t: within the process, then across
-// processes with an flock on a file named for the URI and database.
+// lock holds the database for t: within the process, then, for the
+// user's database (WEFT_NEO4J_URI), across processes with an flock on a
+// file named for the URI and database. The package's own Neo4j is no
+// other process's.
 func lock(t testing.TB, cfg neo4jstore.Config) {
 	t.Helper()
 	natstest.CheckFor(t, Timeout, 50*time.Millisecond, func() error {
@@ -389,6 +392,10 @@ func lock(t testing.TB, cfg neo4jstore.Config) {
 		}
 		return nil
 	})
+	if os.Getenv("WEFT_NEO4J_URI") == "" {
+		t.Cleanup(inProcess.Unlock)
+		return
+	}
 	sum := sha256.Sum256([]byte(cfg.URI + "\x00" + cfg.Database))
 	path := filepath.Join(os.TempDir(), "weft-neo4j-test-"+hex.EncodeToString(sum[:8])+".lock")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
