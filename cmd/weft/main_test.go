@@ -27,6 +27,8 @@ import (
 
 	"github.com/weftobs/weft/charts/render"
 	"github.com/weftobs/weft/correlator/graph/memstore"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
+	"github.com/weftobs/weft/correlator/graph/query"
 	"github.com/weftobs/weft/examples/topologies"
 	"github.com/weftobs/weft/streams/bench"
 	"github.com/weftobs/weft/streams/publish"
@@ -39,7 +41,8 @@ import (
 var weftBin string
 
 // TestMain builds the weft binary once, so the end-to-end tests run what
-// users run.
+// users run, and stops the package's Neo4j (see package neo4jtest) after
+// the tests.
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if fuzzing() {
@@ -57,7 +60,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build weft: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := neo4jtest.RunTests(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -323,6 +326,19 @@ func TestUpRunsDrainsAndResumes(t *testing.T) {
 	mem, err := memstore.Load(filepath.Join(dataDir, "stages", "graph"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A named query from the data dir is the embedded answer.
+	q := start(t, "graph", "query", "top-talkers", "3", "--json", "--data-dir", dataDir)
+	if err := <-q.done; err != nil {
+		t.Fatalf("graph query: %v\n%s", err, q.stderr)
+	}
+	memGraph, err := mem.Graph(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(query.Find("top-talkers").Embedded(memGraph, int64(3)))
+	if got := strings.TrimSpace(q.stdout.String()); got != string(want) || !strings.Contains(got, `"rows":[[`) {
+		t.Errorf("weft graph query top-talkers 3 --json: %s, want %s", got, want)
 	}
 	applied, err := mem.LastSeq(context.Background())
 	if err != nil {

@@ -1,22 +1,28 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 
+	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/correlator/graph/memstore"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
+	"github.com/weftobs/weft/streams/schema"
 )
 
 // TestNeo4jMigrateCommand runs `weft migrate status|up` as users do,
-// against the Neo4j WEFT_NEO4J_URI names (skipped without one; the
-// database is wiped first, see package neo4jtest): status lists both
+// against a real Neo4j (package neo4jtest says which; the database is
+// wiped first): status lists both
 // migrations pending, up applies them, status then lists them applied and
 // nothing pending, a second up is up to date; ups started at once apply
 // each migration once between them; an edited migration makes both exit
 // 1 naming it.
 func TestNeo4jMigrateCommand(t *testing.T) {
 	cfg := neo4jtest.Fresh(t)
+	t.Setenv("WEFT_NEO4J_PASSWORD", cfg.Password) // not in argv, where ps shows it
 	args := func(sub string) []string {
 		return []string{"migrate", sub, "--neo4j-uri", cfg.URI, "--neo4j-user", cfg.User, "--neo4j-database", cfg.Database}
 	}
@@ -31,7 +37,7 @@ func TestNeo4jMigrateCommand(t *testing.T) {
 		t.Fatalf("status of a fresh database: %v\n%s%s", err, out, errOut)
 	}
 	out, errOut, err = weft("up")
-	if err != nil || out != "applied  V001 constraints\napplied  V002 indexes\n" {
+	if err != nil || out != "applied  V001 constraints\napplied  V002 indexes\napplied  V003 calls edge shape\n" {
 		t.Fatalf("up: %v\n%s%s", err, out, errOut)
 	}
 	out, errOut, err = weft("status")
@@ -67,6 +73,54 @@ func TestNeo4jMigrateCommand(t *testing.T) {
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(errOut, "applied migration was edited") ||
 			!strings.Contains(errOut, "V001 constraints") {
 			t.Errorf("%s with V001 edited: %v, want exit 1 naming V001 constraints as edited; stderr:\n%s", sub, err, errOut)
+		}
+	}
+}
+
+// TestNeo4jGraphQueryCommand: `weft graph query` prints the same answer
+// for each named query from an embedded store's data dir and from Neo4j,
+// both given the same calls.
+func TestNeo4jGraphQueryCommand(t *testing.T) {
+	cfg := neo4jtest.Fresh(t)
+	t.Setenv("WEFT_NEO4J_PASSWORD", cfg.Password)
+	st := neo4jtest.Open(t, cfg)
+	neo4jtest.Migrate(t, st)
+	f := graph.NewFold(graph.DefaultBrokers, nil)
+	app := &schema.Endpoint{Node: "node-a", Pod: &schema.Pod{Uid: "u-app", Name: "app", Namespace: "shop", Node: "node-a"},
+		Container: &schema.Container{Id: "c-app", Name: "app"}}
+	nats := &schema.Endpoint{Node: "node-b", Pod: &schema.Pod{Uid: "u-nats", Name: "nats-0", Namespace: "infra", Node: "node-b",
+		Labels: map[string]string{"app.kubernetes.io/name": "nats"}}, Container: &schema.Container{Id: "c-nats", Name: "nats"}}
+	sidecar := &schema.Endpoint{Node: "node-a", Pod: app.Pod, Container: &schema.Container{Id: "c-side", Name: "signer"}}
+	for i := range 5 {
+		at := uint64(1767225600000000000 + i*1e9)
+		f.Add(&schema.Call{Id: fmt.Sprint("t", i), Transport: schema.Transport_TRANSPORT_TCP, Port: 4222, Client: app, Server: nats,
+			BytesSent: uint64(10 * i), BytesReceived: 100, StartUnixNano: at, EndUnixNano: at + 5})
+		f.Add(&schema.Call{Id: fmt.Sprint("u", i), Transport: schema.Transport_TRANSPORT_UNIX, Path: "/run/s.sock", Client: app, Server: sidecar,
+			BytesSent: 1, BytesReceived: 2, StartUnixNano: at, EndUnixNano: at + 5})
+	}
+	b := f.Take(1)
+	dir := t.TempDir()
+	mem := memstore.New()
+	for _, s := range []graph.Store{mem, st} {
+		if err := s.Apply(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mem.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"callers", "nats-0"}, {"callees", "app"}, {"blast-radius", "node-a"}, {"brokers"},
+		{"edges-since", "1767225600000000000"}, {"top-talkers", "2"}} {
+		run := func(source ...string) string {
+			p := start(t, append(append([]string{"graph", "query"}, args...), source...)...)
+			if err := <-p.done; err != nil {
+				t.Fatalf("weft graph query %v %v: %v\n%s", args, source, err, p.stderr)
+			}
+			return p.stdout.String()
+		}
+		emb, neo := run("--data-dir", dir), run("--neo4j-uri", cfg.URI)
+		if emb != neo || strings.Count(neo, "\n") < 2 {
+			t.Errorf("weft graph query %v: from the data dir\n%s\nfrom Neo4j\n%s", args, emb, neo)
 		}
 	}
 }

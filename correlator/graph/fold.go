@@ -124,14 +124,16 @@ func (f *Fold) Add(c *schema.Call) bool {
 	if c.GetTransport() == schema.Transport_TRANSPORT_UNIX {
 		transport = "unix"
 	}
-	port := c.GetPort()
+	// One edge shape everywhere: a TCP edge is keyed by port and has no
+	// path, a unix edge by path and has no port.
+	port, path := c.GetPort(), ""
 	if transport == "unix" {
-		port = 0
+		port, path = 0, c.GetPath()
 	}
 	p := &pair{broker: broker}
-	p.podEdge = f.edge(EdgeKey{From: cli.top, To: srv.top, Transport: transport, Port: port, Path: c.GetPath()}, c)
+	p.podEdge = f.edge(EdgeKey{From: cli.top, To: srv.top, Transport: transport, Port: port, Path: path}, c)
 	if cli.container != nil && srv.container != nil {
-		p.edge = f.edge(EdgeKey{From: *cli.container, To: *srv.container, Transport: transport, Port: port, Path: c.GetPath()}, c)
+		p.edge = f.edge(EdgeKey{From: *cli.container, To: *srv.container, Transport: transport, Port: port, Path: path}, c)
 	}
 	// Once both ends are in the window with their metadata, the next call
 	// between them would change nothing the long way finds.

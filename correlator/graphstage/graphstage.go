@@ -4,9 +4,13 @@
 // /api/v1/graph) or Neo4j.
 //
 // A batch is applied together with the last CALLS sequence it contains and
-// the messages are acked after; a message at or below the store's sequence
-// is skipped, so a crash between write and ack, or a replay, never counts a
-// call twice. Calls re-emitted by a restarted correlator share a connection
+// its messages are acked only after it committed; until then they are held
+// (InProgress), however long the store is away. A message at or below the
+// store's sequence is skipped, so a crash between write and ack, or a
+// replay, never counts a call twice; a message redelivered while its fold
+// waits for its write is held again, not acked. The consumer is made anew at
+// every start, from the store's sequence on, so what a stopped stage had
+// folded but not written is read again at once. Calls re-emitted by a restarted correlator share a connection
 // half (or, naming none, the id) with the first emission and are dropped
 // by it. Nodes and links the store was given before, unchanged, are left
 // out of later batches (graph.Written), so writes scale with the edges
@@ -21,6 +25,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +34,7 @@ import (
 	"github.com/weftobs/weft/correlator/graph"
 	"github.com/weftobs/weft/correlator/graph/memstore"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore"
+	"github.com/weftobs/weft/correlator/graph/query"
 	"github.com/weftobs/weft/streams/consume"
 	"github.com/weftobs/weft/streams/schema"
 	"github.com/weftobs/weft/streams/stage"
@@ -52,6 +58,10 @@ type Config struct {
 	// MaxPendingMessages forces a write when that many CALLS messages wait
 	// for one. Default 512.
 	MaxPendingMessages int `yaml:"maxPendingMessages" json:"maxPendingMessages"`
+	// AckWait is how long CALLS redelivers a message the stage neither
+	// acked nor marked in progress; a held message is marked in progress
+	// every third of it. Default 30s, and at least 10 flush intervals.
+	AckWait time.Duration `yaml:"ackWait" json:"ackWait"`
 	// SnapshotInterval is how often the embedded store is saved to the
 	// data dir. Default 30s.
 	SnapshotInterval time.Duration `yaml:"snapshotInterval" json:"snapshotInterval"`
@@ -70,7 +80,7 @@ type Config struct {
 
 // NewConfig returns the config with defaults.
 func NewConfig() *Config {
-	return &Config{Store: StoreEmbedded, FlushInterval: 100 * time.Millisecond, MaxPendingMessages: 512,
+	return &Config{Store: StoreEmbedded, FlushInterval: 100 * time.Millisecond, MaxPendingMessages: 512, AckWait: 30 * time.Second,
 		SnapshotInterval: 30 * time.Second, DedupeWindow: 1 << 20, DedupeWarmup: 5 * time.Minute}
 }
 
@@ -96,6 +106,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPendingMessages <= 0 {
 		errs = append(errs, fmt.Errorf("maxPendingMessages %d: must be positive", c.MaxPendingMessages))
+	}
+	if c.AckWait < 0 {
+		errs = append(errs, fmt.Errorf("ackWait %v: must not be negative", c.AckWait))
 	}
 	for _, r := range c.Brokers {
 		if err := r.Validate(); err != nil {
@@ -131,21 +144,33 @@ type Stage struct {
 	// goroutine at a time, after warmup has used it.
 	dec *schema.CallDecoder
 
-	mu      sync.Mutex
-	fold    *graph.Fold
-	seen    *graph.Seen
-	held    []jetstream.Msg
+	mu   sync.Mutex
+	fold *graph.Fold
+	seen *graph.Seen
+	// held are the deliveries of messages folded but not yet in the
+	// store, by stream sequence, each acked once a batch up to its
+	// sequence has committed.
+	held    []heldMsg
 	seq     uint64 // highest sequence folded
 	applied uint64 // the store's sequence
 	pending *graph.Batch
 	stats   Stats
 	kick    chan struct{}
 
+	ackWait time.Duration
+
 	cons    *consume.Consumer
 	ctx     context.Context
 	cancel  context.CancelFunc
 	done    chan struct{}
 	stopped sync.Once
+}
+
+// heldMsg is a delivery waiting for its batch's commit.
+type heldMsg struct {
+	seq     uint64
+	msg     jetstream.Msg
+	touched time.Time // delivered, or last marked in progress
 }
 
 // Stats are the stage's figures.
@@ -155,6 +180,13 @@ type Stats struct {
 	Batches    uint64 // batches written
 	Rows       uint64 // row upserts written
 	Skipped    uint64 // messages at or below the store's sequence
+	// Rehold counts redeliveries of messages folded but not yet written:
+	// held again, not acked.
+	Rehold uint64
+	// InProgress counts the in-progress marks sent for held messages.
+	InProgress uint64
+	// Folded is the highest CALLS sequence folded, Applied the store's.
+	Folded, Applied uint64
 }
 
 // New builds a graph stage.
@@ -204,7 +236,9 @@ func (s *Stage) Store() graph.Store { return s.store }
 func (s *Stage) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.stats
+	st := s.stats
+	st.Folded, st.Applied = s.seq, s.applied
+	return st
 }
 
 func (s *Stage) openStore(ctx context.Context) error {
@@ -265,16 +299,23 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 		}
 	}
 	cc := consume.ConfigFor(s.set, s.input)
-	cc.AckWait = max(30*time.Second, 10*s.cfg.FlushInterval)
+	if s.cfg.AckWait == 0 {
+		s.cfg.AckWait = 30 * time.Second
+	}
+	cc.AckWait = max(s.cfg.AckWait, 10*s.cfg.FlushInterval)
+	s.ackWait = cc.AckWait
 	cc.MaxAckPending = 4 * s.cfg.MaxPendingMessages
 	// CALLS messages run up to the publisher's 256 KiB: 64 of them are
 	// 16 MiB on their way, well under the 64 MiB past which the server
 	// cuts a client off as a slow consumer.
 	cc.PullBatch = 64
-	if s.mem != nil && s.set.Replay == nil {
-		// The embedded graph is rebuilt from its snapshot plus the
-		// stream's tail, read afresh at every start.
-		cc.Durable = s.set.Name + "-" + s.input.Name + "-embedded"
+	if s.set.Replay == nil {
+		// The graph is the store's plus the stream's tail from the store's
+		// sequence on, read afresh at every start: for the embedded store
+		// its snapshot, for Neo4j what it committed. A consumer kept from
+		// the last run would hold back, until its AckWait, what that run
+		// had folded but not written.
+		cc.Durable = s.set.Name + "-" + s.input.Name + "-" + s.cfg.Store
 		cc.Replay = &stage.Replay{Durable: cc.Durable, StartSeq: last + 1}
 		if err := js.DeleteConsumer(ctx, s.input.Name, cc.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return fmt.Errorf("stage %s: reset consumer %s: %w", s.set.Name, cc.Durable, err)
@@ -282,6 +323,7 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	}
 	if s.mem != nil {
 		host.Handle("/api/v1/graph", http.HandlerFunc(s.serveGraph))
+		host.Handle("/api/v1/query/", http.HandlerFunc(s.serveQuery))
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cons, err := consume.Start(ctx, js, cc, s.handle, s.set.Counters, s.log)
@@ -291,6 +333,7 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	}
 	s.cons = cons
 	go s.loop()
+	go s.keepalive()
 	return nil
 }
 
@@ -352,6 +395,32 @@ func (s *Stage) serveGraph(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(g)
 }
 
+// serveQuery answers GET /api/v1/query/NAME[?arg=ARG], a named query
+// (package query), as {"columns":[…],"rows":[[…]]}.
+func (s *Stage) serveQuery(w http.ResponseWriter, r *http.Request) {
+	q := query.Find(strings.TrimPrefix(r.URL.Path, "/api/v1/query/"))
+	if q == nil {
+		http.Error(w, "no such query", http.StatusNotFound)
+		return
+	}
+	var args []string
+	if r.URL.Query().Has("arg") {
+		args = []string{r.URL.Query().Get("arg")}
+	}
+	arg, err := q.Parse(args)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	g, err := s.mem.Graph(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(q.Embedded(g, arg))
+}
+
 func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {
 	meta, err := m.Metadata()
 	if err != nil {
@@ -363,10 +432,19 @@ func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {
 		return consume.Permanent(err)
 	}
 	s.mu.Lock()
-	if seq <= s.seq {
+	if seq <= s.applied {
 		s.stats.Skipped++
 		s.mu.Unlock()
-		return nil // already in the store (or folded, waiting for its write)
+		return nil // in the store: ack
+	}
+	if seq <= s.seq {
+		// Folded, waiting for its write (redelivered because the store
+		// was away for longer than AckWait, or a mark was lost): hold
+		// this delivery too, acked with the first at the commit.
+		s.stats.Rehold++
+		s.held = append(s.held, heldMsg{seq: seq, msg: m, touched: time.Now()})
+		s.mu.Unlock()
+		return consume.ErrAckLater
 	}
 	for _, c := range b.GetCalls() {
 		if s.fold.Add(c) {
@@ -376,7 +454,7 @@ func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {
 		}
 	}
 	s.seq = seq
-	s.held = append(s.held, m)
+	s.held = append(s.held, heldMsg{seq: seq, msg: m, touched: time.Now()})
 	full := len(s.held) >= s.cfg.MaxPendingMessages
 	s.mu.Unlock()
 	if full {
@@ -418,51 +496,17 @@ func (s *Stage) loop() {
 }
 
 // flush writes what is folded and acks its messages. A failed write is
-// kept and retried whole (the store skips it if it did land).
+// kept and retried whole (the store skips it if it did land) before
+// anything folded since is taken.
 func (s *Stage) flush(ctx context.Context) error {
 	s.mu.Lock()
-	if s.pending == nil && s.fold.Calls() == 0 && len(s.held) == 0 {
-		s.mu.Unlock()
-		return nil
-	}
 	if s.pending == nil {
-		s.pending = s.fold.Take(s.seq)
-	} else if s.fold.Calls() > 0 {
-		s.mu.Unlock()
-		return s.retry(ctx)
-	}
-	b, held := s.pending, s.held
-	s.held = nil
-	s.mu.Unlock()
-	if err := s.store.Apply(ctx, b); err != nil {
-		s.mu.Lock()
-		s.held = append(held, s.held...)
-		s.mu.Unlock()
-		return err
-	}
-	s.wrote(b)
-	for _, m := range held {
-		if err := m.Ack(); err == nil {
-			s.set.Counters.Acked.Add(1)
+		if s.fold.Calls() == 0 && len(s.held) == 0 {
+			s.mu.Unlock()
+			return nil
 		}
+		s.pending = s.fold.Take(s.seq)
 	}
-	return nil
-}
-
-// wrote records that the pending batch b is in the store.
-func (s *Stage) wrote(b *graph.Batch) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pending = nil
-	s.applied = b.Seq
-	s.stats.Batches++
-	s.stats.Rows += uint64(b.Rows())
-}
-
-// retry writes the pending batch alone; what folded since waits for the
-// next flush.
-func (s *Stage) retry(ctx context.Context) error {
-	s.mu.Lock()
 	b := s.pending
 	s.mu.Unlock()
 	if err := s.store.Apply(ctx, b); err != nil {
@@ -470,6 +514,69 @@ func (s *Stage) retry(ctx context.Context) error {
 	}
 	s.wrote(b)
 	return nil
+}
+
+// wrote records that the pending batch b is in the store and acks every
+// delivery up to its sequence.
+func (s *Stage) wrote(b *graph.Batch) {
+	s.mu.Lock()
+	s.pending = nil
+	s.applied = max(s.applied, b.Seq)
+	s.stats.Batches++
+	s.stats.Rows += uint64(b.Rows())
+	var acks []jetstream.Msg
+	keep := s.held[:0]
+	for _, h := range s.held {
+		if h.seq <= s.applied {
+			acks = append(acks, h.msg)
+		} else {
+			keep = append(keep, h)
+		}
+	}
+	clear(s.held[len(keep):])
+	s.held = keep
+	s.mu.Unlock()
+	for _, m := range acks {
+		if err := m.Ack(); err == nil {
+			s.set.Counters.Acked.Add(1)
+		}
+	}
+}
+
+// keepalive marks held messages in progress every third of AckWait, so
+// the server does not redeliver them while their batch waits for the
+// store. It runs apart from the writes, which may block while the store
+// is away.
+func (s *Stage) keepalive() {
+	every := s.ackWait / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		var due []jetstream.Msg
+		s.mu.Lock()
+		for i := range s.held {
+			if now.Sub(s.held[i].touched) >= every {
+				due = append(due, s.held[i].msg)
+				s.held[i].touched = now
+			}
+		}
+		s.mu.Unlock()
+		n := uint64(0)
+		for _, m := range due {
+			if err := m.InProgress(); err == nil {
+				n++
+			}
+		}
+		s.mu.Lock()
+		s.stats.InProgress += n
+		s.mu.Unlock()
+	}
 }
 
 // Shutdown stops reading, writes and acks what is folded, saves the

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/weftobs/weft/correlator/correlate"
 	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/correlator/graph/query"
 	"github.com/weftobs/weft/correlator/graphstage"
 	"github.com/weftobs/weft/correlator/internal/scenario"
 	"github.com/weftobs/weft/correlator/internal/stagetest"
@@ -140,6 +142,20 @@ func TestEndToEnd(t *testing.T) {
 	})
 	live := fetch(t, h2)
 	t.Logf("graph: %d nodes, %d edges; stage %+v", len(live.Nodes), len(live.Edges), g2.Stats())
+	// The named queries over HTTP are the embedded answers over the graph.
+	for path, want := range map[string]*query.Result{
+		"/api/v1/query/brokers":                 query.Find("brokers").Embedded(live, nil),
+		"/api/v1/query/blast-radius?arg=node-a": query.Find("blast-radius").Embedded(live, "node-a"),
+	} {
+		rec := h2.Get(path)
+		w, _ := json.Marshal(want)
+		if rec.Code != 200 || len(want.Rows) == 0 || strings.TrimSpace(rec.Body.String()) != string(w) {
+			t.Errorf("GET %s: %d %s, want %s", path, rec.Code, rec.Body, w)
+		}
+	}
+	if rec := h2.Get("/api/v1/query/nope"); rec.Code != 404 {
+		t.Errorf("GET an unknown query: %d, want 404", rec.Code)
+	}
 	brokers := map[string]string{}
 	for _, n := range live.Nodes {
 		if len(n.Labels) > 1 && n.Labels[1] == graph.LabelBroker {

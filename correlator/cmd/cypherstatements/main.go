@@ -15,6 +15,7 @@ import (
 	"github.com/weftobs/weft/correlator/graph/export"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest/testcypher"
+	"github.com/weftobs/weft/correlator/graph/query"
 	"github.com/weftobs/weft/migrations"
 )
 
@@ -35,6 +36,15 @@ func run() error {
 		for i, s := range m.Statements {
 			out = append(out, neo4jstore.Statement{Name: fmt.Sprintf("%s #%d", m.File, i+1), Cypher: s, Parameters: map[string]any{}})
 		}
+	}
+	for _, q := range query.All {
+		var arg any = "x"
+		if q.Arg == "" {
+			arg = nil
+		} else if v, err := q.Parse([]string{"1"}); err == nil {
+			arg = v
+		}
+		out = append(out, neo4jstore.Statement{Name: "query " + q.Name, Cypher: q.Cypher, Parameters: map[string]any{"arg": arg}})
 	}
 	out = append(out,
 		neo4jstore.Statement{Name: "migration lock constraint", Cypher: migrations.LockConstraint, Parameters: map[string]any{}},

@@ -39,7 +39,11 @@ func Write(w io.Writer, g *graph.Graph, format string) error {
 
 // CypherStatements are literal statements (no parameters, so cypher-shell
 // runs them as they are): one MERGE per node with its key, then its other
-// properties; one MATCH … MERGE per relationship.
+// properties; one MATCH … MERGE per relationship with its key — a CALLS
+// relationship's transport and its port (TCP) or path (unix), as the
+// Neo4j store merges it — then its other properties. Loading an export
+// twice, or into a database the live writer then writes on, never makes
+// a second relationship for one key: the writer adds to its counts.
 func CypherStatements(g *graph.Graph) []string {
 	keyOf := map[string]string{}
 	var out []string
@@ -68,17 +72,37 @@ func CypherStatements(g *graph.Graph) []string {
 		if a == "" || b == "" {
 			continue
 		}
-		s := "MATCH (a:" + a + ") MATCH (b:" + b + ") CREATE (a)-[r:" + ident(e.Type) + "]->(b)"
-		if len(e.Props) > 0 {
-			var sets []string
-			for _, k := range sortedKeys(e.Props) {
+		keys := edgeKeys(e)
+		rel := "[r:" + ident(e.Type) + "]"
+		if len(keys) > 0 {
+			rel = "[r:" + ident(e.Type) + " " + mapLit(e.Props, keys) + "]"
+		}
+		s := "MATCH (a:" + a + ") MATCH (b:" + b + ") MERGE (a)-" + rel + "->(b)"
+		var sets []string
+		for _, k := range sortedKeys(e.Props) {
+			if !contains(keys, k) {
 				sets = append(sets, "r."+ident(k)+" = "+lit(e.Props[k]))
 			}
+		}
+		if len(sets) > 0 {
 			s += " SET " + strings.Join(sets, ", ")
 		}
 		out = append(out, s)
 	}
 	return out
+}
+
+// edgeKeys are the properties that key e among the relationships of its
+// type between its two nodes: for CALLS, transport and port or path;
+// other types have at most one relationship per pair.
+func edgeKeys(e graph.GEdge) []string {
+	if e.Type != graph.RelCalls {
+		return nil
+	}
+	if e.Props["transport"] == "unix" {
+		return []string{"transport", "path"}
+	}
+	return []string{"transport", "port"}
 }
 
 var keyNames = map[string][]string{

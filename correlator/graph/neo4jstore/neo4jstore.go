@@ -247,16 +247,22 @@ func Render(b *graph.Batch) []Statement {
 	}
 	calls := map[callShape][]any{}
 	for _, d := range b.Edges {
-		sh := callShape{d.From.Label, d.To.Label}
-		calls[sh] = append(calls[sh], map[string]any{
-			"from": refKey(d.From), "to": refKey(d.To), "transport": d.Transport, "port": int64(d.Port), "path": d.Path,
+		sh := callShape{d.From.Label, d.To.Label, d.Transport == "unix"}
+		row := map[string]any{
+			"from": refKey(d.From), "to": refKey(d.To), "transport": d.Transport,
 			"count": int64(d.Count), "bytes_sent": int64(d.BytesSent), "bytes_received": int64(d.BytesReceived), "errors": int64(d.Errors),
 			"first_seen": d.FirstSeen, "last_seen": d.LastSeen,
-		})
+		}
+		if sh.Unix {
+			row["path"] = d.Path
+		} else {
+			row["port"] = int64(d.Port)
+		}
+		calls[sh] = append(calls[sh], row)
 	}
 	for _, sh := range callShapes {
 		if rows := calls[sh]; len(rows) > 0 {
-			out = append(out, Statement{Name: "calls " + sh.From + "->" + sh.To, Cypher: addCalls(sh), Parameters: map[string]any{"rows": rows}})
+			out = append(out, Statement{Name: sh.name(), Cypher: addCalls(sh), Parameters: map[string]any{"rows": rows}})
 		}
 	}
 	return out

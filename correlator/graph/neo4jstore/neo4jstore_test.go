@@ -1,8 +1,8 @@
 package neo4jstore_test
 
-// The Neo4j integration tests of the store: they run against the server
-// WEFT_NEO4J_URI names and skip without one. Each wipes its database
-// first; see package neo4jtest for what they do to it and when they
+// The Neo4j integration tests of the store: they run against a real
+// Neo4j, the package's own or the one WEFT_NEO4J_URI names. Each wipes its
+// database first; see package neo4jtest for what they do to it and when they
 // refuse to.
 
 import (
@@ -10,6 +10,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +24,7 @@ import (
 	"github.com/weftobs/weft/correlator/graph/memstore"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
+	"github.com/weftobs/weft/correlator/graph/query"
 	"github.com/weftobs/weft/correlator/internal/scenario"
 	"github.com/weftobs/weft/migrations"
 	"github.com/weftobs/weft/streams/schema"
@@ -197,6 +202,134 @@ func TestNeo4jCypherExportLoads(t *testing.T) {
 	}
 }
 
+// badShape counts the CALLS relationships in Neo4j that have both a port
+// and a path, and those of each transport.
+func badShape(t *testing.T, cfg neo4jstore.Config) (bad, tcp, unix int64) {
+	t.Helper()
+	r := neo4jtest.Exec(t, cfg, "MATCH ()-[r:CALLS]->() RETURN "+
+		"count(CASE WHEN (r.transport = 'unix' AND r.port IS NOT NULL) OR (r.transport <> 'unix' AND r.path IS NOT NULL) THEN 1 END) AS bad, "+
+		"count(CASE WHEN r.transport = 'tcp' AND r.port IS NOT NULL THEN 1 END) AS tcp, "+
+		"count(CASE WHEN r.transport = 'unix' AND r.path IS NOT NULL THEN 1 END) AS unix", nil)[0]
+	return r["bad"].(int64), r["tcp"].(int64), r["unix"].(int64)
+}
+
+// edgeShape checks g's CALLS edges: port and no path for TCP, path and no
+// port for unix.
+func edgeShape(t *testing.T, what string, g *graph.Graph) {
+	t.Helper()
+	for _, e := range g.Edges {
+		if e.Type != graph.RelCalls {
+			continue
+		}
+		_, port := e.Props["port"]
+		_, path := e.Props["path"]
+		if unix := e.Props["transport"] == "unix"; port == unix || path != unix {
+			t.Errorf("%s: CALLS %s -> %s %v: want port and no path for tcp, path and no port for unix", what, e.From, e.To, e.Props)
+		}
+	}
+}
+
+// TestNeo4jEdgeShape: TCP CALLS are keyed by port and have no path, unix
+// ones by path and have no port, in Neo4j as written, in the graph read
+// from it, in the embedded store, and in the Cypher export.
+func TestNeo4jEdgeShape(t *testing.T) {
+	cfg, st := neo4jtest.Migrated(t)
+	mem := memstore.New()
+	for _, b := range []*graph.Batch{batch(3, 0, 1), batch(5, 2)} {
+		apply(t, mem, b)
+		apply(t, st, b)
+	}
+	if bad, tcp, unix := badShape(t, cfg); bad != 0 || tcp == 0 || unix == 0 {
+		t.Errorf("in Neo4j: %d CALLS with the other transport's key, %d tcp, %d unix", bad, tcp, unix)
+	}
+	edgeShape(t, "read from Neo4j", neo4jtest.Graph(t, st))
+	g := neo4jtest.Graph(t, mem)
+	edgeShape(t, "the embedded store", g)
+	var script bytes.Buffer
+	if err := export.Write(&script, g, "cypher"); err != nil {
+		t.Fatal(err)
+	}
+	port, path := regexp.MustCompile(`[^a-z_]port[^a-z_]`), regexp.MustCompile(`[^a-z_]path[^a-z_]`)
+	for _, s := range migrations.Split(script.String()) {
+		if strings.Contains(s, ":CALLS") && (strings.Contains(s, "transport: 'tcp'") == path.MatchString(s) ||
+			strings.Contains(s, "transport: 'unix'") == port.MatchString(s)) {
+			t.Errorf("export statement %q: want a tcp CALLS keyed by port without path, a unix one by path without port", s)
+		}
+	}
+}
+
+// TestNeo4jMigrateEdgeShape: V003 upgrades a database the writer before
+// it filled, whose CALLS carry both port and path, to the one shape; the
+// writer then adds to those relationships, never beside them.
+func TestNeo4jMigrateEdgeShape(t *testing.T) {
+	cfg, st := neo4jtest.Migrated(t)
+	mem := memstore.New()
+	b := batch(3, 0, 1)
+	apply(t, mem, b)
+	apply(t, st, b)
+	// As the old writer left them: the other transport's key as 0 or ''.
+	neo4jtest.Exec(t, cfg, "MATCH ()-[r:CALLS]->() WHERE r.transport = 'unix' SET r.port = 0", nil)
+	neo4jtest.Exec(t, cfg, "MATCH ()-[r:CALLS]->() WHERE r.transport = 'tcp' SET r.path = ''", nil)
+	neo4jtest.Exec(t, cfg, "MATCH (m:WeftMigration) WHERE m.version >= 3 DELETE m", nil)
+	if bad, _, _ := badShape(t, cfg); bad == 0 {
+		t.Fatal("no relationship of the old shape to migrate")
+	}
+	done, err := st.Migrate(ctx(t), "test", time.Minute)
+	if err != nil || len(done) != 1 || done[0].Version != 3 {
+		t.Fatalf("migrate an old database: applied %v, %v; want V003 alone", done, err)
+	}
+	if bad, tcp, unix := badShape(t, cfg); bad != 0 || tcp == 0 || unix == 0 {
+		t.Errorf("after V003: %d CALLS with the other transport's key, %d tcp, %d unix", bad, tcp, unix)
+	}
+	b2 := batch(5, 2)
+	apply(t, mem, b2)
+	apply(t, st, b2)
+	if err := neo4jtest.Compare(neo4jtest.Graph(t, mem), neo4jtest.Graph(t, st)); err != nil {
+		t.Fatalf("the writer on a migrated database: %v", err)
+	}
+}
+
+// TestNeo4jExportThenLiveWriter: a Cypher export loaded into a migrated
+// Neo4j, and then the live writer given the same batches on top, makes no
+// second relationship for any key: Neo4j holds the export's edges with
+// every count doubled, as an embedded store given each batch twice.
+func TestNeo4jExportThenLiveWriter(t *testing.T) {
+	cfg, st := neo4jtest.Migrated(t)
+	batches := []*graph.Batch{batch(3, 0, 1), batch(5, 2), batch(9, 3, 4)}
+	once, twice := memstore.New(), memstore.New()
+	for _, b := range batches {
+		apply(t, once, b)
+		apply(t, twice, b)
+	}
+	for _, b := range []*graph.Batch{batch(13, 0, 1), batch(15, 2), batch(19, 3, 4)} {
+		apply(t, twice, b)
+	}
+	src := neo4jtest.Graph(t, once)
+	var script bytes.Buffer
+	if err := export.Write(&script, src, "cypher"); err != nil {
+		t.Fatal(err)
+	}
+	statements := migrations.Split(script.String())
+	for range 2 { // loading it twice changes nothing either
+		if _, err := neo4jtest.Run(cfg, statements, nil); err != nil {
+			t.Fatalf("load the Cypher export: %v", err)
+		}
+	}
+	if err := neo4jtest.Compare(src, neo4jtest.Graph(t, st)); err != nil {
+		t.Fatalf("the export loaded twice is not the graph exported: %v", err)
+	}
+	for _, b := range batches {
+		apply(t, st, b)
+	}
+	got := neo4jtest.Graph(t, st)
+	if len(got.Edges) != len(src.Edges) {
+		t.Errorf("%d relationships after the live writer, the export had %d", len(got.Edges), len(src.Edges))
+	}
+	if err := neo4jtest.Compare(neo4jtest.Graph(t, twice), got); err != nil {
+		t.Fatalf("export then live writer: not the graph of every batch twice: %v", err)
+	}
+}
+
 // history reads the migration history as the store records it.
 func history(t *testing.T, cfg neo4jstore.Config) []map[string]any {
 	t.Helper()
@@ -347,8 +480,9 @@ func TestNeo4jMigrationEdited(t *testing.T) {
 	}
 	s, err := st.MigrationStatus(ctx(t))
 	check("status", err)
-	if s == nil || len(s.Applied) != 2 {
-		t.Errorf("status lists %+v as applied, want both", s)
+	all, _ := migrations.All()
+	if s == nil || len(s.Applied) != len(all) {
+		t.Errorf("status lists %+v as applied, want all %d", s, len(all))
 	}
 	_, err = st.Migrate(ctx(t), "test", time.Minute)
 	check("up", err)
@@ -374,4 +508,76 @@ func TestNeo4jPendingMigrations(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "V001") || !strings.Contains(err.Error(), "V002 indexes") {
 		t.Fatalf("start check with V002 unrecorded: %v; want V002 named, V001 not", err)
 	}
+}
+
+// TestNeo4jNamedQueries: every named query gives the same answer from
+// Neo4j (its Cypher) and from the embedded store (Go over its graph),
+// both given the same batches; the answers are the ones the traffic
+// makes.
+func TestNeo4jNamedQueries(t *testing.T) {
+	_, st := neo4jtest.Migrated(t)
+	mem := memstore.New()
+	for _, b := range []*graph.Batch{batch(3, 0, 1), batch(5, 2), batch(9, 3, 4)} {
+		apply(t, mem, b)
+		apply(t, st, b)
+	}
+	g := neo4jtest.Graph(t, mem)
+	cases := []struct {
+		query string
+		args  []string
+		want  string // one row the answer must hold, as fmt prints it
+	}{
+		{"callers", []string{"nats-0"}, "[app-7d9f nats-0 tcp 4222 5 10510 0]"},
+		{"callers", []string{"signer"}, "[orders signer unix /var/run/crypto-broker.sock 5 2890 0]"},
+		{"callers", []string{"nobody"}, ""},
+		{"callees", []string{"/usr/bin/curl"}, "[/usr/bin/curl 93.184.216.34 tcp 443 5 0 2]"},
+		{"blast-radius", []string{"node-a"}, "[app-7d9f 93.184.216.34]"},
+		{"blast-radius", []string{"node-b"}, "[nats-0 app-7d9f]"},
+		{"brokers", nil, "[nats-0 nats 1]"},
+		{"edges-since", []string{strconv.FormatUint(scenario.T0, 10)}, "[app-7d9f nats-0 tcp 4222"},
+		{"edges-since", []string{strconv.FormatUint(scenario.T0+10e9, 10)}, ""},
+		{"top-talkers", []string{"2"}, "[10510 app-7d9f nats-0 tcp 4222]"},
+	}
+	for _, c := range cases {
+		t.Run(c.query+" "+strings.Join(c.args, " "), func(t *testing.T) {
+			q := query.Find(c.query)
+			arg, err := q.Parse(c.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			emb := q.Embedded(g, arg)
+			neo, err := st.Answer(ctx(t), q, arg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(emb, neo) {
+				t.Fatalf("the stores answer differently:\n embedded %v\n neo4j    %v", emb, neo)
+			}
+			if c.want == "" {
+				if len(neo.Rows) != 0 {
+					t.Fatalf("rows %v, want none", neo.Rows)
+				}
+				return
+			}
+			var rows []string
+			for _, r := range neo.Rows {
+				rows = append(rows, fmt.Sprint(r))
+			}
+			if !slices.ContainsFunc(rows, func(r string) bool { return strings.HasPrefix(r, strings.TrimSuffix(c.want, "]")) }) {
+				t.Fatalf("rows %v, want one %s", rows, c.want)
+			}
+		})
+	}
+	if q := query.Find("top-talkers"); len(mustAnswer(t, st, q, int64(2)).Rows) != 2 {
+		t.Error("top-talkers 2: not 2 rows")
+	}
+}
+
+func mustAnswer(t *testing.T, st *neo4jstore.Store, q *query.Query, arg any) *query.Result {
+	t.Helper()
+	r, err := st.Answer(ctx(t), q, arg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/neo4j/neo4j-go-driver/v5/neo4j"
 
 	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/correlator/graph/query"
 )
 
 var _ graph.Reader = (*Store)(nil)
@@ -36,10 +37,9 @@ func (s *Store) Graph(ctx context.Context) (*graph.Graph, error) {
 	return v.(*graph.Graph), nil
 }
 
-// toGraph builds the graph from the rows of readNodes and readRels.
-// A CALLS relationship keeps port for TCP and path for unix sockets, as
-// the embedded store shows it: the store writes both, since both are part
-// of the relationship's MERGE key, but the other one is always 0 or "".
+// toGraph builds the graph from the rows of readNodes and readRels, with
+// the properties as Neo4j holds them: a CALLS relationship has port (TCP)
+// or path (unix), never both, as in the embedded store.
 func toGraph(nodes, rels []map[string]any) *graph.Graph {
 	g := &graph.Graph{Nodes: make([]graph.GNode, 0, len(nodes)), Edges: make([]graph.GEdge, 0, len(rels))}
 	for _, n := range nodes {
@@ -64,13 +64,6 @@ func toGraph(nodes, rels []map[string]any) *graph.Graph {
 			continue
 		}
 		props := orEmpty(e["props"])
-		if typ == graph.RelCalls {
-			if props["transport"] == "unix" {
-				delete(props, "port")
-			} else {
-				delete(props, "path")
-			}
-		}
 		g.Edges = append(g.Edges, graph.GEdge{From: from.ID(), To: to.ID(), Type: typ, Props: props})
 	}
 	g.Sort()
@@ -107,4 +100,18 @@ func orEmpty(v any) map[string]any {
 		out[k] = x
 	}
 	return out
+}
+
+// Answer runs the named query q with its argument in a read transaction.
+func (s *Store) Answer(ctx context.Context, q *query.Query, arg any) (*query.Result, error) {
+	sess := s.session(ctx, neo4j.AccessModeRead)
+	defer sess.Close(ctx)
+	v, err := sess.ExecuteRead(ctx, func(tx neo4j.ManagedTransaction) (any, error) {
+		return collect(ctx, tx, q.Cypher, map[string]any{"arg": arg})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("neo4j: query %s: %w", q.Name, err)
+	}
+	rows, _ := v.([]map[string]any)
+	return q.FromRows(rows), nil
 }

@@ -7,9 +7,9 @@ import (
 	"github.com/weftobs/weft/correlator/graph"
 )
 
-// TestToGraph: rows as Neo4j returns them (labels in any order, both port
-// and path on every CALLS, integers as int64) become the embedded store's
-// shape; rows of nodes that are not the graph's are left out.
+// TestToGraph: rows as Neo4j returns them (labels in any order, port on
+// TCP CALLS and path on unix ones, integers as int64) become the embedded
+// store's shape; rows of nodes that are not the graph's are left out.
 func TestToGraph(t *testing.T) {
 	pod := map[string]any{"uid": "u1", "name": "app", "namespace": "shop", "ip": "10.0.0.1"}
 	nats := map[string]any{"uid": "u2", "name": "nats-0", "namespace": "infra", "ip": "10.0.0.2", "kind": "nats"}
@@ -26,8 +26,14 @@ func TestToGraph(t *testing.T) {
 		{"labels": []any{"Unrelated"}, "props": map[string]any{"x": "y"}},
 	}
 	calls := func(transport string, port int64, path string) map[string]any {
-		return map[string]any{"transport": transport, "port": port, "path": path, "count": int64(3), "bytes_sent": int64(10),
+		m := map[string]any{"transport": transport, "count": int64(3), "bytes_sent": int64(10),
 			"bytes_received": int64(20), "errors": int64(0), "first_seen": int64(1767225600000001123), "last_seen": int64(1767225600002001123)}
+		if transport == "unix" {
+			m["path"] = path
+		} else {
+			m["port"] = port
+		}
+		return m
 	}
 	rels := []map[string]any{
 		{"from_labels": []any{"Pod"}, "from_props": pod, "type": "CALLS", "props": calls("tcp", 4222, ""), "to_labels": []any{"Pod", "Broker"}, "to_props": nats},

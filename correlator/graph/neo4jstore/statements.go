@@ -59,24 +59,45 @@ func mergeLink(s linkShape) string {
 		" MERGE (a)-[:" + s.Type + "]->(b)"
 }
 
-type callShape struct{ From, To string }
+// callShape is the labels at the ends of CALLS relationships and their
+// key: a unix socket's path, or else (TCP) the port.
+type callShape struct {
+	From, To string
+	Unix     bool
+}
 
 var callShapes = func() []callShape {
 	tops := []string{graph.LabelPod, graph.LabelProcess, graph.LabelExternal}
 	var out []callShape
-	for _, a := range tops {
-		for _, b := range tops {
-			out = append(out, callShape{a, b})
+	for _, unix := range []bool{false, true} {
+		for _, a := range tops {
+			for _, b := range tops {
+				out = append(out, callShape{a, b, unix})
+			}
 		}
+		out = append(out, callShape{graph.LabelContainer, graph.LabelContainer, unix})
 	}
-	return append(out, callShape{graph.LabelContainer, graph.LabelContainer})
+	return out
 }()
 
+func (s callShape) name() string {
+	key := "port"
+	if s.Unix {
+		key = "path"
+	}
+	return "calls " + s.From + "->" + s.To + " by " + key
+}
+
 // addCalls adds counts to CALLS relationships between from and to nodes,
-// creating them at zero.
+// creating them at zero. A TCP relationship is keyed by port and has no
+// path; a unix one by path and has no port (DESIGN.md, "The graph").
 func addCalls(s callShape) string {
+	key := "port: r.port"
+	if s.Unix {
+		key = "path: r.path"
+	}
 	return "UNWIND $rows AS r MATCH " + pattern("a", s.From, "r.from") + " MATCH " + pattern("b", s.To, "r.to") +
-		" MERGE (a)-[e:CALLS {transport: r.transport, port: r.port, path: r.path}]->(b)" +
+		" MERGE (a)-[e:CALLS {transport: r.transport, " + key + "}]->(b)" +
 		" ON CREATE SET e.count = 0, e.bytes_sent = 0, e.bytes_received = 0, e.errors = 0, e.first_seen = r.first_seen, e.last_seen = r.last_seen" +
 		" SET e.count = e.count + r.count, e.bytes_sent = e.bytes_sent + r.bytes_sent," +
 		" e.bytes_received = e.bytes_received + r.bytes_received, e.errors = e.errors + r.errors," +
@@ -141,9 +162,13 @@ func Statements() []Statement {
 			Parameters: map[string]any{"rows": []any{map[string]any{"from": key(s.From), "to": key(s.To)}}}})
 	}
 	for _, s := range callShapes {
-		out = append(out, Statement{Name: "calls " + s.From + "->" + s.To, Cypher: addCalls(s),
-			Parameters: map[string]any{"rows": []any{map[string]any{"from": key(s.From), "to": key(s.To), "transport": "tcp", "port": 4222, "path": "",
-				"count": 1, "bytes_sent": 1, "bytes_received": 1, "errors": 0, "first_seen": 1, "last_seen": 2}}}})
+		row := map[string]any{"from": key(s.From), "to": key(s.To), "transport": "tcp", "port": 4222,
+			"count": 1, "bytes_sent": 1, "bytes_received": 1, "errors": 0, "first_seen": 1, "last_seen": 2}
+		if s.Unix {
+			delete(row, "port")
+			row["transport"], row["path"] = "unix", "/run/x.sock"
+		}
+		out = append(out, Statement{Name: s.name(), Cypher: addCalls(s), Parameters: map[string]any{"rows": []any{row}}})
 	}
 	out = append(out,
 		Statement{Name: "read cursor", Cypher: readCursor, Parameters: map[string]any{"stream": "CALLS"}},

@@ -1,10 +1,15 @@
 // Package neo4jtest gates and prepares weft's Neo4j integration tests, so
-// every one of them is skipped, and touches a database, the same way.
+// every one of them finds, and touches, a database the same way.
 //
-// The tests run when WEFT_NEO4J_URI names a Neo4j 5 server (the user and
-// password from WEFT_NEO4J_USER and WEFT_NEO4J_PASSWORD, the database from
-// WEFT_NEO4J_DATABASE, default "neo4j"); without it they skip with
-// SkipMessage.
+// Where the database is: when WEFT_NEO4J_URI names a Neo4j 5 server, the
+// tests use it (the user and password from WEFT_NEO4J_USER and
+// WEFT_NEO4J_PASSWORD, the database from WEFT_NEO4J_DATABASE, default
+// "neo4j"). Otherwise the first test of a package that asks starts a real
+// Neo4j Community for the package (package testenv/neo4j: a child JVM, Bolt
+// on loopback, a generated password), and RunTests stops it when the
+// package's tests are done. When that Neo4j cannot be started (no Java or
+// Maven, say) the tests skip with SkipMessage and the reason, except in CI
+// (CI=true), where they fail: in CI every Neo4j test runs.
 //
 // What a test does to that database: it deletes everything in it
 // (MATCH (n) DETACH DELETE n), drops every constraint and index whose name
@@ -17,10 +22,11 @@
 // user database; with Enterprise, point WEFT_NEO4J_DATABASE at a scratch
 // database (CREATE DATABASE weft_test).
 //
-// go test runs the test binaries of several packages at once, and they
-// would wipe each other's database: Fresh takes a lock file in the temp
-// dir, one per URI and database, for the test's duration. The tests must
-// not call t.Parallel.
+// go test runs the test binaries of several packages at once, and with
+// WEFT_NEO4J_URI they would wipe each other's database: Fresh then takes a
+// lock file in the temp dir, one per URI and database, for the test's
+// duration.
+// The tests must not call t.Parallel.
 //
 // Like the store, it imports the Neo4j driver; only tests import it. The
 // Cypher it sends is in package testcypher, which the linter's statement
@@ -52,6 +58,7 @@ import (
 	"github.com/weftobs/weft/correlator/graph/neo4jstore"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest/testcypher"
 	"github.com/weftobs/weft/testenv/natstest"
+	testneo4j "github.com/weftobs/weft/testenv/neo4j"
 )
 
 // Environment variables the tests read, beyond the store's own
@@ -61,31 +68,126 @@ const (
 	WipeEnv     = "WEFT_NEO4J_TEST_WIPE"
 )
 
-// SkipMessage is what every Neo4j integration test says when it skips.
-const SkipMessage = "skipped: set WEFT_NEO4J_URI (bolt://…) to run the Neo4j integration tests " +
+// SkipMessage is what every Neo4j integration test says when it skips,
+// followed by why the local Neo4j could not start.
+const SkipMessage = "skipped: no Neo4j here: the Neo4j integration tests start a Neo4j Community " +
+	"(package testenv/neo4j, which needs Java 17+ and Maven), or use the one WEFT_NEO4J_URI (bolt://…) names " +
 	"(with WEFT_NEO4J_USER, WEFT_NEO4J_PASSWORD, and WEFT_NEO4J_DATABASE if not neo4j; " +
-	"they wipe that database, see package neo4jtest); no Neo4j server here"
+	"they wipe that database, see package neo4jtest); in CI (CI=true) they fail instead"
 
 // Timeout bounds each statement a helper runs, and the wait for the lock.
 const Timeout = 8 * time.Minute
 
-// Config returns the target database from the environment, or skips t
-// with SkipMessage.
+// StartTimeout bounds building and starting a local Neo4j: the first
+// build downloads it.
+const StartTimeout = 10 * time.Minute
+
+// Config returns the target database: the user's from the environment, or
+// the package's local Neo4j, started at the first call (stopped by RunTests). When there is
+// none it skips t (fails it in CI) with SkipMessage and the reason.
 func Config(t testing.TB) neo4jstore.Config {
 	t.Helper()
-	uri := os.Getenv("WEFT_NEO4J_URI")
-	if uri == "" {
-		t.Skip(SkipMessage)
+	if uri := os.Getenv("WEFT_NEO4J_URI"); uri != "" {
+		cfg := neo4jstore.Config{URI: uri, Database: os.Getenv(DatabaseEnv)}
+		cfg.FromEnv()
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("WEFT_NEO4J_URI: %v", err)
+		}
+		return cfg
 	}
-	cfg := neo4jstore.Config{URI: uri, Database: os.Getenv(DatabaseEnv)}
+	srv, err := local()
+	if err != nil {
+		Unavailable(t, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the local Neo4j's logs: %s", strings.Join(srv.Logs(), " "))
+		}
+	})
+	return configOf(srv)
+}
+
+// Own starts a Neo4j for t alone, which t may stop and restart (the fault
+// tests do), whether or not WEFT_NEO4J_URI is set: the user's cannot be
+// stopped. It is killed when t ends; its logs are named if t failed.
+func Own(t testing.TB) (neo4jstore.Config, *testneo4j.Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "weft-neo4j-"+strings.NewReplacer("/", "_").Replace(t.Name())+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := testneo4j.Start(ctx, testneo4j.Options{Dir: dir})
+	if err != nil {
+		Unavailable(t, err)
+	}
+	t.Cleanup(func() {
+		_ = srv.Kill()
+		if t.Failed() {
+			t.Logf("this test's Neo4j's logs (kept): %s", strings.Join(srv.Logs(), " "))
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+	return configOf(srv), srv
+}
+
+func configOf(srv *testneo4j.Server) neo4jstore.Config {
+	cfg := neo4jstore.Config{URI: srv.URI, User: srv.User, Password: srv.Password}
 	cfg.FromEnv()
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("WEFT_NEO4J_URI: %v", err)
-	}
 	return cfg
 }
 
-// Fresh gates t on WEFT_NEO4J_URI, takes the database for the test's
+// Unavailable stops t because no Neo4j could be had, for reason: it skips
+// with SkipMessage, or fails in CI (CI=true), where every Neo4j test must
+// run.
+func Unavailable(t testing.TB, reason error) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true and no Neo4j: every Neo4j test must run in CI: %v", reason)
+	}
+	t.Skip(SkipMessage + ": " + reason.Error())
+}
+
+// The package's local Neo4j, started by the first test that asks.
+var (
+	localOnce sync.Once
+	localSrv  *testneo4j.Server
+	localErr  error
+)
+
+func local() (*testneo4j.Server, error) {
+	localOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
+		defer cancel()
+		localSrv, localErr = testneo4j.Start(ctx, testneo4j.Options{})
+	})
+	return localSrv, localErr
+}
+
+// RunTests runs a test package whose tests use Neo4j and returns m.Run's
+// code: call os.Exit(neo4jtest.RunTests(m)) from TestMain. After the tests it
+// stops the local Neo4j if one was started, and removes its directory
+// unless a test failed.
+func RunTests(m *testing.M) int {
+	code := m.Run()
+	if localSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := localSrv.Stop(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "neo4jtest: %v\n", err)
+		}
+		cancel()
+		if code == 0 {
+			_ = os.RemoveAll(localSrv.Dir)
+		} else {
+			fmt.Fprintf(os.Stderr, "neo4jtest: the local Neo4j's logs are kept: %s\n", strings.Join(localSrv.Logs(), " "))
+		}
+	}
+	return code
+}
+
+// Fresh gates t on a Neo4j (see Config), takes the database for the test's
 // duration, refuses it if it may hold a graph that matters, and wipes it
 // (see the package doc).
 func Fresh(t testing.TB) neo4jstore.Config {
@@ -278,8 +380,10 @@ func elements(g *graph.Graph) map[string]string {
 // inProcess serialises the tests of one binary; the lock file, binaries.
 var inProcess sync.Mutex
 
-// lock holds the database for t: within the process, then across
-// processes with an flock on a file named for the URI and database.
+// lock holds the database for t: within the process, then, for the
+// user's database (WEFT_NEO4J_URI), across processes with an flock on a
+// file named for the URI and database. The package's own Neo4j is no
+// other process's.
 func lock(t testing.TB, cfg neo4jstore.Config) {
 	t.Helper()
 	natstest.CheckFor(t, Timeout, 50*time.Millisecond, func() error {
@@ -288,6 +392,10 @@ func lock(t testing.TB, cfg neo4jstore.Config) {
 		}
 		return nil
 	})
+	if os.Getenv("WEFT_NEO4J_URI") == "" {
+		t.Cleanup(inProcess.Unlock)
+		return
+	}
 	sum := sha256.Sum256([]byte(cfg.URI + "\x00" + cfg.Database))
 	path := filepath.Join(os.TempDir(), "weft-neo4j-test-"+hex.EncodeToString(sum[:8])+".lock")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)

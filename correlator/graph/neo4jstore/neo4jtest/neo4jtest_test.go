@@ -1,6 +1,7 @@
 package neo4jtest_test
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -22,29 +23,37 @@ func (s *stopper) Fatalf(f string, args ...any) {
 	runtime.Goexit()
 }
 
-// gate runs Config in its own goroutine, as a test would, and returns how
-// it stopped.
-func gate(t *testing.T) *stopper {
+// stopped runs f in its own goroutine, as a test would run a helper, and
+// returns how it stopped s.
+func stopped(t *testing.T, f func(s *stopper)) *stopper {
 	s := &stopper{TB: t}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		neo4jtest.Config(s)
+		f(s)
 	}()
 	<-done
 	return s
 }
 
-// TestGate: without WEFT_NEO4J_URI every Neo4j test skips with the one
-// message naming the variable; with a URI that is no Neo4j URI it fails.
+// TestGate: when no Neo4j can be had, a Neo4j test skips with the one
+// message naming WEFT_NEO4J_URI and the reason, except in CI, where it
+// fails; with a URI that is no Neo4j URI it fails.
 func TestGate(t *testing.T) {
-	t.Setenv("WEFT_NEO4J_URI", "")
-	s := gate(t)
-	if s.skipped != neo4jtest.SkipMessage || !strings.Contains(s.skipped, "set WEFT_NEO4J_URI (bolt://…)") {
-		t.Fatalf("without WEFT_NEO4J_URI: skipped %q, failed %q", s.skipped, s.failed)
+	reason := errors.New("find java (17 or later) to run neo4j: not found")
+	t.Setenv("CI", "")
+	s := stopped(t, func(s *stopper) { neo4jtest.Unavailable(s, reason) })
+	if s.failed != "" || !strings.HasPrefix(s.skipped, neo4jtest.SkipMessage) || !strings.Contains(s.skipped, "WEFT_NEO4J_URI (bolt://…)") ||
+		!strings.HasSuffix(s.skipped, reason.Error()) {
+		t.Fatalf("outside CI: skipped %q, failed %q", s.skipped, s.failed)
+	}
+	t.Setenv("CI", "true")
+	s = stopped(t, func(s *stopper) { neo4jtest.Unavailable(s, reason) })
+	if s.skipped != "" || !strings.Contains(s.failed, "every Neo4j test must run in CI") || !strings.Contains(s.failed, reason.Error()) {
+		t.Fatalf("in CI: skipped %q, failed %q", s.skipped, s.failed)
 	}
 	t.Setenv("WEFT_NEO4J_URI", "http://localhost:7474")
-	if s := gate(t); s.skipped != "" || !strings.Contains(s.failed, `scheme "http"`) {
+	if s := stopped(t, func(s *stopper) { neo4jtest.Config(s) }); s.skipped != "" || !strings.Contains(s.failed, `scheme "http"`) {
 		t.Fatalf("with an http URI: skipped %q, failed %q", s.skipped, s.failed)
 	}
 }
