@@ -161,6 +161,14 @@ func Read(ctx context.Context, js jetstream.JetStream, stream string, r Range, f
 	if b.Total() == 0 {
 		return b, nil
 	}
+	if len(r.FilterSubjects) > 0 {
+		// A consumer whose filter matches nothing from First on would
+		// wait for a message forever.
+		matched, err := anyAtOrAfter(ctx, js, stream, r.FilterSubjects, b)
+		if err != nil || !matched {
+			return b, err
+		}
+	}
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects:    r.FilterSubjects,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
@@ -206,4 +214,26 @@ func Read(ctx context.Context, js jetstream.JetStream, stream string, r Range, f
 			return b, nil
 		}
 	}
+}
+
+// anyAtOrAfter reports whether a message on one of subjects is stored in
+// the bounds.
+func anyAtOrAfter(ctx context.Context, js jetstream.JetStream, stream string, subjects []string, b Bounds) (bool, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	for _, subj := range subjects {
+		m, err := st.GetMsg(ctx, b.First, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("replay %s: find %s: %w", stream, subj, err)
+		}
+		if m.Sequence <= b.Last {
+			return true, nil
+		}
+	}
+	return false, nil
 }

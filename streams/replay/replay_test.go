@@ -46,6 +46,8 @@ func TestReadRanges(t *testing.T) {
 		{"filtered", replay.Range{FilterSubjects: []string{"weft.calls.b"}, UntilSeq: 9}, "2,4,6,8"},
 		{"filtered, ends early", replay.Range{FilterSubjects: []string{"weft.calls.a"}}, "1,3,5,7,9"},
 		{"past the end", replay.Range{StartSeq: 11}, ""},
+		{"filter matches nothing", replay.Range{FilterSubjects: []string{"weft.calls.c"}}, ""},
+		{"filter matches nothing in the range", replay.Range{FilterSubjects: []string{"weft.calls.b"}, StartSeq: 3, UntilSeq: 3}, ""},
 		{"after last time", replay.Range{StartTime: times[9].Add(time.Hour)}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
