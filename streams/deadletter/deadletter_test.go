@@ -185,6 +185,24 @@ func TestRedrive(t *testing.T) {
 			t.Errorf("sequence %d: %v", seq, err)
 		}
 	}
+	// A redriven message that fails again can be dead-lettered again: the
+	// redrive's publish precondition (Nats-Expected-Stream) does not follow
+	// it into the DLQ.
+	cons, err := s.JS.OrderedConsumer(ctx, "EVENTS", jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: before + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := consume.NewDeadLetters(s.JS, "graph", nil).Send(ctx, m, "again"); err != nil {
+		t.Fatalf("dead-letter a redriven message: %v", err)
+	}
+	dlq, _ := s.JS.Stream(ctx, "DLQ")
+	if err := dlq.Purge(ctx, jetstream.WithPurgeSubject("weft.dlq.graph")); err != nil {
+		t.Fatal(err)
+	}
 	// Run again on the same scan: nothing left to do, nothing duplicated.
 	out, err = deadletter.Redrive(ctx, s.JS, letters, deadletter.RedriveOptions{NATS: natsconn.Options{URL: s.URL()}})
 	if err != nil {

@@ -306,7 +306,7 @@ func (r *redriver) republish(msg *message.Message) error {
 		id := RedriveMsgID(l.FirstSeq)
 		out := message.NewMessage(id, msg.Payload)
 		for k, v := range msg.Metadata {
-			if !strings.HasPrefix(k, "Weft-Dlq-") && k != wmnats.WatermillUUIDHdr {
+			if !strings.HasPrefix(k, "Weft-Dlq-") && !strings.HasPrefix(k, "Nats-Expected-") && k != wmnats.WatermillUUIDHdr {
 				out.Metadata.Set(k, v)
 			}
 		}
@@ -343,6 +343,9 @@ func (p requeuePublisher) Publish(topic string, msgs ...*message.Message) error 
 			switch k {
 			case middleware.ReasonForPoisonedKey, middleware.PoisonedTopicKey, middleware.PoisonedHandlerKey,
 				middleware.PoisonedSubscriberKey, wmnats.WatermillUUIDHdr:
+				continue
+			}
+			if strings.HasPrefix(k, "Nats-Expected-") {
 				continue
 			}
 			out.Metadata.Set(k, v)
