@@ -453,7 +453,9 @@ func TestUsageErrorsExit2(t *testing.T) {
 }
 
 // TestReplayOut dumps a stream with an undecodable message in it: every
-// message is a line, the bad one carries its error.
+// event is a line carrying its message's sequence and its index in the
+// batch, the bad message is one line with its error, and no progress bar
+// is drawn into a stderr that is not a terminal.
 func TestReplayOut(t *testing.T) {
 	s := natstest.Start(t)
 	s.CreateStream(t, "EVENTS", "weft.events.>")
@@ -476,11 +478,44 @@ func TestReplayOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "events.ndjson")
-	rp := start(t, "replay", "--stream", "EVENTS", "--start-seq", "2", "--out", out, "--nats-url", s.URL(), "--no-progress")
+	rp := start(t, "replay", "--stream", "EVENTS", "--start-seq", "2", "--out", out, "--nats-url", s.URL())
 	if err := <-rp.done; err != nil {
 		t.Fatalf("replay: %v\n%s", err, rp.stderr)
 	}
-	f, _ := os.Open(out)
+	lines := readNDJSON(t, out)
+	// Batches 2 (10 events) and 3 (5 events), then the garbage.
+	var got []string
+	for _, l := range lines {
+		switch {
+		case l["error"] != nil:
+			got = append(got, fmt.Sprintf("%v:error", l["seq"]))
+		case l["event"] != nil:
+			got = append(got, fmt.Sprintf("%v:%v", l["seq"], l["index"]))
+		default:
+			t.Fatalf("line with neither event nor error: %v", l)
+		}
+	}
+	want := "2:0 2:1 2:2 2:3 2:4 2:5 2:6 2:7 2:8 2:9 3:0 3:1 3:2 3:3 3:4 4:error"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("lines (seq:index):\n got %s\nwant %s", strings.Join(got, " "), want)
+	}
+	if lines[0]["subject"] != "weft.events.n1.tcp" || lines[0]["time"] == nil {
+		t.Fatalf("first line: %v", lines[0])
+	}
+	if !strings.Contains(rp.stderr.String(), "replayed 3 messages of EVENTS (sequences 2…4): 16 lines; 1 undecodable") {
+		t.Fatalf("summary: %s", rp.stderr)
+	}
+	if strings.Contains(rp.stderr.String(), "replay EVENTS") || strings.Contains(rp.stderr.String(), "%|") {
+		t.Fatalf("progress bar drawn into a non-terminal stderr:\n%s", rp.stderr)
+	}
+}
+
+func readNDJSON(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer f.Close()
 	var lines []map[string]any
 	sc := bufio.NewScanner(f)
@@ -492,14 +527,58 @@ func TestReplayOut(t *testing.T) {
 		}
 		lines = append(lines, l)
 	}
-	if len(lines) != 3 { // batches 2 and 3, then the garbage
-		t.Fatalf("%d lines, want 3", len(lines))
+	return lines
+}
+
+// TestReplayOutNothingToWrite: a stream that does not exist, or a start
+// past the stream's end, is an error that says so, and no file is written.
+func TestReplayOutNothingToWrite(t *testing.T) {
+	s := natstest.Start(t)
+	s.CreateStream(t, "CALLS", "weft.calls.>")
+	s.CreateStream(t, "EVENTS", "weft.events.>")
+	ctx := context.Background()
+	for range 3 {
+		m := nats.NewMsg("weft.calls.n1")
+		m.Data = []byte("x")
+		if _, err := s.JS.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if lines[0]["seq"].(float64) != 2 || lines[2]["error"] == nil || lines[1]["batch"] == nil {
-		t.Fatalf("lines: %v", lines)
+	info := start(t, "streams", "info", "NOPE", "--nats-url", s.URL())
+	if err := <-info.done; err == nil {
+		t.Fatal("streams info NOPE: exit 0")
 	}
-	if !strings.Contains(rp.stderr.String(), "replayed 3 messages of EVENTS (sequences 2…4); 1 undecodable") {
-		t.Fatalf("summary: %s", rp.stderr)
+	notFound := strings.TrimSpace(info.stderr.String())
+	if !strings.Contains(notFound, "stream NOPE: not found") {
+		t.Fatalf("streams info NOPE: %s", notFound)
+	}
+	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no such stream", []string{"--stream", "NOPE"}, notFound},
+		{"start seq past the end", []string{"--stream", "CALLS", "--start-seq", "4"}, "nothing to replay: start sequence 4 is past the end of stream CALLS (sequences 1…3)"},
+		{"start time after the newest", []string{"--stream", "CALLS", "--start-time", future}, "nothing to replay: start time " + future + " is after the newest message of stream CALLS"},
+		{"since newer than the newest", []string{"--stream", "CALLS", "--since", "1ns"}, "is after the newest message of stream CALLS"},
+		{"empty stream", []string{"--stream", "EVENTS"}, "nothing to replay: stream EVENTS has no messages"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out.ndjson")
+			args := append([]string{"replay", "--out", out, "--nats-url", s.URL()}, tc.args...)
+			p := start(t, args...)
+			if err := <-p.done; err == nil {
+				t.Fatalf("exit 0; stderr %s", p.stderr)
+			}
+			if !strings.Contains(p.stderr.String(), tc.want) {
+				t.Fatalf("stderr lacks %q:\n%s", tc.want, p.stderr)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Fatalf("files left in the output dir: %v", ents)
+			}
+		})
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,12 +10,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -148,20 +152,14 @@ func newBar(w io.Writer, total uint64, what string, off bool) *progressbar.Progr
 	)
 }
 
-// replayOut dumps a range as NDJSON: one line per message with its
-// sequence, subject, time and decoded batch; an undecodable message is a
-// line with its error, never skipped.
+// replayOut dumps a range as NDJSON: one line per event or call, with the
+// stream sequence of its message, its index in the batch, the subject and
+// the message's time; an undecodable message is one line with its error,
+// never skipped. The file is written under a temporary name and renamed
+// when complete, so a missing stream, an empty range or an interrupted
+// dump leaves no file behind.
 func replayOut(ctx context.Context, errw io.Writer, o replayOptions, r replay.Range) error {
-	var w io.Writer = os.Stdout
-	if o.out != "-" {
-		f, err := os.Create(o.out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = f
-	}
-	bw := bufio.NewWriterSize(w, 1<<20)
+	o.nats.Name = "weft replay"
 	nc, js, err := natsconn.Connect(ctx, o.nats.Options, slog.Default())
 	if err != nil {
 		return err
@@ -169,29 +167,28 @@ func replayOut(ctx context.Context, errw io.Writer, o replayOptions, r replay.Ra
 	defer nc.Close()
 	b, err := replay.Resolve(ctx, js, o.stream, r)
 	if err != nil {
+		return streamError(o.stream, err)
+	}
+	if err := b.Empty(o.stream, r); err != nil {
 		return err
 	}
-	bar := newBar(errw, b.Total(), "replay "+o.stream, o.noProgress || o.out == "-")
-	var n, bad int
-	marshal := protojson.MarshalOptions{UseProtoNames: true}
+	w, commit, abort, err := createOut(o.out)
+	if err != nil {
+		return err
+	}
+	defer abort()
+	bw := bufio.NewWriterSize(w, 1<<20)
+	bar := newBar(errw, b.Total(), "replay "+o.stream, o.noProgress || o.out == "-" || !isTerminal(errw))
+	var msgs, items, bad int
+	enc := lineEncoder{w: bw}
 	_, err = replay.Read(ctx, js, o.stream, r, func(m jetstream.Msg) error {
-		meta, _ := m.Metadata()
-		line := map[string]any{"seq": meta.Sequence.Stream, "subject": m.Subject(), "time": meta.Timestamp.UTC().Format(time.RFC3339Nano)}
-		if reason := m.Headers().Get(schema.HeaderDLQReason); reason != "" {
-			line["dlq_reason"] = reason
-		}
-		msg, derr := decodeAny(m.Headers().Get(schema.HeaderType), m.Data())
+		msgs++
+		n, derr := enc.message(m)
+		items += n
 		if derr != nil {
 			bad++
-			line["error"] = derr.Error()
-		} else {
-			raw, _ := marshal.Marshal(msg)
-			line["batch"] = json.RawMessage(raw)
 		}
-		n++
-		out, _ := json.Marshal(line)
-		bw.Write(out)
-		return bw.WriteByte('\n')
+		return enc.err
 	}, func(seq uint64, b replay.Bounds) { _ = bar.Set64(int64(seq - b.First + 1)) })
 	_ = bar.Finish()
 	if ferr := bw.Flush(); err == nil {
@@ -200,15 +197,134 @@ func replayOut(ctx context.Context, errw io.Writer, o replayOptions, r replay.Ra
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(errw, "replayed %d messages of %s (sequences %d…%d); %d undecodable\n", n, o.stream, b.First, b.Last, bad)
+	if msgs == 0 {
+		return fmt.Errorf("%w: stream %s has no messages in the range", replay.ErrEmptyRange, o.stream)
+	}
+	if err := commit(); err != nil {
+		return err
+	}
+	fmt.Fprintf(errw, "replayed %d messages of %s (sequences %d…%d): %d lines; %d undecodable\n", msgs, o.stream, b.First, b.Last, items+bad, bad)
 	return nil
 }
 
-func decodeAny(typ string, data []byte) (proto.Message, error) {
-	if typ == schema.TypeName(&schema.CallBatch{}) {
-		return schema.DecodeCallBatch(data)
+// createOut opens where --out writes: stdout for "-", else a temporary
+// file beside path that commit renames to path and abort removes (abort
+// after commit does nothing).
+func createOut(path string) (w io.Writer, commit func() error, abort func(), err error) {
+	if path == "-" {
+		return os.Stdout, func() error { return nil }, func() {}, nil
 	}
-	return schema.DecodeEventBatch(data)
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	done := false
+	commit = func() error {
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		if err := os.Rename(f.Name(), path); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		done = true
+		return nil
+	}
+	abort = func() {
+		if !done {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}
+	return f, commit, abort, nil
+}
+
+// lineEncoder writes replay's NDJSON lines.
+type lineEncoder struct {
+	w   *bufio.Writer
+	err error // the first write error
+}
+
+var protoJSON = protojson.MarshalOptions{UseProtoNames: true}
+
+// message writes one line per item of m's batch, or one line with the
+// decode error, and returns how many items it wrote and the decode error.
+func (e *lineEncoder) message(m jetstream.Msg) (int, error) {
+	meta, err := m.Metadata()
+	if err != nil {
+		return 0, err
+	}
+	h := m.Headers()
+	base := map[string]any{
+		"seq":     meta.Sequence.Stream,
+		"subject": m.Subject(),
+		"time":    meta.Timestamp.UTC().Format(time.RFC3339Nano),
+	}
+	if reason := h.Get(schema.HeaderDLQReason); reason != "" {
+		base["dlq_reason"] = reason
+		base["dlq_stage"] = h.Get(schema.HeaderDLQStage)
+		base["dlq_subject"] = h.Get(schema.HeaderDLQSubject)
+	}
+	origSubject := cmp.Or(h.Get(schema.HeaderDLQSubject), m.Subject())
+	key, items, derr := batchItems(h.Get(schema.HeaderType), origSubject, m.Data())
+	if derr != nil {
+		base["error"] = derr.Error()
+		e.write(base)
+		return 0, derr
+	}
+	for i, it := range items {
+		raw, err := protoJSON.Marshal(it)
+		if err != nil {
+			return i, fmt.Errorf("encode sequence %d item %d: %w", meta.Sequence.Stream, i, err)
+		}
+		base["index"] = i
+		base[key] = json.RawMessage(raw)
+		e.write(base)
+	}
+	return len(items), nil
+}
+
+func (e *lineEncoder) write(v any) {
+	if e.err != nil {
+		return
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		e.err = err
+		return
+	}
+	out = append(out, '\n')
+	_, e.err = e.w.Write(out)
+}
+
+// batchItems decodes a batch body by its type header (or, lacking one, by
+// the subject it was published on) into its events or calls; key names
+// them in a line.
+func batchItems(typ, subject string, data []byte) (key string, items []proto.Message, err error) {
+	if typ == schema.TypeName(&schema.CallBatch{}) || (typ == "" && strings.HasPrefix(subject, schema.CallsPrefix)) {
+		b, err := schema.DecodeCallBatch(data)
+		if err != nil {
+			return "", nil, err
+		}
+		for _, c := range b.GetCalls() {
+			items = append(items, c)
+		}
+		return "call", items, nil
+	}
+	b, err := schema.DecodeEventBatch(data)
+	if err != nil {
+		return "", nil, err
+	}
+	for _, ev := range b.GetEvents() {
+		items = append(items, ev)
+	}
+	return "event", items, nil
+}
+
+// isTerminal reports whether w is a terminal, where a progress bar can
+// redraw itself; anywhere else it would be noise in a log.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // replayTo runs one stage over the range under a temporary durable and
@@ -238,11 +354,10 @@ func replayTo(ctx context.Context, errw io.Writer, o replayOptions, r replay.Ran
 	defer nc.Close()
 	b, err := replay.Resolve(ctx, js, o.stream, r)
 	if err != nil {
-		return err
+		return streamError(o.stream, err)
 	}
-	if b.Total() == 0 {
-		fmt.Fprintf(errw, "nothing to replay: %s has no messages in the range\n", o.stream)
-		return nil
+	if err := b.Empty(o.stream, r); err != nil {
+		return err
 	}
 	// The stage keeps its state in the data dir, as under weft up or run.
 	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
@@ -265,7 +380,7 @@ func replayTo(ctx context.Context, errw io.Writer, o replayOptions, r replay.Ran
 	if err := run.Start(ctx); err != nil {
 		return err
 	}
-	bar := newBar(errw, b.Total(), "replay "+o.stream+" → "+o.to, o.noProgress)
+	bar := newBar(errw, b.Total(), "replay "+o.stream+" → "+o.to, o.noProgress || !isTerminal(errw))
 	consumerName := consume.Config{Stage: o.to, Stream: o.stream, Durable: durable}.ConsumerConfig().Durable
 	waitErr := waitReplayed(ctx, js, o.stream, consumerName, b, bar, run)
 	_ = bar.Finish()

@@ -62,10 +62,7 @@ func newStreamsCmd() *cobra.Command {
 			return withJS(cmd.Context(), nf, func(ctx context.Context, js jetstream.JetStream) error {
 				st, err := js.Stream(ctx, args[0])
 				if err != nil {
-					if errors.Is(err, jetstream.ErrStreamNotFound) {
-						return fmt.Errorf("stream %s: not found (weft streams ls lists them)", args[0])
-					}
-					return fmt.Errorf("stream %s: %w", args[0], err)
+					return streamError(args[0], fmt.Errorf("stream %s: %w", args[0], err))
 				}
 				si, err := st.Info(ctx)
 				if err != nil {
@@ -122,6 +119,15 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// streamError is err, about stream name, as users read it: a stream that
+// does not exist says so and where to look, whichever command asked.
+func streamError(name string, err error) error {
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("stream %s: not found (weft streams ls lists them)", name)
+	}
+	return err
 }
 
 // withJS connects, runs f, and closes the connection.

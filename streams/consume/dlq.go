@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,6 +38,9 @@ func (d *DeadLetters) Send(ctx context.Context, m jetstream.Msg, reason string) 
 	for k, vs := range m.Headers() {
 		if k == jetstream.MsgIDHeader {
 			continue // the original id would deduplicate against nothing useful
+		}
+		if strings.HasPrefix(k, "Nats-Expected-") {
+			continue // the original publish's preconditions (a redrive sets Nats-Expected-Stream), not the DLQ's
 		}
 		for _, v := range vs {
 			out.Header.Add(k, v)

@@ -47,6 +47,33 @@ func (r Range) Validate() error {
 // when the range has no until sequence).
 type Bounds struct {
 	First, Last uint64
+	// State is the stream's state when the bounds were resolved.
+	State jetstream.StreamState
+}
+
+// ErrEmptyRange is wrapped by Bounds.Empty's error: a range that holds no
+// message of the stream.
+var ErrEmptyRange = errors.New("nothing to replay")
+
+// Empty reports, in words a user can act on, why r holds no message of
+// stream, or nil when the bounds are not empty.
+func (b Bounds) Empty(stream string, r Range) error {
+	st := b.State
+	switch {
+	case b.Total() > 0:
+		return nil
+	case st.Msgs == 0:
+		return fmt.Errorf("%w: stream %s has no messages", ErrEmptyRange, stream)
+	case r.StartSeq > st.LastSeq:
+		return fmt.Errorf("%w: start sequence %d is past the end of stream %s (sequences %d…%d)", ErrEmptyRange, r.StartSeq, stream, st.FirstSeq, st.LastSeq)
+	case !r.StartTime.IsZero() && r.StartTime.After(st.LastTime):
+		return fmt.Errorf("%w: start time %s is after the newest message of stream %s (%s)", ErrEmptyRange,
+			r.StartTime.UTC().Format(time.RFC3339), stream, st.LastTime.UTC().Format(time.RFC3339))
+	case r.UntilSeq > 0 && r.UntilSeq < st.FirstSeq:
+		return fmt.Errorf("%w: until sequence %d is before the first message of stream %s (sequence %d)", ErrEmptyRange, r.UntilSeq, stream, st.FirstSeq)
+	default:
+		return fmt.Errorf("%w: stream %s has no messages in the range (sequences %d…%d)", ErrEmptyRange, stream, st.FirstSeq, st.LastSeq)
+	}
 }
 
 // Total is the number of sequences in the bounds (deleted ones included).
@@ -67,9 +94,19 @@ func Resolve(ctx context.Context, js jetstream.JetStream, stream string, r Range
 	if err != nil {
 		return Bounds{}, fmt.Errorf("stream %s: %w", stream, err)
 	}
-	b := Bounds{First: max(info.State.FirstSeq, r.StartSeq), Last: info.State.LastSeq}
+	b := Bounds{First: max(info.State.FirstSeq, r.StartSeq), Last: info.State.LastSeq, State: info.State}
 	if r.UntilSeq > 0 && r.UntilSeq < b.Last {
 		b.Last = r.UntilSeq
+	}
+	if info.State.Msgs == 0 {
+		b.First, b.Last = info.State.LastSeq+1, info.State.LastSeq
+		return b, nil
+	}
+	if !r.UntilTime.IsZero() {
+		// The last message at or before the until time.
+		if after, ok := firstSeqAt(ctx, st, r.UntilTime.Add(time.Nanosecond), info.State); ok {
+			b.Last = min(b.Last, after-1)
+		}
 	}
 	if !r.StartTime.IsZero() {
 		// The first message at or after the start time.
@@ -124,6 +161,14 @@ func Read(ctx context.Context, js jetstream.JetStream, stream string, r Range, f
 	if b.Total() == 0 {
 		return b, nil
 	}
+	if len(r.FilterSubjects) > 0 {
+		// A consumer whose filter matches nothing from First on would
+		// wait for a message forever.
+		matched, err := anyAtOrAfter(ctx, js, stream, r.FilterSubjects, b)
+		if err != nil || !matched {
+			return b, err
+		}
+	}
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects:    r.FilterSubjects,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
@@ -169,4 +214,26 @@ func Read(ctx context.Context, js jetstream.JetStream, stream string, r Range, f
 			return b, nil
 		}
 	}
+}
+
+// anyAtOrAfter reports whether a message on one of subjects is stored in
+// the bounds.
+func anyAtOrAfter(ctx context.Context, js jetstream.JetStream, stream string, subjects []string, b Bounds) (bool, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	for _, subj := range subjects {
+		m, err := st.GetMsg(ctx, b.First, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("replay %s: find %s: %w", stream, subj, err)
+		}
+		if m.Sequence <= b.Last {
+			return true, nil
+		}
+	}
+	return false, nil
 }

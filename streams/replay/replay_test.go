@@ -2,7 +2,9 @@ package replay_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +46,8 @@ func TestReadRanges(t *testing.T) {
 		{"filtered", replay.Range{FilterSubjects: []string{"weft.calls.b"}, UntilSeq: 9}, "2,4,6,8"},
 		{"filtered, ends early", replay.Range{FilterSubjects: []string{"weft.calls.a"}}, "1,3,5,7,9"},
 		{"past the end", replay.Range{StartSeq: 11}, ""},
+		{"filter matches nothing", replay.Range{FilterSubjects: []string{"weft.calls.c"}}, ""},
+		{"filter matches nothing in the range", replay.Range{FilterSubjects: []string{"weft.calls.b"}, StartSeq: 3, UntilSeq: 3}, ""},
 		{"after last time", replay.Range{StartTime: times[9].Add(time.Hour)}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,5 +72,47 @@ func TestReadRanges(t *testing.T) {
 	}
 	if _, err := replay.Read(ctx, s.JS, "NOPE", replay.Range{}, func(jetstream.Msg) error { return nil }, nil); err == nil {
 		t.Fatal("missing stream accepted")
+	}
+}
+
+// TestEmpty: a range that holds nothing says why, in the stream's terms.
+func TestEmpty(t *testing.T) {
+	s := natstest.Start(t)
+	s.CreateStream(t, "CALLS", "weft.calls.>")
+	s.CreateStream(t, "EVENTS", "weft.events.>")
+	ctx := context.Background()
+	for range 3 {
+		if _, err := s.JS.Publish(ctx, "weft.calls.a", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, stream string
+		r            replay.Range
+		want         string // empty: the range is not empty
+	}{
+		{"all", "CALLS", replay.Range{}, ""},
+		{"last", "CALLS", replay.Range{StartSeq: 3}, ""},
+		{"past the end", "CALLS", replay.Range{StartSeq: 4}, "nothing to replay: start sequence 4 is past the end of stream CALLS (sequences 1…3)"},
+		{"after the newest", "CALLS", replay.Range{StartTime: time.Date(2999, 1, 1, 0, 0, 0, 0, time.UTC)}, "nothing to replay: start time 2999-01-01T00:00:00Z is after the newest message of stream CALLS"},
+		{"until before the first", "CALLS", replay.Range{UntilTime: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)}, "nothing to replay: stream CALLS has no messages in the range (sequences 1…3)"},
+		{"empty stream", "EVENTS", replay.Range{}, "nothing to replay: stream EVENTS has no messages"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := replay.Resolve(ctx, s.JS, tc.stream, tc.r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = b.Empty(tc.stream, tc.r)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("bounds %d…%d: %v", b.First, b.Last, err)
+			case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want) || !errors.Is(err, replay.ErrEmptyRange)):
+				t.Fatalf("bounds %d…%d: %v, want %q", b.First, b.Last, err, tc.want)
+			}
+		})
+	}
+	if _, err := replay.Resolve(ctx, s.JS, "NOPE", replay.Range{}); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("missing stream: %v", err)
 	}
 }

@@ -54,6 +54,10 @@ const (
 	HeaderDLQStream  = "Weft-Dlq-Stream"
 	HeaderDLQSubject = "Weft-Dlq-Subject"
 	HeaderDLQSeq     = "Weft-Dlq-Seq"
+	// HeaderDLQFirstSeq is the DLQ sequence a dead letter was first stored
+	// at; a letter redriven and dead-lettered again keeps it, so every
+	// redrive of it publishes under the same Nats-Msg-Id.
+	HeaderDLQFirstSeq = "Weft-Dlq-First-Seq"
 )
 
 // BatchItemsField is the field number of the repeated items (events, calls)
