@@ -41,15 +41,7 @@ func TestHookCost(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conn.Close()
-		}
-	}()
+	go closeAccepted(ln)
 	for i := 0; i < 500; i++ {
 		conn, err := net.Dial("tcp4", ln.Addr().String())
 		if err != nil {
@@ -63,15 +55,7 @@ func TestHookCost(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer uln.Close()
-	go func() {
-		for {
-			conn, err := uln.Accept()
-			if err != nil {
-				return
-			}
-			conn.Close()
-		}
-	}()
+	go closeAccepted(uln)
 	for i := 0; i < 200; i++ {
 		conn, err := net.Dial("unix", path)
 		if err != nil {
@@ -105,5 +89,17 @@ func TestHookCost(t *testing.T) {
 			t.Errorf("%s: %d runs in %v: the hook did not run, or statistics are off", n, h.Runs, h.Runtime)
 		}
 		t.Logf("hook-cost %s %.0f ns/run over %d runs (%s object, casts %v)", n, h.NsPerRun(), h.Runs, k.Object, k.Casts)
+	}
+}
+
+// closeAccepted accepts connections on ln and closes them, until ln is
+// closed.
+func closeAccepted(ln net.Listener) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		conn.Close()
 	}
 }
