@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/weftobs/weft/correlator/correlate"
 	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
 	"github.com/weftobs/weft/correlator/graphstage"
 	"github.com/weftobs/weft/correlator/internal/scenario"
 	"github.com/weftobs/weft/correlator/internal/stagetest"
@@ -340,4 +343,72 @@ func BenchmarkCloseToGraph(b *testing.B) {
 	arr.report(b, "graph")
 	arr.report(b, "calls")
 	b.ReportMetric(float64(k)/b.Elapsed().Seconds(), "calls/s")
+}
+
+// BenchmarkReplayNeo4j: calls shaped as the correlator emits them, in a
+// file-backed CALLS stream of an embedded NATS server, replayed as `weft
+// replay --stream CALLS --to graph` does it (the graph stage, default
+// settings, under a replay durable) into an empty, migrated Neo4j
+// (neo4j), against the same replay into an empty embedded store
+// (embedded), same stream, same run. Each ends when the store holds the
+// stream's last sequence; batches and rows/batch are the stage's.
+// WEFT_BENCH_CALLS sets how many calls (default 1,000,000). It skips,
+// as the Neo4j tests do, when no Neo4j can be had (package neo4jtest).
+func BenchmarkReplayNeo4j(b *testing.B) {
+	calls := 1_000_000
+	if v := os.Getenv("WEFT_BENCH_CALLS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			b.Fatalf("WEFT_BENCH_CALLS=%q: %v", v, err)
+		}
+		calls = n
+	}
+	neo := neo4jtest.Config(b) // skip before the stream is built
+	s := natstest.Start(b)
+	stagetest.Streams(b, s)
+	last := publishCalls(b, s, calls, 1000)
+	runs := 0
+	for _, store := range []string{graphstage.StoreEmbedded, graphstage.StoreNeo4j} {
+		b.Run(store, func(b *testing.B) {
+			var batches, rows uint64
+			if store == graphstage.StoreNeo4j {
+				neo4jtest.Fresh(b) // held until the benchmark ends
+			}
+			for i := 0; b.Loop(); i++ {
+				runs++
+				cfg := graphstage.NewConfig()
+				if store == graphstage.StoreNeo4j {
+					b.StopTimer()
+					if i > 0 {
+						neo4jtest.Reset(b, neo)
+					}
+					neo4jtest.Migrate(b, neo4jtest.Open(b, neo))
+					b.StartTimer()
+					cfg.Store, cfg.Neo4j = graphstage.StoreNeo4j, neo
+				}
+				set := stage.Settings{Name: "graph", Kind: "graph", Node: "ctl", DataDir: b.TempDir(),
+					Replay: &stage.Replay{Durable: fmt.Sprintf("replay-%d", runs), StartSeq: 1, UntilSeq: last},
+					Inputs: []stage.Stream{{Name: schema.StreamCalls}}, Config: cfg, Counters: &stage.Counters{}}
+				st := startGraph(b, stagetest.NewHost(s.JS), set)
+				natstest.CheckFor(b, 30*time.Minute, 5*time.Millisecond, func() error {
+					if seq, err := st.Store().LastSeq(context.Background()); err != nil || seq < last {
+						return fmt.Errorf("store at CALLS sequence %d of %d (%v)", seq, last, err)
+					}
+					return nil
+				})
+				got := st.Stats()
+				if got.Calls != uint64(calls) {
+					b.Fatalf("stage folded %d calls, want %d (%+v)", got.Calls, calls, got)
+				}
+				batches, rows = batches+got.Batches, rows+got.Rows
+				if err := st.Shutdown(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/replay")
+			b.ReportMetric(float64(calls*b.N)/b.Elapsed().Seconds(), "calls/s")
+			b.ReportMetric(float64(batches)/float64(b.N), "batches")
+			b.ReportMetric(float64(rows)/float64(max(batches, 1)), "rows/batch")
+		})
+	}
 }

@@ -159,6 +159,15 @@ type Stage struct {
 
 	ackWait time.Duration
 
+	// fault is why the stage cannot do its job now (Neo4j refusing it),
+	// nil when it can: what Ready says.
+	faultMu sync.Mutex
+	fault   error
+	// retry is the wait for a Neo4j that refused the start; retryStop
+	// ends it and retryDone is closed when it has.
+	retryStop context.CancelFunc
+	retryDone chan struct{}
+
 	cons    *consume.Consumer
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -281,17 +290,92 @@ func (s *Stage) openStore(ctx context.Context) error {
 	return nil
 }
 
-// Start opens the store, checks it, and starts consuming.
+// Start opens the store, checks it, and starts consuming. When Neo4j
+// cannot be used as configured (nothing answers, the credentials or the
+// database are refused: neo4jstore.IsUnavailable), Start returns at once
+// and the stage waits for Neo4j in the background, not ready (Ready says
+// why) and consuming nothing, so CALLS keeps every message; it starts
+// consuming once Neo4j lets it, and reports any other failure then as
+// fatal to the host. Other failures (pending migrations, a replay into a
+// graph that is not empty) fail Start.
 func (s *Stage) Start(ctx context.Context, host stage.Host) error {
-	if err := s.openStore(ctx); err != nil {
+	err := s.begin(ctx, host)
+	if err == nil {
+		return nil
+	}
+	if s.cfg.Store != StoreNeo4j || !neo4jstore.IsUnavailable(err) {
 		return fmt.Errorf("stage %s: %w", s.set.Name, err)
+	}
+	s.setFault(err)
+	s.log.Warn("neo4j unavailable, holding CALLS until it answers", "err", err)
+	rctx, stop := context.WithCancel(context.Background())
+	s.retryStop, s.retryDone = stop, make(chan struct{})
+	go s.retry(rctx, host)
+	return nil
+}
+
+// retry tries begin again, every second at first and then at most every
+// 15 s, until it succeeds, fails for another reason than Neo4j being
+// unavailable (reported to host as fatal), or ctx ends.
+func (s *Stage) retry(ctx context.Context, host stage.Host) {
+	defer close(s.retryDone)
+	wait := time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 15*time.Second)
+		err := s.begin(ctx, host)
+		switch {
+		case err == nil:
+			s.setFault(nil)
+			s.log.Info("neo4j answers, consuming CALLS", "uri", s.cfg.Neo4j.URI)
+			return
+		case ctx.Err() != nil:
+			return
+		case neo4jstore.IsUnavailable(err):
+			s.setFault(err)
+			s.log.Debug("neo4j still unavailable", "err", err)
+		default:
+			err = fmt.Errorf("stage %s: %w", s.set.Name, err)
+			s.setFault(err)
+			host.Fatal(err)
+			return
+		}
+	}
+}
+
+// setFault records why the stage cannot do its job, nil when it can.
+func (s *Stage) setFault(err error) {
+	s.faultMu.Lock()
+	s.fault = err
+	s.faultMu.Unlock()
+}
+
+// Ready implements stage.Readier: not ready while Neo4j refuses the stage
+// (at start, or the last write failed), with the reason.
+func (s *Stage) Ready() error {
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
+	return s.fault
+}
+
+// begin opens the store, checks it, and starts consuming; on failure it
+// leaves nothing open.
+func (s *Stage) begin(ctx context.Context, host stage.Host) error {
+	if err := s.openStore(ctx); err != nil {
+		return err
 	}
 	last, err := s.store.LastSeq(ctx)
 	if err != nil {
 		_ = s.store.Close(ctx)
-		return fmt.Errorf("stage %s: %w", s.set.Name, err)
+		return err
 	}
+	s.mu.Lock()
 	s.applied, s.seq = last, last
+	s.mu.Unlock()
 	js := host.JetStream()
 	if last > 0 && s.cfg.DedupeWarmup > 0 {
 		if err := s.warmup(ctx, js, last); err != nil {
@@ -318,7 +402,8 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 		cc.Durable = s.set.Name + "-" + s.input.Name + "-" + s.cfg.Store
 		cc.Replay = &stage.Replay{Durable: cc.Durable, StartSeq: last + 1}
 		if err := js.DeleteConsumer(ctx, s.input.Name, cc.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return fmt.Errorf("stage %s: reset consumer %s: %w", s.set.Name, cc.Durable, err)
+			_ = s.store.Close(ctx)
+			return fmt.Errorf("reset consumer %s: %w", cc.Durable, err)
 		}
 	}
 	if s.mem != nil {
@@ -490,7 +575,10 @@ func (s *Stage) loop() {
 		}
 		if err := s.flush(s.ctx); err != nil {
 			s.set.Counters.Errors.Add(1)
+			s.setFault(err)
 			s.log.Warn("write graph batch, will retry", "err", err)
+		} else {
+			s.setFault(nil)
 		}
 	}
 }
@@ -584,6 +672,10 @@ func (s *Stage) keepalive() {
 func (s *Stage) Shutdown(ctx context.Context) error {
 	var errs []error
 	s.stopped.Do(func() {
+		if s.retryStop != nil {
+			s.retryStop()
+			<-s.retryDone
+		}
 		if s.cons == nil {
 			return
 		}

@@ -179,7 +179,8 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 // Fatal delivers the first error a stage reported as fatal.
 func (r *Runner) Fatal() <-chan error { return r.fatal }
 
-// Ready reports whether every stage started and NATS is connected.
+// Ready reports whether every stage started, NATS is connected, and no
+// stage says it cannot do its job (stage.Readier).
 func (r *Runner) Ready() error {
 	if !r.started.Load() {
 		return errors.New("stages not started")
@@ -190,7 +191,15 @@ func (r *Runner) Ready() error {
 	if nc := r.o.JS.Conn(); nc != nil && nc.Status() != nats.CONNECTED {
 		return fmt.Errorf("nats %s", nc.Status())
 	}
-	return nil
+	var errs []error
+	for _, n := range r.nodes {
+		if rd, ok := n.stage.(stage.Readier); ok && n.started {
+			if err := rd.Ready(); err != nil {
+				errs = append(errs, fmt.Errorf("stage %s: %w", n.def.Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Degraded lists what started stages cannot do (stage.Degrader), each

@@ -54,6 +54,22 @@ func (r *recorder) Degraded() []string {
 	return []string{"probe unix: this kernel has no tracepoint sk_data_ready"}
 }
 
+// unready is what the sink's Ready says; "" when it is ready.
+var unready struct {
+	sync.Mutex
+	reason string
+}
+
+// Ready makes the recorder a stage.Readier: its sink says unready.reason.
+func (r *recorder) Ready() error {
+	unready.Lock()
+	defer unready.Unlock()
+	if r.name != "sink" || unready.reason == "" {
+		return nil
+	}
+	return errors.New(unready.reason)
+}
+
 func (r *recorder) Shutdown(context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -134,6 +150,48 @@ func TestStartSinksFirstStopSourcesFirst(t *testing.T) {
 	want := "start sink,start middle,start source,stop source,stop middle,stop sink"
 	if got := strings.Join(log, ","); got != want {
 		t.Fatalf("lifecycle\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestReadyzSaysWhyAStageIsNotReady: a started stage that says it cannot
+// do its job (stage.Readier) makes /readyz answer 503 with its reason, and
+// ready again once it can.
+func TestReadyzSaysWhyAStageIsNotReady(t *testing.T) {
+	s := natstest.Start(t)
+	var mu sync.Mutex
+	var log []string
+	reg := kinds(&mu, &log, "")
+	tp, err := topology.Parse("t.yaml", []byte(topo), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := provision.EnsureStreams(context.Background(), s.JS, tp, provision.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := runner.New(runner.Options{Topology: tp, Registry: reg, JS: s.JS, Node: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(r.Handler())
+	defer srv.Close()
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Shutdown(context.Background())
+	set := func(reason string) {
+		unready.Lock()
+		unready.reason = reason
+		unready.Unlock()
+	}
+	defer set("")
+	set("neo4j bolt://127.0.0.1:1: cannot connect: connection refused")
+	want := "not ready: stage sink: neo4j bolt://127.0.0.1:1: cannot connect: connection refused\n"
+	if code, body := get(t, srv.URL+"/readyz"); code != http.StatusServiceUnavailable || body != want {
+		t.Fatalf("readyz while the sink is not ready: %d %q, want 503 %q", code, body, want)
+	}
+	set("")
+	if code, body := get(t, srv.URL+"/readyz"); code != http.StatusOK || !strings.HasPrefix(body, "ready") {
+		t.Fatalf("readyz once the sink is ready: %d %q", code, body)
 	}
 }
 

@@ -50,6 +50,14 @@ type Degrader interface {
 	Degraded() []string
 }
 
+// Readier is a Stage that can be started yet unable to do its job for now:
+// a graph stage whose Neo4j refuses it holds its input until Neo4j lets
+// it write. Ready says why, nil when it can; while it is not nil the
+// process's /readyz answers 503 with it.
+type Readier interface {
+	Ready() error
+}
+
 // Host is what the process running a stage offers it.
 type Host interface {
 	// JetStream is the connection to the streams.

@@ -93,7 +93,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if err := d.VerifyConnectivity(ctx); err != nil {
 		_ = d.Close(ctx)
-		return nil, fmt.Errorf("neo4j %s: %w", cfg.URI, err)
+		return nil, describe(cfg, "", err)
 	}
 	return &Store{cfg: cfg, driver: d}, nil
 }
@@ -118,7 +118,7 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 		return single(ctx, tx, peekCursor, map[string]any{"stream": s.cfg.Stream}, "last_seq")
 	})
 	if err != nil {
-		return 0, fmt.Errorf("neo4j: read last applied %s sequence: %w", s.cfg.Stream, err)
+		return 0, s.describe("read last applied "+s.cfg.Stream+" sequence", err)
 	}
 	n, _ := v.(int64)
 	return uint64(n), nil
@@ -134,7 +134,7 @@ func (s *Store) Empty(ctx context.Context) (bool, error) {
 		return single(ctx, tx, countGraph, nil, "n")
 	})
 	if err != nil {
-		return false, fmt.Errorf("neo4j: count nodes: %w", err)
+		return false, s.describe("count nodes", err)
 	}
 	n, _ := v.(int64)
 	return n == 0, nil
@@ -180,18 +180,18 @@ func (s *Store) Apply(ctx context.Context, b *graph.Batch) error {
 	_, err := sess.ExecuteWrite(ctx, func(tx neo4j.ManagedTransaction) (any, error) {
 		v, err := single(ctx, tx, readCursor, map[string]any{"stream": s.cfg.Stream}, "last_seq")
 		if err != nil {
-			return nil, err
+			return nil, &stmtError{"read cursor", err}
 		}
 		if last, _ := v.(int64); b.Seq != 0 && uint64(last) >= b.Seq {
 			return nil, nil // already applied: a replay or a retry after a lost ack
 		}
 		for _, st := range stmts {
 			res, err := tx.Run(ctx, st.Cypher, st.Parameters)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", st.Name, err)
+			if err == nil {
+				_, err = res.Consume(ctx)
 			}
-			if _, err := res.Consume(ctx); err != nil {
-				return nil, fmt.Errorf("%s: %w", st.Name, err)
+			if err != nil {
+				return nil, &stmtError{st.Name, err}
 			}
 		}
 		if b.Seq != 0 {
@@ -199,12 +199,14 @@ func (s *Store) Apply(ctx context.Context, b *graph.Batch) error {
 			if err == nil {
 				_, err = res.Consume(ctx)
 			}
-			return nil, err
+			if err != nil {
+				return nil, &stmtError{"write cursor", err}
+			}
 		}
 		return nil, nil
 	})
 	if err != nil {
-		return fmt.Errorf("neo4j: apply batch up to %s seq %d: %w", s.cfg.Stream, b.Seq, err)
+		return s.describe(fmt.Sprintf("apply batch up to %s seq %d", s.cfg.Stream, b.Seq), err)
 	}
 	return nil
 }
@@ -332,7 +334,7 @@ func (s *Store) history(ctx context.Context) ([]migrations.Applied, error) {
 		return out, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("neo4j: read migration history: %w", err)
+		return nil, s.describe("read migration history", err)
 	}
 	out, _ := v.([]migrations.Applied)
 	return out, nil
@@ -351,7 +353,7 @@ func (s *Store) Migrate(ctx context.Context, holder string, ttl time.Duration) (
 	res, err := neo4j.ExecuteQuery(ctx, s.driver, migrations.Lock, map[string]any{"holder": holder, "ttl_seconds": int64(ttl.Seconds())},
 		neo4j.EagerResultTransformer, neo4j.ExecuteQueryWithDatabase(s.cfg.Database))
 	if err != nil {
-		return nil, fmt.Errorf("neo4j: take migration lock: %w", err)
+		return nil, s.describe("take migration lock", err)
 	}
 	if len(res.Records) == 0 {
 		return nil, fmt.Errorf("%w (it expires %v after it was taken)", ErrLocked, ttl)
@@ -368,13 +370,13 @@ func (s *Store) Migrate(ctx context.Context, holder string, ttl time.Duration) (
 	for _, m := range st.Pending {
 		for i, stmt := range m.Statements {
 			if _, err := neo4j.ExecuteQuery(ctx, s.driver, stmt, nil, neo4j.EagerResultTransformer, neo4j.ExecuteQueryWithDatabase(s.cfg.Database)); err != nil {
-				return done, fmt.Errorf("migration %s statement %d: %w", m.Name(), i+1, err)
+				return done, s.describe(fmt.Sprintf("migration %s statement %d", m.Name(), i+1), err)
 			}
 		}
 		if _, err := neo4j.ExecuteQuery(ctx, s.driver, migrations.Record,
 			map[string]any{"version": int64(m.Version), "description": m.Description, "checksum": m.Checksum},
 			neo4j.EagerResultTransformer, neo4j.ExecuteQueryWithDatabase(s.cfg.Database)); err != nil {
-			return done, fmt.Errorf("record migration %s: %w", m.Name(), err)
+			return done, s.describe("record migration "+m.Name(), err)
 		}
 		done = append(done, m)
 	}
@@ -394,5 +396,5 @@ func (s *Store) lockConstraint(ctx context.Context) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("neo4j: create migration lock constraint: %w", err)
+	return s.describe("create migration lock constraint", err)
 }

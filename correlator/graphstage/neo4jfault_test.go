@@ -1,0 +1,121 @@
+package graphstage_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftobs/weft/correlator/graph/neo4jstore"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
+	"github.com/weftobs/weft/correlator/internal/scenario"
+	"github.com/weftobs/weft/correlator/internal/stagetest"
+	"github.com/weftobs/weft/streams/consume"
+	"github.com/weftobs/weft/streams/schema"
+	"github.com/weftobs/weft/testenv/natstest"
+)
+
+// TestNeo4jRefusesStage: for each way Neo4j refuses the graph stage
+// (nothing listening, wrong password, wrong database) the stage starts,
+// says why it is not ready in one line naming the URI, and consumes
+// nothing, so CALLS keeps every call (nothing acked). Nothing listening
+// is then fixed — Neo4j starts after the stage — and every call reaches
+// the graph; the other two stay refused, and the stage shuts down clean.
+func TestNeo4jRefusesStage(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		bad   func(t *testing.T) (cfg neo4jstore.Config, fix func())
+		want  string
+		fixed bool
+	}{
+		{name: "nothing listening", fixed: true, want: "cannot connect: dial tcp 127.0.0.1:",
+			bad: func(t *testing.T) (neo4jstore.Config, func()) {
+				cfg, srv := neo4jtest.Own(t)
+				neo4jtest.Migrate(t, neo4jtest.Open(t, cfg))
+				ctx, cancel := context.WithTimeout(context.Background(), neo4jtest.StartTimeout)
+				defer cancel()
+				if err := srv.Stop(ctx); err != nil {
+					t.Fatal(err)
+				}
+				return cfg, func() {
+					ctx, cancel := context.WithTimeout(context.Background(), neo4jtest.StartTimeout)
+					defer cancel()
+					if _, err := srv.Restart(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}},
+		{name: "wrong password", want: "authentication failed for user neo4j", bad: func(t *testing.T) (neo4jstore.Config, func()) {
+			cfg, _ := neo4jtest.Migrated(t)
+			good := cfg
+			t.Cleanup(func() { // Neo4j refuses the user for a while after failed logins
+				natstest.CheckFor(t, time.Minute, 250*time.Millisecond, func() error {
+					_, err := neo4jtest.Run(good, []string{"RETURN 1 AS one"}, nil)
+					return err
+				})
+			})
+			cfg.Password += "-wrong"
+			return cfg, nil
+		}},
+		{name: "wrong database", want: `database "nope" does not exist`, bad: func(t *testing.T) (neo4jstore.Config, func()) {
+			cfg := neo4jtest.Config(t)
+			cfg.Database = "nope"
+			return cfg, nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, fix := tc.bad(t)
+			s, sim, batches := clusterEvents(t, 100)
+			h := stagetest.NewHost(s.JS)
+			cor := startCorrelator(t, h)
+			defer cor.Shutdown(context.Background())
+			g := startGraph(t, h, neo4jSettings(t, cfg, nil))
+			defer g.Shutdown(context.Background())
+			stagetest.PublishEvents(t, s.JS, batches)
+
+			ctx, cancel := context.WithTimeout(context.Background(), neo4jtest.StartTimeout)
+			defer cancel()
+			prefix := "neo4j " + cfg.URI + ": "
+			natstest.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+				err := g.Ready()
+				if err == nil || !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+					return fmt.Errorf("stage's Ready: %v; want one line starting %q saying %q", err, prefix, tc.want)
+				}
+				return nil
+			})
+			t.Logf("not ready: %v", g.Ready())
+			// Calls on CALLS, and none of them taken by the stage: it has
+			// no consumer, so nothing is acked.
+			natstest.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+				str, err := s.JS.Stream(ctx, schema.StreamCalls)
+				if err != nil {
+					return err
+				}
+				info, err := str.Info(ctx)
+				if err != nil {
+					return err
+				}
+				if info.State.Msgs == 0 {
+					return fmt.Errorf("CALLS holds %d messages", info.State.Msgs)
+				}
+				return nil
+			})
+			if _, err := s.JS.Consumer(ctx, schema.StreamCalls, consume.DurableName("graph", schema.StreamCalls)+"-neo4j"); err == nil {
+				t.Fatal("the stage made its consumer while Neo4j refused it")
+			}
+			if gs := g.Stats(); gs.Calls != 0 || gs.Applied != 0 {
+				t.Fatalf("stage while Neo4j refused it: %+v, want nothing folded or applied", gs)
+			}
+			if !tc.fixed {
+				return
+			}
+			fix()
+			st := neo4jtest.Open(t, cfg)
+			natstest.CheckFor(t, 2*time.Minute, 250*time.Millisecond, func() error {
+				return scenario.Compare(sim.Truth, podEdges(served(t, st)))
+			})
+			natstest.CheckFor(t, time.Minute, 50*time.Millisecond, g.Ready)
+		})
+	}
+}
