@@ -160,11 +160,7 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	s.started = time.Now()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cc := consume.ConfigFor(s.set, s.input)
-	cc.FilterSubjects = []string{
-		schema.EventsPrefix + "*." + schema.KindTCP,
-		schema.EventsPrefix + "*." + schema.KindUnix,
-		schema.EventsPrefix + "*." + schema.KindPod,
-	}
+	cc.FilterSubjects = consume.EventFilters(s.set, schema.KindTCP, schema.KindUnix, schema.KindPod)
 	cc.AckWait = s.cfg.AckWait
 	cc.MaxAckPending = s.cfg.MaxAckPending
 	cc.PullBatch = 256

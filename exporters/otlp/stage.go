@@ -167,6 +167,11 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) (err error) {
 	s.dlq = consume.NewDeadLetters(host.JetStream(), s.settings.Name, s.counters)
 	for _, in := range s.settings.Inputs {
 		cc := consume.ConfigFor(s.settings, in)
+		if in.Name == schema.StreamEvents {
+			// Of the events, only what becomes logs: processes, and
+			// the pods they are attributed to.
+			cc.FilterSubjects = consume.EventFilters(s.settings, schema.KindProcess, schema.KindPod)
+		}
 		cc.MaxAckPending = b.MaxAckPending
 		cc.AckWait = b.AckWait
 		c, err := consume.Start(ctx, host.JetStream(), cc, s.handle, s.counters, s.log)

@@ -122,7 +122,26 @@ func ConfigFor(s stage.Settings, input stage.Stream) Config {
 	if s.Replay != nil && s.Replay.Durable != "" {
 		c.Durable = s.Replay.Durable
 	}
+	if s.NodeLocal && input.Name == schema.StreamEvents && s.Replay == nil {
+		// One durable per node, each reading its node's subjects only.
+		c.Durable = DurableName(s.Name, input.Name) + "-" + schema.Token(s.Node)
+		c.FilterSubjects = []string{schema.EventsPrefix + schema.Token(s.Node) + ".>"}
+	}
 	return c
+}
+
+// EventFilters are the EVENTS subjects of the given kinds stage s reads:
+// every node's, or only its own node's when it is node-local.
+func EventFilters(s stage.Settings, kinds ...string) []string {
+	node := "*"
+	if s.NodeLocal {
+		node = schema.Token(s.Node)
+	}
+	out := make([]string, len(kinds))
+	for i, k := range kinds {
+		out[i] = schema.EventsPrefix + node + "." + k
+	}
+	return out
 }
 
 func (c *Config) setDefaults() {

@@ -113,7 +113,7 @@ func New(o Options) (*Runner, error) {
 		st, err := kind.New(stage.Settings{
 			Name: def.Name, Kind: def.Kind,
 			Inputs: t.StageStreams(def.Inputs), Outputs: t.StageStreams(def.Outputs),
-			Config: def.Config, Node: o.Node, DataDir: dir,
+			Config: def.Config, Node: o.Node, NodeLocal: len(o.Stages) > 0 && nodeLocal(t, def), DataDir: dir,
 			Logger:   o.Logger.With("stage", def.Name),
 			Counters: n.counters,
 			Replay:   o.Replay,
@@ -135,6 +135,22 @@ func New(o Options) (*Runner, error) {
 	r.metrics = m
 	r.routes()
 	return r, nil
+}
+
+// nodeLocal tells whether def runs once per node: a DaemonSet, or a
+// sidecar in a DaemonSet's pods. Only a process that runs some stages of
+// a topology (weft run --stage, a cluster's workload) runs them so; one
+// that runs them all (weft up) runs each once for every node.
+func nodeLocal(t *topology.Topology, def *topology.Stage) bool {
+	switch def.Deploy {
+	case stage.DeployDaemonSet:
+		return true
+	case stage.DeploySidecar:
+		if host := t.Stage(def.SidecarOf); host != nil {
+			return host.Deploy == stage.DeployDaemonSet
+		}
+	}
+	return false
 }
 
 // Start starts every stage, sinks first. If one fails, the stages already

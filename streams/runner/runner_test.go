@@ -3,6 +3,7 @@ package runner_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -248,4 +249,54 @@ func get(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestNodeLocal: a stage that runs once per node (a sidecar of a
+// DaemonSet stage, or a DaemonSet) is node-local when its process runs
+// some stages of the topology (a cluster's workload), never when it runs
+// them all (weft up, one process for every node).
+func TestNodeLocal(t *testing.T) {
+	s := natstest.Start(t)
+	var mu sync.Mutex
+	var log []string
+	got := map[string]bool{}
+	mk := func(name string, source bool) stage.Kind {
+		return stage.Kind{Name: name, Source: source, Sink: !source,
+			Deploy: []stage.DeployMode{stage.DeployInProcess, stage.DeployDaemonSet, stage.DeploySidecar, stage.DeployDeployment},
+			New: func(st stage.Settings) (stage.Stage, error) {
+				got[st.Name] = st.NodeLocal
+				return &recorder{mu: &mu, log: &log, name: st.Name, s: st}, nil
+			}}
+	}
+	reg := stage.NewRegistry(mk("src", true), mk("snk", false))
+	const doc = `apiVersion: weft.dev/v1
+kind: Topology
+metadata: {name: t}
+streams:
+  EVENTS: {subjects: ["weft.events.>"]}
+stages:
+  - {name: collector, kind: src, deploy: daemonset, outputs: [EVENTS]}
+  - {name: node-otlp, kind: snk, deploy: sidecar, sidecarOf: collector, inputs: [EVENTS]}
+  - {name: otlp, kind: snk, deploy: deployment, inputs: [EVENTS]}
+`
+	tp, err := topology.Parse("t.yaml", []byte(doc), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		stages []string
+		want   map[string]bool
+	}{
+		{nil, map[string]bool{"collector": false, "node-otlp": false, "otlp": false}},
+		{[]string{"collector", "node-otlp"}, map[string]bool{"collector": true, "node-otlp": true}},
+		{[]string{"otlp"}, map[string]bool{"otlp": false}},
+	} {
+		clear(got)
+		if _, err := runner.New(runner.Options{Topology: tp, Registry: reg, JS: s.JS, Node: "n1", Stages: tc.stages}); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("stages %v: node-local %v, want %v", tc.stages, got, tc.want)
+		}
+	}
 }

@@ -106,6 +106,10 @@ type Settings struct {
 	Config any
 	// Node is the name of the node this process runs on.
 	Node string
+	// NodeLocal is set for a stage that runs once per node (deploy
+	// daemonset, or a sidecar of a daemonset stage): it reads only its
+	// own node's EVENTS subjects, under a durable consumer of its node's.
+	NodeLocal bool
 	// DataDir is a directory the stage may keep state in (its own
 	// subdirectory of the process's data dir), or "" when it has none.
 	DataDir string
