@@ -7,13 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/weftobs/weft/streams/bench"
 	"github.com/weftobs/weft/streams/consume"
-	"github.com/weftobs/weft/streams/publish"
-	"github.com/weftobs/weft/streams/schema"
 	"github.com/weftobs/weft/testenv/natstest"
 )
 
@@ -26,23 +22,7 @@ func dlqFixture(t *testing.T) (*natstest.Server, []time.Time) {
 	s.CreateStream(t, "EVENTS", "weft.events.>")
 	s.CreateStream(t, "DLQ", "weft.dlq.>")
 	ctx := context.Background()
-	p, err := publish.New(s.NC, publish.Config{Node: "n1", MaxBatchItems: 5}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range bench.Events(10) {
-		if err := p.Publish(ctx, schema.EventSubject("n1", schema.KindTCP), e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	bad := nats.NewMsg("weft.events.n1.tcp")
-	bad.Data = []byte("garbage")
-	if _, err := s.JS.PublishMsg(ctx, bad); err != nil {
-		t.Fatal(err)
-	}
+	s.PublishTCPEvents(t, "n1", 10, 5)
 	for _, l := range []struct {
 		stage, reason string
 		seq           uint64

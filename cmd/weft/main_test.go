@@ -30,8 +30,6 @@ import (
 	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
 	"github.com/weftobs/weft/correlator/graph/query"
 	"github.com/weftobs/weft/examples/topologies"
-	"github.com/weftobs/weft/streams/bench"
-	"github.com/weftobs/weft/streams/publish"
 	"github.com/weftobs/weft/streams/replay"
 	"github.com/weftobs/weft/streams/schema"
 	"github.com/weftobs/weft/streams/topology"
@@ -459,24 +457,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 func TestReplayOut(t *testing.T) {
 	s := natstest.Start(t)
 	s.CreateStream(t, "EVENTS", "weft.events.>")
-	p, err := publish.New(s.NC, publish.Config{Node: "n1", MaxBatchItems: 10}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	for _, e := range bench.Events(25) {
-		if err := p.Publish(ctx, schema.EventSubject("n1", schema.KindTCP), e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	bad := nats.NewMsg("weft.events.n1.tcp")
-	bad.Data = []byte("garbage")
-	if _, err := s.JS.PublishMsg(ctx, bad); err != nil {
-		t.Fatal(err)
-	}
+	s.PublishTCPEvents(t, "n1", 25, 10)
 	out := filepath.Join(t.TempDir(), "events.ndjson")
 	rp := start(t, "replay", "--stream", "EVENTS", "--start-seq", "2", "--out", out, "--nats-url", s.URL())
 	if err := <-rp.done; err != nil {

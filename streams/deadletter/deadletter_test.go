@@ -12,11 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/weftobs/weft/streams/bench"
 	"github.com/weftobs/weft/streams/consume"
 	"github.com/weftobs/weft/streams/deadletter"
 	"github.com/weftobs/weft/streams/natsconn"
-	"github.com/weftobs/weft/streams/publish"
 	"github.com/weftobs/weft/streams/schema"
 	"github.com/weftobs/weft/testenv/natstest"
 )
@@ -36,23 +34,7 @@ func setup(t *testing.T, batches int, letters []struct {
 		t.Fatal(err)
 	}
 	s.CreateStream(t, "DLQ", "weft.dlq.>")
-	p, err := publish.New(s.NC, publish.Config{Node: "n1", MaxBatchItems: 5}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range bench.Events(5 * batches) {
-		if err := p.Publish(ctx, schema.EventSubject("n1", schema.KindTCP), e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	bad := nats.NewMsg("weft.events.n1.tcp")
-	bad.Data = []byte("garbage")
-	if _, err := s.JS.PublishMsg(ctx, bad); err != nil {
-		t.Fatal(err)
-	}
+	s.PublishTCPEvents(t, "n1", 5*batches, 5)
 	for _, l := range letters {
 		cons, err := s.JS.OrderedConsumer(ctx, "EVENTS", jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: l.seq})
 		if err != nil {

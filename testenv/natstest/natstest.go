@@ -10,8 +10,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/weftobs/weft/streams/bench"
 	"github.com/weftobs/weft/streams/embedded"
 	"github.com/weftobs/weft/streams/natsconn"
+	"github.com/weftobs/weft/streams/publish"
+	"github.com/weftobs/weft/streams/schema"
 )
 
 // Server is a test's NATS server and a client connection to it.
@@ -78,4 +81,29 @@ func CheckFor(t testing.TB, timeout, every time.Duration, f func() error) {
 		time.Sleep(every)
 	}
 	t.Fatalf("condition not met after %v: %v", timeout, err)
+}
+
+// PublishTCPEvents publishes n synthetic TCP events of node to EVENTS, as
+// a collector does (batches of perBatch, each with its Msg-Id), then one
+// message that is not a batch at all: what a stage dead-letters.
+func (s *Server) PublishTCPEvents(t testing.TB, node string, n, perBatch int) {
+	t.Helper()
+	ctx := context.Background()
+	p, err := publish.New(s.NC, publish.Config{Node: node, MaxBatchItems: perBatch}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range bench.Events(n) {
+		if err := p.Publish(ctx, schema.EventSubject(node, schema.KindTCP), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bad := nats.NewMsg(schema.EventSubject(node, schema.KindTCP))
+	bad.Data = []byte("garbage")
+	if _, err := s.JS.PublishMsg(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
 }
