@@ -179,7 +179,9 @@ func (s *Stage) emit(c *schema.Call) error {
 	if node == "" {
 		node = c.GetServer().GetNode()
 	}
-	return s.pub.Publish(s.ctx, schema.CallSubject(node), c)
+	// Compacted: what the call repeats of itself stays off the stream;
+	// every reader's decoder puts it back.
+	return s.pub.Publish(s.ctx, schema.CallSubject(node), schema.CompactCall(c))
 }
 
 func (s *Stage) handle(ctx context.Context, m jetstream.Msg) error {
