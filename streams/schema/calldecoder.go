@@ -33,6 +33,7 @@ type CallDecoder struct {
 	// expanded are the tasks of compacted endpoints with their ids put
 	// back, by the task met and the ids put in.
 	expanded map[expandKey]*Task
+	refs     batchRefs // of the message being decoded
 }
 
 type expandKey struct {
@@ -75,6 +76,8 @@ func (d *CallDecoder) batch(data []byte) (*CallBatch, bool) {
 		return nil, false
 	}
 	b := &CallBatch{}
+	clear(d.refs.pods)
+	clear(d.refs.ctrs)
 	calls := make([]Call, n)
 	eps := make([]Endpoint, 2*n)
 	if n > 0 {
@@ -108,8 +111,8 @@ func (d *CallDecoder) batch(data []byte) (*CallBatch, bool) {
 
 // call decodes one Call into c, its endpoints into cli and srv.
 func (d *CallDecoder) call(data []byte, c *Call, cli, srv *Endpoint) bool {
-	if !d.callFields(data, c, cli, srv) {
-		return false
+	if !d.callFields(data, c, cli, srv) || !d.refs.resolve(c.Client) || !d.refs.resolve(c.Server) {
+		return false // an unresolved reference: DecodeCallBatch words the error
 	}
 	if c.HalvesAfterId {
 		c.Halves = append([]string{c.Id}, c.Halves...)
@@ -237,6 +240,10 @@ func (d *CallDecoder) endpointFields(data []byte, e *Endpoint) bool {
 				e.External = protowire.DecodeBool(v)
 			case 20:
 				e.TaskIdsFromEndpoint = protowire.DecodeBool(v)
+			case 21:
+				e.PodInBatch = protowire.DecodeBool(v)
+			case 22:
+				e.ContainerInBatch = protowire.DecodeBool(v)
 			default:
 				return false
 			}

@@ -1,9 +1,156 @@
 package schema
 
 import (
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
+
+// NewCallCompactor returns what compacts the calls of one CALLS message,
+// given in the order they are written: each call as CompactCall does,
+// and, further, an endpoint's pod (container) reduced to its uid (id)
+// when an earlier endpoint of the message carries the same one whole
+// (Endpoint.pod_in_batch, container_in_batch). A message leans on nothing
+// outside itself, so any message decodes alone (replay from any sequence,
+// a dead letter). DecodeCallBatch and CallDecoder put everything back.
+//
+// It is made for publish.Config.PerBatch: one per message, fed every item
+// of that message in order; an item that is not a *Call is returned as
+// it is. The calls it returns are valid as long as those given.
+func NewCallCompactor() func(proto.Message) proto.Message {
+	pods := map[string]*Pod{}
+	ctrs := map[string]*Container{}
+	return func(m proto.Message) proto.Message {
+		c, ok := m.(*Call)
+		if !ok {
+			return m
+		}
+		out := CompactCall(c)
+		cli, srv := refEndpoint(out.GetClient(), pods, ctrs), refEndpoint(out.GetServer(), pods, ctrs)
+		if cli == out.GetClient() && srv == out.GetServer() {
+			return out
+		}
+		if out == c {
+			out = shallowCopy(c)
+		}
+		out.Client, out.Server = cli, srv
+		return out
+	}
+}
+
+// refEndpoint is e with its pod and container reduced to references when
+// carried earlier (by pods, ctrs), or e itself; it records what e carries
+// whole.
+func refEndpoint(e *Endpoint, pods map[string]*Pod, ctrs map[string]*Container) *Endpoint {
+	var pod *Pod
+	if p := e.GetPod(); p.GetUid() != "" && !e.GetPodInBatch() {
+		if prev := pods[p.GetUid()]; prev != nil && (prev == p || proto.Equal(prev, p)) {
+			if proto.Size(p) > idOnlySize(p.GetUid()) {
+				pod = &Pod{Uid: p.GetUid()}
+			}
+		} else {
+			pods[p.GetUid()] = p
+		}
+	}
+	var ctr *Container
+	if k := e.GetContainer(); k.GetId() != "" && !e.GetContainerInBatch() {
+		if prev := ctrs[k.GetId()]; prev != nil && (prev == k || proto.Equal(prev, k)) {
+			if proto.Size(k) > idOnlySize(k.GetId()) {
+				ctr = &Container{Id: k.GetId()}
+			}
+		} else {
+			ctrs[k.GetId()] = k
+		}
+	}
+	if pod == nil && ctr == nil {
+		return e
+	}
+	out := shallowCopy(e)
+	if pod != nil {
+		out.Pod, out.PodInBatch = pod, true
+	}
+	if ctr != nil {
+		out.Container, out.ContainerInBatch = ctr, true
+	}
+	return out
+}
+
+// idOnlySize is the encoded size of a Pod or Container holding only its
+// first field, id.
+func idOnlySize(id string) int {
+	return protowire.SizeTag(1) + protowire.SizeBytes(len(id))
+}
+
+// batchRefs resolves the pods and containers endpoints of one message
+// leave to earlier endpoints (NewCallCompactor). Feed it every endpoint in
+// order: calls in order, client before server.
+type batchRefs struct {
+	pods map[string]*Pod
+	ctrs map[string]*Container
+}
+
+// resolve puts e's whole pod and container back; it reports false when e
+// leans on one no earlier endpoint carries. The pod and container put in
+// are shared with that endpoint.
+func (r *batchRefs) resolve(e *Endpoint) bool {
+	if e == nil {
+		return true
+	}
+	if uid := e.GetPod().GetUid(); e.GetPodInBatch() {
+		p := r.pods[uid]
+		if p == nil {
+			return false
+		}
+		e.Pod, e.PodInBatch = p, false
+	} else if uid != "" {
+		if r.pods == nil {
+			r.pods = map[string]*Pod{}
+		}
+		r.pods[uid] = e.Pod
+	}
+	if id := e.GetContainer().GetId(); e.GetContainerInBatch() {
+		k := r.ctrs[id]
+		if k == nil {
+			return false
+		}
+		e.Container, e.ContainerInBatch = k, false
+	} else if id != "" {
+		if r.ctrs == nil {
+			r.ctrs = map[string]*Container{}
+		}
+		r.ctrs[id] = e.Container
+	}
+	return true
+}
+
+// expandBatch puts back, in place, everything the writer of b left out
+// (NewCallCompactor). Every call, endpoint, pod and container of b is its
+// own afterwards: a pod put back is a copy.
+func expandBatch(b *CallBatch) error {
+	var refs batchRefs
+	for i, c := range b.GetCalls() {
+		expandCall(c)
+		for _, x := range []struct {
+			side string
+			e    *Endpoint
+		}{{"client", c.GetClient()}, {"server", c.GetServer()}} {
+			pod, ctr := x.e.GetPodInBatch(), x.e.GetContainerInBatch()
+			if !refs.resolve(x.e) {
+				return fmt.Errorf("call %d %s: its pod %q or container %q is carried by no earlier call of the message",
+					i, x.side, x.e.GetPod().GetUid(), x.e.GetContainer().GetId())
+			}
+			if pod {
+				x.e.Pod = proto.Clone(x.e.Pod).(*Pod)
+			}
+			if ctr {
+				x.e.Container = proto.Clone(x.e.Container).(*Container)
+			}
+		}
+	}
+	return nil
+}
 
 // CompactCall returns c as a writer puts it on CALLS: without what the
 // call repeats of itself. A task's pod_uid and container_id are left out

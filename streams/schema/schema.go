@@ -122,8 +122,8 @@ func DecodeCallBatch(data []byte) (*CallBatch, error) {
 	if err := checkVersion(b.GetSchemaVersion()); err != nil {
 		return nil, fmt.Errorf("decode call batch: %w", err)
 	}
-	for _, c := range b.GetCalls() {
-		expandCall(c)
+	if err := expandBatch(b); err != nil {
+		return nil, fmt.Errorf("decode call batch: %w", err)
 	}
 	return b, nil
 }

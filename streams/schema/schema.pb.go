@@ -1720,8 +1720,15 @@ type Endpoint struct {
 	// were left out because they are pod.uid and container.id: readers take
 	// them from there (DecodeCallBatch and CallDecoder put them back).
 	TaskIdsFromEndpoint bool `protobuf:"varint,20,opt,name=task_ids_from_endpoint,json=taskIdsFromEndpoint,proto3" json:"task_ids_from_endpoint,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// pod_in_batch is set when pod holds only its uid because an earlier
+	// endpoint of the same message (calls in order, client before server)
+	// carries the pod whole: readers take the latest such pod (the
+	// decoders of this package do). A message never leans on another.
+	PodInBatch bool `protobuf:"varint,21,opt,name=pod_in_batch,json=podInBatch,proto3" json:"pod_in_batch,omitempty"`
+	// container_in_batch is the same for container, by its id.
+	ContainerInBatch bool `protobuf:"varint,22,opt,name=container_in_batch,json=containerInBatch,proto3" json:"container_in_batch,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Endpoint) Reset() {
@@ -1813,6 +1820,20 @@ func (x *Endpoint) GetBrokerKind() string {
 func (x *Endpoint) GetTaskIdsFromEndpoint() bool {
 	if x != nil {
 		return x.TaskIdsFromEndpoint
+	}
+	return false
+}
+
+func (x *Endpoint) GetPodInBatch() bool {
+	if x != nil {
+		return x.PodInBatch
+	}
+	return false
+}
+
+func (x *Endpoint) GetContainerInBatch() bool {
+	if x != nil {
+		return x.ContainerInBatch
 	}
 	return false
 }
@@ -1957,7 +1978,7 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"dialedPort\x12\x18\n" +
 	"\apartial\x18\x0e \x01(\bR\apartial\x12\x16\n" +
 	"\x06halves\x18\x0f \x03(\tR\x06halves\x12&\n" +
-	"\x0fhalves_after_id\x18\x14 \x01(\bR\rhalvesAfterId\"\xc8\x02\n" +
+	"\x0fhalves_after_id\x18\x14 \x01(\bR\rhalvesAfterId\"\x98\x03\n" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\fR\aaddress\x12\x12\n" +
@@ -1968,7 +1989,10 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\bexternal\x18\a \x01(\bR\bexternal\x12\x1f\n" +
 	"\vbroker_kind\x18\b \x01(\tR\n" +
 	"brokerKind\x123\n" +
-	"\x16task_ids_from_endpoint\x18\x14 \x01(\bR\x13taskIdsFromEndpoint*\xd3\x01\n" +
+	"\x16task_ids_from_endpoint\x18\x14 \x01(\bR\x13taskIdsFromEndpoint\x12 \n" +
+	"\fpod_in_batch\x18\x15 \x01(\bR\n" +
+	"podInBatch\x12,\n" +
+	"\x12container_in_batch\x18\x16 \x01(\bR\x10containerInBatch*\xd3\x01\n" +
 	"\vAttribution\x12\x1b\n" +
 	"\x17ATTRIBUTION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10ATTRIBUTION_HOST\x10\x01\x12\x19\n" +

@@ -164,15 +164,19 @@ func runVariant(ctx context.Context, o Options, dir string, v Variant) (Variant,
 			return v, fmt.Errorf("create %s: %w", s.Name, err)
 		}
 	}
-	newPub := func(typ proto.Message, items int) (*publish.Publisher, error) {
+	newPub := func(typ proto.Message, items int, perBatch func() func(proto.Message) proto.Message) (*publish.Publisher, error) {
 		return publish.New(nc, publish.Config{Stage: "storebench", Node: "node", Type: typ,
-			MaxBatchItems: items, MaxBatchBytes: 1 << 20, Linger: time.Hour}, nil, nil)
+			MaxBatchItems: items, MaxBatchBytes: 1 << 20, Linger: time.Hour, PerBatch: perBatch}, nil, nil)
 	}
-	evPub, err := newPub(&schema.EventBatch{}, o.EventsPerBatch)
+	evPub, err := newPub(&schema.EventBatch{}, o.EventsPerBatch, nil)
 	if err != nil {
 		return v, err
 	}
-	callPub, err := newPub(&schema.CallBatch{}, o.CallsPerBatch)
+	var perBatch func() func(proto.Message) proto.Message
+	if v.CompactCalls {
+		perBatch = schema.NewCallCompactor // as the correlator publishes
+	}
+	callPub, err := newPub(&schema.CallBatch{}, o.CallsPerBatch, perBatch)
 	if err != nil {
 		return v, err
 	}
@@ -180,9 +184,6 @@ func runVariant(ctx context.Context, o Options, dir string, v Variant) (Variant,
 	j := join.New(join.Config{Emit: func(c *schema.Call) error {
 		calls++
 		node := c.GetClient().GetNode()
-		if v.CompactCalls {
-			c = schema.CompactCall(c)
-		}
 		return callPub.Publish(ctx, schema.CallSubject(node), c)
 	}})
 	g := synthetic.NewGenerator("node", o.Nodes, o.Pods)
