@@ -109,4 +109,16 @@ stages:
 	if got := liveMaxAge(); got != time.Hour {
 		t.Errorf("max age after a start with onDrift: keep %v, want the operator's 1h", got)
 	}
+
+	// weft streams diff shows the same, and changes nothing.
+	d := start(t, "streams", "diff", "-f", apply, "--nats-url", "nats://"+s.Addr)
+	if err := <-d.done; err != nil {
+		t.Fatalf("weft streams diff: %v\n%s", err, d.stderr)
+	}
+	if got := d.stdout.String(); got != diff+"\n" {
+		t.Errorf("weft streams diff printed %q, want %q", got, diff+"\n")
+	}
+	if got := liveMaxAge(); got != time.Hour {
+		t.Errorf("max age after weft streams diff %v, want the operator's 1h", got)
+	}
 }

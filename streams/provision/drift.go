@@ -1,12 +1,16 @@
 package provision
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/weftobs/weft/streams/topology"
 )
 
 // Drift is one field in which a live stream differs from its topology
@@ -75,4 +79,22 @@ func compression(c jetstream.StoreCompression) string {
 		return "s2"
 	}
 	return "none"
+}
+
+// DiffStreams is every drift of t's streams from the live ones, changing
+// nothing; missing are the streams not created yet.
+func DiffStreams(ctx context.Context, js jetstream.JetStream, t *topology.Topology, o Options) (drift []Drift, missing []string, err error) {
+	for _, s := range t.Streams {
+		want, _ := StreamConfig(s, o)
+		st, err := js.Stream(ctx, s.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			missing = append(missing, s.Name)
+			continue
+		}
+		if err != nil {
+			return drift, missing, fmt.Errorf("stream %s: %w", s.Name, err)
+		}
+		drift = append(drift, Diff(st.CachedInfo().Config, want)...)
+	}
+	return drift, missing, nil
 }
