@@ -2,10 +2,10 @@ package schema
 
 import (
 	"fmt"
+	"reflect"
+	"sync"
 
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // NewCallCompactor returns what compacts the calls of one CALLS message,
@@ -27,60 +27,8 @@ func NewCallCompactor() func(proto.Message) proto.Message {
 		if !ok {
 			return m
 		}
-		out := CompactCall(c)
-		cli, srv := refEndpoint(out.GetClient(), pods, ctrs), refEndpoint(out.GetServer(), pods, ctrs)
-		if cli == out.GetClient() && srv == out.GetServer() {
-			return out
-		}
-		if out == c {
-			out = shallowCopy(c)
-		}
-		out.Client, out.Server = cli, srv
-		return out
+		return compactCall(c, pods, ctrs)
 	}
-}
-
-// refEndpoint is e with its pod and container reduced to references when
-// carried earlier (by pods, ctrs), or e itself; it records what e carries
-// whole.
-func refEndpoint(e *Endpoint, pods map[string]*Pod, ctrs map[string]*Container) *Endpoint {
-	var pod *Pod
-	if p := e.GetPod(); p.GetUid() != "" && !e.GetPodInBatch() {
-		if prev := pods[p.GetUid()]; prev != nil && (prev == p || proto.Equal(prev, p)) {
-			if proto.Size(p) > idOnlySize(p.GetUid()) {
-				pod = &Pod{Uid: p.GetUid()}
-			}
-		} else {
-			pods[p.GetUid()] = p
-		}
-	}
-	var ctr *Container
-	if k := e.GetContainer(); k.GetId() != "" && !e.GetContainerInBatch() {
-		if prev := ctrs[k.GetId()]; prev != nil && (prev == k || proto.Equal(prev, k)) {
-			if proto.Size(k) > idOnlySize(k.GetId()) {
-				ctr = &Container{Id: k.GetId()}
-			}
-		} else {
-			ctrs[k.GetId()] = k
-		}
-	}
-	if pod == nil && ctr == nil {
-		return e
-	}
-	out := shallowCopy(e)
-	if pod != nil {
-		out.Pod, out.PodInBatch = pod, true
-	}
-	if ctr != nil {
-		out.Container, out.ContainerInBatch = ctr, true
-	}
-	return out
-}
-
-// idOnlySize is the encoded size of a Pod or Container holding only its
-// first field, id.
-func idOnlySize(id string) int {
-	return protowire.SizeTag(1) + protowire.SizeBytes(len(id))
 }
 
 // batchRefs resolves the pods and containers endpoints of one message
@@ -163,9 +111,15 @@ func expandBatch(b *CallBatch) error {
 // c is not modified; the result shares everything it does not change with
 // c, so it is valid as long as c is. A call with nothing to leave out is
 // returned as it is.
-func CompactCall(c *Call) *Call {
+func CompactCall(c *Call) *Call { return compactCall(c, nil, nil) }
+
+// compactCall is CompactCall and, given pods and ctrs (what earlier
+// endpoints of the message carry whole, updated here), NewCallCompactor's
+// references too. Each message it changes is copied once.
+func compactCall(c *Call, pods map[string]*Pod, ctrs map[string]*Container) *Call {
 	halves := len(c.GetHalves()) > 0 && c.GetHalves()[0] == c.GetId() && !c.GetHalvesAfterId()
-	cli, srv := compactEndpoint(c.GetClient()), compactEndpoint(c.GetServer())
+	cli := compactEndpoint(c.GetClient(), pods, ctrs)
+	srv := compactEndpoint(c.GetServer(), pods, ctrs)
 	if !halves && cli == c.GetClient() && srv == c.GetServer() {
 		return c
 	}
@@ -178,17 +132,46 @@ func CompactCall(c *Call) *Call {
 }
 
 // compactEndpoint is e without its task's pod and container ids when they
-// are e's own, or e itself.
-func compactEndpoint(e *Endpoint) *Endpoint {
+// are e's own and, given pods and ctrs, with its pod and container
+// reduced to references when an earlier endpoint carries them whole
+// (recording what e carries whole); or e itself when nothing is left out.
+func compactEndpoint(e *Endpoint, pods map[string]*Pod, ctrs map[string]*Container) *Endpoint {
+	if e == nil {
+		return nil
+	}
 	t := e.GetTask()
-	if t == nil || e.GetTaskIdsFromEndpoint() || (t.GetPodUid() == "" && t.GetContainerId() == "") ||
-		t.GetPodUid() != e.GetPod().GetUid() || t.GetContainerId() != e.GetContainer().GetId() {
+	ids := t != nil && !e.GetTaskIdsFromEndpoint() && (t.GetPodUid() != "" || t.GetContainerId() != "") &&
+		t.GetPodUid() == e.GetPod().GetUid() && t.GetContainerId() == e.GetContainer().GetId()
+	podRef, ctrRef := false, false
+	if p := e.GetPod(); pods != nil && p.GetUid() != "" && !e.GetPodInBatch() {
+		if prev := pods[p.GetUid()]; prev != nil && (prev == p || proto.Equal(prev, p)) {
+			podRef = true
+		} else {
+			pods[p.GetUid()] = p
+		}
+	}
+	if k := e.GetContainer(); ctrs != nil && k.GetId() != "" && !e.GetContainerInBatch() {
+		if prev := ctrs[k.GetId()]; prev != nil && (prev == k || proto.Equal(prev, k)) {
+			ctrRef = true
+		} else {
+			ctrs[k.GetId()] = k
+		}
+	}
+	if !ids && !podRef && !ctrRef {
 		return e
 	}
-	ct := shallowCopy(t)
-	ct.PodUid, ct.ContainerId = "", ""
 	out := shallowCopy(e)
-	out.Task, out.TaskIdsFromEndpoint = ct, true
+	if ids {
+		ct := shallowCopy(t)
+		ct.PodUid, ct.ContainerId = "", ""
+		out.Task, out.TaskIdsFromEndpoint = ct, true
+	}
+	if podRef {
+		out.Pod, out.PodInBatch = &Pod{Uid: e.GetPod().GetUid()}, true
+	}
+	if ctrRef {
+		out.Container, out.ContainerInBatch = &Container{Id: e.GetContainer().GetId()}, true
+	}
 	return out
 }
 
@@ -209,14 +192,37 @@ func expandCall(c *Call) {
 	}
 }
 
-// shallowCopy is a new m with the same field values: messages, lists and
-// bytes are shared, not copied. Every field is copied, whoever added it.
-func shallowCopy[M proto.Message](m M) M {
-	src := m.ProtoReflect()
-	dst := src.New()
-	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		dst.Set(fd, v)
-		return true
-	})
-	return dst.Interface().(M)
+// shallowCopy is a new message with m's field values: messages, lists
+// and bytes are shared, not copied. It copies every field of the
+// generated struct (its exported fields), whoever added it, and not the
+// unknown fields. It is the Go struct's fields rather than protoreflect's
+// Range and Set, which cost as much as encoding the call.
+func shallowCopy[M any, P interface {
+	*M
+	proto.Message
+}](m P) P {
+	out := P(new(M))
+	src, dst := reflect.ValueOf(m).Elem(), reflect.ValueOf(out).Elem()
+	for _, i := range exportedFields(src.Type()) {
+		dst.Field(i).Set(src.Field(i))
+	}
+	return out
+}
+
+var fieldsByType sync.Map // reflect.Type → []int
+
+// exportedFields are the indices of t's exported fields: a generated
+// message's proto fields (a oneof is one interface field).
+func exportedFields(t reflect.Type) []int {
+	if f, ok := fieldsByType.Load(t); ok {
+		return f.([]int)
+	}
+	var f []int
+	for i := range t.NumField() {
+		if t.Field(i).IsExported() {
+			f = append(f, i)
+		}
+	}
+	fieldsByType.Store(t, f)
+	return f
 }
