@@ -292,22 +292,23 @@ func (s *Stage) openStore(ctx context.Context) error {
 
 // Start opens the store, checks it, and starts consuming. When Neo4j
 // cannot be used as configured (nothing answers, the credentials or the
-// database are refused: neo4jstore.IsUnavailable), Start returns at once
-// and the stage waits for Neo4j in the background, not ready (Ready says
-// why) and consuming nothing, so CALLS keeps every message; it starts
-// consuming once Neo4j lets it, and reports any other failure then as
-// fatal to the host. Other failures (pending migrations, a replay into a
-// graph that is not empty) fail Start.
+// database are refused, migrations are pending: neo4jstore.IsUnavailable),
+// Start returns at once and the stage waits for Neo4j in the background,
+// not ready (Ready says why) and consuming nothing, so CALLS keeps every
+// message; it starts consuming once Neo4j lets it, and reports any other
+// failure then as fatal to the host. Other failures (a replay into a graph
+// that is not empty), and every failure of a replay, which a person is
+// waiting for, fail Start.
 func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	err := s.begin(ctx, host)
 	if err == nil {
 		return nil
 	}
-	if s.cfg.Store != StoreNeo4j || !neo4jstore.IsUnavailable(err) {
+	if s.cfg.Store != StoreNeo4j || s.set.Replay != nil || !neo4jstore.IsUnavailable(err) {
 		return fmt.Errorf("stage %s: %w", s.set.Name, err)
 	}
 	s.setFault(err)
-	s.log.Warn("neo4j unavailable, holding CALLS until it answers", "err", err)
+	s.log.Warn("neo4j not usable yet, holding CALLS until it is", "err", err)
 	rctx, stop := context.WithCancel(context.Background())
 	s.retryStop, s.retryDone = stop, make(chan struct{})
 	go s.retry(rctx, host)

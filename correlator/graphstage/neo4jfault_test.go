@@ -9,6 +9,7 @@ import (
 
 	"github.com/weftobs/weft/correlator/graph/neo4jstore"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest/testcypher"
 	"github.com/weftobs/weft/correlator/internal/scenario"
 	"github.com/weftobs/weft/correlator/internal/stagetest"
 	"github.com/weftobs/weft/streams/consume"
@@ -17,11 +18,14 @@ import (
 )
 
 // TestNeo4jRefusesStage: for each way Neo4j refuses the graph stage
-// (nothing listening, wrong password, wrong database) the stage starts,
-// says why it is not ready in one line naming the URI, and consumes
-// nothing, so CALLS keeps every call (nothing acked). Nothing listening
-// is then fixed — Neo4j starts after the stage — and every call reaches
-// the graph; the other two stay refused, and the stage shuts down clean.
+// (nothing listening, wrong password, wrong database, migrations pending)
+// the stage starts, says why it is not ready in one line naming the URI,
+// and consumes nothing, so CALLS keeps every call (nothing acked). Then
+// what can be fixed from Neo4j's side is fixed, without touching weft —
+// Neo4j starts after the stage; the user's password is set to the one the
+// stage has; the migrations job runs — and every call reaches the graph.
+// A wrong database stays refused (Community has one database, so none can
+// be made), and the stage shuts down clean.
 func TestNeo4jRefusesStage(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -46,18 +50,27 @@ func TestNeo4jRefusesStage(t *testing.T) {
 					}
 				}
 			}},
-		{name: "wrong password", want: "authentication failed for user neo4j", bad: func(t *testing.T) (neo4jstore.Config, func()) {
-			cfg, _ := neo4jtest.Migrated(t)
-			good := cfg
-			t.Cleanup(func() { // Neo4j refuses the user for a while after failed logins
+		{name: "wrong password", fixed: true, want: "authentication failed for user neo4j", bad: func(t *testing.T) (neo4jstore.Config, func()) {
+			good, _ := neo4jtest.Own(t)
+			neo4jtest.Migrate(t, neo4jtest.Open(t, good))
+			wrong := good
+			wrong.Password += "-wrong"
+			return wrong, func() {
+				sys := good
+				sys.Database = "system"
+				// Neo4j refuses the user for a while after the stage's
+				// failed logins.
 				natstest.CheckFor(t, time.Minute, 250*time.Millisecond, func() error {
-					_, err := neo4jtest.Run(good, []string{"RETURN 1 AS one"}, nil)
+					_, err := neo4jtest.Run(sys, []string{testcypher.SetPassword}, map[string]any{"old": good.Password, "new": wrong.Password})
 					return err
 				})
-			})
-			cfg.Password += "-wrong"
-			return cfg, nil
+			}
 		}},
+		{name: "migrations pending", fixed: true, want: `pending migrations (V001 constraints, V002 indexes, `,
+			bad: func(t *testing.T) (neo4jstore.Config, func()) {
+				cfg := neo4jtest.Fresh(t)
+				return cfg, func() { neo4jtest.Migrate(t, neo4jtest.Open(t, cfg)) }
+			}},
 		{name: "wrong database", want: `database "nope" does not exist`, bad: func(t *testing.T) (neo4jstore.Config, func()) {
 			cfg := neo4jtest.Config(t)
 			cfg.Database = "nope"

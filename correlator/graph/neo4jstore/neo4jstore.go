@@ -294,7 +294,14 @@ func (s *Store) MigrationStatus(ctx context.Context) (*Status, error) {
 	return &Status{Applied: applied, Pending: pending}, nil
 }
 
-// CheckMigrations returns an error naming every pending migration.
+// ErrPendingMigrations is in the error of CheckMigrations when the
+// database is behind this release's migrations.
+var ErrPendingMigrations = errors.New("pending migrations")
+
+// CheckMigrations returns an error naming every pending migration: an
+// *Error that IsUnavailable, since applying them (weft migrate up, the
+// chart's migrations job) makes the store usable without restarting
+// anything.
 func (s *Store) CheckMigrations(ctx context.Context) error {
 	st, err := s.MigrationStatus(ctx)
 	if err != nil {
@@ -309,8 +316,9 @@ func (s *Store) CheckMigrations(ctx context.Context) error {
 		if s.cfg.Database != "neo4j" {
 			db = " --neo4j-database " + s.cfg.Database
 		}
-		return fmt.Errorf("neo4j database %q has %d pending migrations (%s): run `weft migrate up --neo4j-uri %s%s` first",
-			s.cfg.Database, len(st.Pending), strings.Join(names, ", "), s.cfg.URI, db)
+		return &Error{URI: s.cfg.URI, Op: "check migrations", Unavailable: true, Err: ErrPendingMigrations,
+			Reason: fmt.Sprintf("database %q has %d pending migrations (%s): run `weft migrate up --neo4j-uri %s%s` (the chart's migrations job does)",
+				s.cfg.Database, len(st.Pending), strings.Join(names, ", "), s.cfg.URI, db)}
 	}
 	return nil
 }
