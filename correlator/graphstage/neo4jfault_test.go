@@ -15,6 +15,7 @@ import (
 	"github.com/weftobs/weft/streams/consume"
 	"github.com/weftobs/weft/streams/schema"
 	"github.com/weftobs/weft/testenv/natstest"
+	testneo4j "github.com/weftobs/weft/testenv/neo4j"
 )
 
 // TestNeo4jRefusesStage: for each way Neo4j refuses the graph stage
@@ -131,4 +132,65 @@ func TestNeo4jRefusesStage(t *testing.T) {
 			natstest.CheckFor(t, time.Minute, 50*time.Millisecond, g.Ready)
 		})
 	}
+}
+
+// TestNeo4jReadOnly: the graph stage writing to a database that takes
+// reads but refuses writes (what a read-only member of a cluster does;
+// Community shows it with server.databases.read_only) holds every message
+// it took, says on Ready in one line the URI, the statement and that the
+// database is read-only, and loses nothing: once Neo4j takes writes again
+// the graph equals the ground truth.
+func TestNeo4jReadOnly(t *testing.T) {
+	cfg, srv := neo4jtest.Own(t)
+	neo4jtest.Migrate(t, neo4jtest.Open(t, cfg))
+	ctx, cancel := context.WithTimeout(context.Background(), neo4jtest.StartTimeout)
+	defer cancel()
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := srv.Restart(ctx, func(o *testneo4j.Options) { o.Conf = []string{"server.databases.read_only=neo4j"} })
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s, sim, batches := clusterEvents(t, 100)
+	h := stagetest.NewHost(s.JS)
+	cor := startCorrelator(t, h)
+	defer cor.Shutdown(context.Background())
+	g := startGraph(t, h, neo4jSettings(t, cfg, nil))
+	defer g.Shutdown(context.Background())
+	stagetest.PublishEvents(t, s.JS, batches)
+
+	prefix := "neo4j " + cfg.URI + ": "
+	natstest.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+		err := g.Ready()
+		if err == nil || !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), "statement ") ||
+			!strings.Contains(err.Error(), `database "neo4j" is read-only on this server`) || strings.Contains(err.Error(), "\n") {
+			return fmt.Errorf("stage's Ready: %v; want one line starting %q naming the statement and saying read-only", err, prefix)
+		}
+		return nil
+	})
+	t.Logf("not ready: %v", g.Ready())
+	if gs := g.Stats(); gs.Applied != 0 {
+		t.Fatalf("stage while the database is read-only: %+v, want nothing applied", gs)
+	}
+	info, err := s.JS.Consumer(ctx, schema.StreamCalls, consume.DurableName("graph", schema.StreamCalls)+"-neo4j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ci, err := info.Info(ctx); err != nil || ci.AckFloor.Stream != 0 {
+		t.Fatalf("CALLS consumer while nothing could be written: %+v %v, want nothing acked", ci, err)
+	}
+
+	if err := ro.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ro.Restart(ctx, func(o *testneo4j.Options) { o.Conf = nil }); err != nil {
+		t.Fatal(err)
+	}
+	st := neo4jtest.Open(t, cfg)
+	natstest.CheckFor(t, 2*time.Minute, 250*time.Millisecond, func() error {
+		return scenario.Compare(sim.Truth, podEdges(served(t, st)))
+	})
+	natstest.CheckFor(t, time.Minute, 50*time.Millisecond, g.Ready)
 }
