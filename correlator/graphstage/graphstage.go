@@ -156,8 +156,8 @@ type Stage struct {
 	// first is the first sequence the consumer delivers (the store's
 	// sequence + 1, or a replay's start), and str the input stream, from
 	// which a sequence whose delivery was lost is read (see fillGap).
-	first uint64
-	str   jetstream.Stream
+	first   uint64
+	str     jetstream.Stream
 	pending *graph.Batch
 	stats   Stats
 	kick    chan struct{}
