@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/weftobs/weft/charts/render"
+	"github.com/weftobs/weft/collectors/synthetic"
 	"github.com/weftobs/weft/correlator/graph/memstore"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
 	"github.com/weftobs/weft/correlator/graph/query"
@@ -317,7 +318,7 @@ func TestUpRunsDrainsAndResumes(t *testing.T) {
 	}
 	var edgeCalls float64
 	for _, e := range g.Edges {
-		if e.Type == "CALLS" && strings.HasPrefix(e.From, "Pod:") && strings.Contains(e.From, "00000000-0000-4000-8000") {
+		if e.Type == "CALLS" && strings.HasPrefix(e.From, "Pod:") && strings.HasPrefix(e.From, "Pod:"+synthetic.PodUIDPrefix) {
 			edgeCalls += e.Props["count"].(float64)
 		}
 	}
