@@ -156,7 +156,7 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) (err error) {
 	}
 
 	s.tracer = noop.NewTracerProvider().Tracer(ScopeName)
-	if s.cfg.SelfTraces {
+	if s.cfg.SelfTraces && s.cfg.signalOn(signalTraces) {
 		exp, err := NewTraceExporter(ctx, s.cfg)
 		if err != nil {
 			return fmt.Errorf("stage %s: self traces: %w", s.settings.Name, err)
