@@ -41,11 +41,11 @@ import (
 
 // Options configure a run. Zero values take the defaults.
 type Options struct {
-	// Events is how many events each variant publishes (default 400,000:
-	// about ten 8 MiB blocks of EVENTS and of CALLS).
+	// Events is about how many events each variant publishes (default
+	// 400,000: several 8 MiB blocks of EVENTS and of CALLS).
 	Events int
 	// Nodes and Pods shape the simulated cluster (default 1 and 8, as
-	// `weft up --demo`).
+	// `weft up --demo`, at its 2,000 events/s).
 	Nodes, Pods int
 	// EventsPerBatch and CallsPerBatch are the publisher's items per
 	// message. Defaults 100 and 25: what 2,000 events/s (the demo's rate,
@@ -139,6 +139,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 		res.Variants = append(res.Variants, got)
 	}
+	res.Events = res.Variants[0].Events.Items
 	res.Calls = res.Variants[0].Calls.Items
 	res.CallsPerEvent = float64(res.Calls) / float64(res.Variants[0].Events.Items)
 	return res, nil
@@ -186,7 +187,9 @@ func runVariant(ctx context.Context, o Options, dir string, v Variant) (Variant,
 		node := c.GetClient().GetNode()
 		return callPub.Publish(ctx, schema.CallSubject(node), c)
 	}})
-	g := synthetic.NewGenerator("node", o.Nodes, o.Pods)
+	// The demo's cluster, in simulated time: 2,000 events/s is 500 short
+	// calls/s (four events each), stepped every 10 ms.
+	g := synthetic.NewGenerator("node", synthetic.Options{Nodes: o.Nodes, Pods: o.Pods, CallsPerSecond: 500})
 	var hold join.Hold
 	events := 0
 	var last uint64
@@ -206,13 +209,17 @@ func runVariant(ctx context.Context, o Options, dir string, v Variant) (Variant,
 		}
 		return nil
 	}
-	for _, p := range g.PodEvents() {
-		if err := feed(p); err != nil {
-			return v, err
+	now := time.Unix(1_800_000_000, 0)
+	for events < o.Events {
+		now = now.Add(10 * time.Millisecond)
+		for _, p := range g.Step(now) {
+			if err := feed(p); err != nil {
+				return v, err
+			}
 		}
 	}
-	for range o.Events {
-		if err := feed(g.Next()); err != nil {
+	for _, p := range g.Stop(now.Add(10 * time.Millisecond)) {
+		if err := feed(p); err != nil {
 			return v, err
 		}
 	}
