@@ -120,6 +120,11 @@ func TestCallDecoderAsDecodeCallBatch(t *testing.T) {
 func FuzzCallDecoder(f *testing.F) {
 	f.Add(encodedCallBatch(f, decoderCalls(1)))
 	f.Add(encodedCallBatch(f, decoderCalls(2)[:1]))
+	var compact []*schema.Call
+	for _, c := range decoderCalls(3) {
+		compact = append(compact, schema.CompactCall(c))
+	}
+	f.Add(encodedCallBatch(f, compact))
 	f.Add([]byte{})
 	f.Add([]byte{0x08, 0x01, 0x1a, 0x02, 0x1a, 0x00})
 	d := schema.NewCallDecoder()
