@@ -155,6 +155,7 @@ func splitDots(s string) []string {
 // tick so a high rate costs no timer per event.
 func (st *Stage) run(ctx context.Context) error {
 	g := NewGenerator(st.s.Node, st.cfg.Nodes, st.cfg.Pods)
+	pub := publish.Partitioned(st.pub, st.s.Outputs[0].Partitions)
 	for _, e := range g.PodEvents() {
 		if err := st.pub.Publish(ctx, e.Subject, e.Event); err != nil {
 			return err
@@ -184,7 +185,7 @@ func (st *Stage) run(ctx context.Context) error {
 				return nil
 			}
 			e := g.Next()
-			if err := st.pub.Publish(ctx, e.Subject, e.Event); err != nil {
+			if err := pub.Publish(ctx, e.Subject, e.Event); err != nil {
 				return err
 			}
 			sent++

@@ -64,6 +64,7 @@ func StreamConfig(s *topology.Stream, o Options) (jetstream.StreamConfig, []stri
 		Replicas:    max(s.Replicas, 1),
 		Duplicates:  time.Duration(s.Duplicates),
 	}
+	setPartitions(&cfg, s.Partitions)
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = -1
 	}
@@ -122,6 +123,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		return r, fmt.Errorf("stream %s: %w", cfg.Name, err)
 	}
 	have := st.CachedInfo().Config
+	if err := checkPartitions(have, cfg); err != nil {
+		return r, err
+	}
 	if problems := immutableChanges(have, cfg); len(problems) > 0 {
 		return r, fmt.Errorf("stream %s: cannot apply in place: %s; the stream keeps its current definition (to change it, back up and delete the stream, or declare a new stream)", cfg.Name, joinSemi(problems))
 	}
@@ -151,7 +155,8 @@ func same(have, want jetstream.StreamConfig) bool {
 	return slices.Equal(have.Subjects, want.Subjects) && have.MaxAge == want.MaxAge &&
 		have.MaxBytes == want.MaxBytes && have.MaxMsgs == want.MaxMsgs &&
 		have.Replicas == want.Replicas && have.Duplicates == want.Duplicates &&
-		have.Discard == want.Discard && have.Description == want.Description
+		have.Discard == want.Discard && have.Description == want.Description &&
+		have.Metadata[schema.MetaPartitions] == want.Metadata[schema.MetaPartitions]
 }
 
 func joinSemi(s []string) string {

@@ -60,6 +60,11 @@ type Stream struct {
 	Replicas   int      `yaml:"replicas,omitempty" json:"replicas,omitempty"`
 	Storage    string   `yaml:"storage,omitempty" json:"storage,omitempty"`
 	Duplicates Duration `yaml:"duplicates,omitempty" json:"duplicates,omitempty"`
+	// Partitions splits the stream's connection events into this many
+	// partitions, each read by one correlator replica at a time (EVENTS
+	// only; 0 or 1 means one). It is fixed for the stream's life:
+	// changing it is a migration (docs/scaling.md).
+	Partitions int `yaml:"partitions,omitempty" json:"partitions,omitempty"`
 	// Implicit is set for a stream the topology uses without declaring
 	// (DLQ).
 	Implicit bool `yaml:"-" json:"implicit,omitempty"`
@@ -131,7 +136,7 @@ func (t *Topology) StageStreams(names []string) []stage.Stream {
 	out := make([]stage.Stream, 0, len(names))
 	for _, n := range names {
 		if s := t.Stream(n); s != nil {
-			out = append(out, stage.Stream{Name: s.Name, Subjects: s.Subjects})
+			out = append(out, stage.Stream{Name: s.Name, Subjects: s.Subjects, Partitions: max(s.Partitions, 1)})
 		}
 	}
 	return out
