@@ -150,3 +150,42 @@ func Dedupe(calls []*schema.Call) (out []*schema.Call, dups int) {
 	}
 	return out, dups
 }
+
+// PublishPartitioned publishes batches as a collector does on a stream
+// of n partitions: each batch split by kind and partition
+// (schema.Partition), one message per part, each with its own Msg-Id.
+func PublishPartitioned(t testing.TB, js jetstream.JetStream, batches []*schema.EventBatch, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type part struct {
+		kind string
+		p    int
+	}
+	for _, b := range batches {
+		parts := map[part]*schema.EventBatch{}
+		var order []part
+		for _, ev := range b.GetEvents() {
+			k := part{kind: schema.KindTCP, p: schema.Partition(ev, n)}
+			switch ev.GetBody().(type) {
+			case *schema.Event_Pod:
+				k.kind = schema.KindPod
+			case *schema.Event_Unix:
+				k.kind = schema.KindUnix
+			}
+			pb := parts[k]
+			if pb == nil {
+				pb = &schema.EventBatch{SchemaVersion: b.GetSchemaVersion(), Origin: b.GetOrigin()}
+				parts[k] = pb
+				order = append(order, k)
+			}
+			pb.Events = append(pb.Events, ev)
+		}
+		o := b.GetOrigin()
+		id := publish.MsgID(o.GetNode(), o.GetBootId(), o.GetEpoch(), o.GetSeq())
+		for _, k := range order {
+			PublishRaw(t, ctx, js, schema.PartitionSubject(o.GetNode(), k.kind, k.p, n), parts[k],
+				id+"-"+k.kind+"-"+strconv.Itoa(k.p), len(parts[k].GetEvents()))
+		}
+	}
+}
