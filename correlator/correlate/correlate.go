@@ -269,12 +269,19 @@ func (s *Stage) consumerConfig(k int) consume.Config {
 	cc.MaxAckPending = s.cfg.MaxAckPending
 	cc.PullBatch = 256
 	if s.set.Replay == nil {
-		// The pin only keeps two replicas that disagree for a moment from
-		// both reading; the lease decides ownership. Idle pulls come every
-		// second, so the pin lasts a few.
-		cc.PinnedTTL = max(s.cfg.Lease, 3*time.Second)
+		cc.PinnedTTL = s.pinnedTTL()
 	}
 	return cc
+}
+
+// pinnedTTL is the partition consumers' pin TTL. The pin only keeps two
+// replicas that disagree for a moment from both reading; the lease
+// decides ownership. Idle pulls come every second, so the pin lasts a few.
+func (s *Stage) pinnedTTL() time.Duration {
+	if s.set.Replay != nil {
+		return 0
+	}
+	return max(s.cfg.Lease, 3*time.Second)
 }
 
 func memberName() string {

@@ -28,9 +28,10 @@ type part struct {
 	mu     sync.Mutex
 	j      *join.Joiner
 	held   []*held
-	lastIn time.Time // wall time of the last event
-	markIn uint64    // watermark at lastIn
-	broken error     // an emit failed: nothing more may be acked
+	bySeq  map[uint64]*held // held messages by stream sequence
+	lastIn time.Time        // wall time of the last event
+	markIn uint64           // watermark at lastIn
+	broken error            // an emit failed: nothing more may be acked
 	pub    *publish.Publisher
 	cons   *consume.Consumer
 	ctx    context.Context
@@ -41,11 +42,12 @@ type part struct {
 
 type held struct {
 	msg  jetstream.Msg
+	seq  uint64
 	hold join.Hold
 }
 
 func (s *Stage) startPart(ctx context.Context, k int) (*part, error) {
-	p := &part{s: s, k: k, started: time.Now(), done: make(chan struct{})}
+	p := &part{s: s, k: k, started: time.Now(), done: make(chan struct{}), bySeq: map[uint64]*held{}}
 	p.j = join.New(join.Config{Window: s.cfg.Window, CloseWait: s.cfg.CloseWait, MaxConnections: s.cfg.MaxConnections, Emit: p.emit})
 	pub, err := publish.New(s.js.Conn(), publish.Config{Stage: s.set.Name, Node: s.set.Node, Type: &schema.CallBatch{}, Fence: s.valid}, s.set.Counters, s.log)
 	if err != nil {
@@ -84,11 +86,30 @@ func (p *part) handle(ctx context.Context, m jetstream.Msg) error {
 		return consume.Permanent(err)
 	}
 	h := &held{msg: m}
+	if meta, err := m.Metadata(); err == nil {
+		h.seq = meta.Sequence.Stream
+	}
 	var bad []error
 	p.mu.Lock()
 	if p.broken != nil {
+		// Not the message's fault (the lease ran out, a publish failed):
+		// hand it back without counting a failed delivery, which would
+		// dead-letter it after MaxDeliver. The part is being replaced.
 		p.mu.Unlock()
-		return p.broken
+		_ = m.NakWithDelay(p.s.cfg.FlushInterval * 10)
+		return consume.ErrAckLater
+	}
+	if prev := p.bySeq[h.seq]; prev != nil && h.seq != 0 {
+		// Redelivered while still held here (held past AckWait, or nakked
+		// by a previous owner after it came here): its events are already
+		// in the joiner. Acking this delivery would ack the message while
+		// its closes still wait, so it only takes the place of the first.
+		prev.msg = m
+		p.mu.Unlock()
+		return consume.ErrAckLater
+	}
+	if h.seq != 0 {
+		p.bySeq[h.seq] = h
 	}
 	node := b.GetOrigin().GetNode()
 	if node == "" {
@@ -139,9 +160,10 @@ func (p *part) flush(ctx context.Context, expire bool) {
 	p.mu.Lock()
 	if expire && p.broken == nil {
 		// After a partition moves (or the process restarts), messages its
-		// previous owner held come back within AckWait: until then no lone
-		// half may give up its partner.
-		if time.Since(p.started) > p.s.cfg.AckWait {
+		// previous owner held come back within AckWait once this replica
+		// holds the consumer's pin (at most the pin's TTL): until then no
+		// lone half may give up its partner.
+		if time.Since(p.started) > p.s.cfg.AckWait+p.s.pinnedTTL() {
 			now := p.j.Watermark()
 			if idle := time.Since(p.lastIn); !p.lastIn.IsZero() && idle > p.s.cfg.Window {
 				// No input: let event time follow wall time.
@@ -157,6 +179,7 @@ func (p *part) flush(ctx context.Context, expire bool) {
 	for _, h := range p.held {
 		if h.hold.Pending() == 0 {
 			ready = append(ready, h)
+			delete(p.bySeq, h.seq)
 		} else {
 			keep = append(keep, h)
 		}
@@ -181,6 +204,9 @@ func (p *part) flush(ctx context.Context, expire bool) {
 		}
 		p.mu.Lock()
 		p.held = append(ready, p.held...)
+		for _, h := range ready {
+			p.bySeq[h.seq] = h
+		}
 		p.mu.Unlock()
 		return
 	}
@@ -209,6 +235,7 @@ func (p *part) stop(ctx context.Context) error {
 			_ = h.msg.Nak()
 		}
 		p.held = nil
+		clear(p.bySeq)
 		p.mu.Unlock()
 		if err := p.pub.Close(ctx); err != nil && !errors.Is(err, publish.ErrFenced) {
 			errs = append(errs, err)

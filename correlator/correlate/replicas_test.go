@@ -25,6 +25,14 @@ type replica struct {
 	h  *stagetest.Host
 }
 
+// replicaConfig is testConfig with room for a 1s lease: a lease of a few
+// hundred milliseconds runs out on a loaded machine and partitions churn.
+func replicaConfig() *correlate.Config {
+	c := testConfig()
+	c.AckWait, c.Lease = 3*time.Second, time.Second
+	return c
+}
+
 func startReplica(t *testing.T, s *natstest.Server, parts int, cfg *correlate.Config) *replica {
 	t.Helper()
 	nc, js := stagetest.Connect(t, s)
@@ -101,7 +109,7 @@ func TestReplicasGroundTruth(t *testing.T) {
 			stagetest.Streams(t, s)
 			var rs []*replica
 			for range n {
-				r := startReplica(t, s, parts, testConfig())
+				r := startReplica(t, s, parts, replicaConfig())
 				defer r.st.Shutdown(context.Background())
 				rs = append(rs, r)
 			}
@@ -148,7 +156,7 @@ func TestReplicaKilled(t *testing.T) {
 	half := len(batches) / 2
 	var rs []*replica
 	for range 3 {
-		r := startReplica(t, s, parts, testConfig())
+		r := startReplica(t, s, parts, replicaConfig())
 		rs = append(rs, r)
 	}
 	defer rs[0].st.Shutdown(context.Background())
@@ -188,13 +196,13 @@ func TestRollout(t *testing.T) {
 	batches := sim.Interleaved(8)
 	var rs []*replica
 	for range 3 {
-		rs = append(rs, startReplica(t, s, parts, testConfig()))
+		rs = append(rs, startReplica(t, s, parts, replicaConfig()))
 	}
 	balanced(t, rs, parts)
 	step := len(batches) / 4
 	stagetest.PublishPartitioned(t, s.JS, batches[:step], parts)
 	for i := range 3 {
-		nr := startReplica(t, s, parts, testConfig())
+		nr := startReplica(t, s, parts, replicaConfig())
 		defer nr.st.Shutdown(context.Background())
 		if err := rs[0].st.Shutdown(context.Background()); err != nil {
 			t.Errorf("shut down replica: %v", err)
@@ -207,6 +215,19 @@ func TestRollout(t *testing.T) {
 		}
 		stagetest.PublishPartitioned(t, s.JS, batches[(i+1)*step:end], parts)
 	}
+	defer func() {
+		if t.Failed() {
+			dumpConsumers(t, s.JS)
+			if dlq, err := s.JS.Stream(context.Background(), schema.StreamDLQ); err == nil {
+				if info, err := dlq.Info(context.Background()); err == nil {
+					t.Logf("DLQ: %d messages", info.State.Msgs)
+				}
+			}
+			for i, r := range rs {
+				t.Logf("replica %d: %+v owned %v", i, r.st.Stats(), r.st.Owned())
+			}
+		}
+	}()
 	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
 		calls, _ := stagetest.Dedupe(stagetest.ReadCalls(t, s.JS))
 		return scenario.Compare(sim.Truth, scenario.Fold(calls))

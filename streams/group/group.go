@@ -113,19 +113,56 @@ func Join(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 
 func (g *Group) key() string { return strings.Map(keep, g.cfg.Member) }
 
+// errLapsed: the lease ran out while partitions were held; they must be
+// released before the membership is renewed.
+var errLapsed = errors.New("lease lapsed with partitions held")
+
 // renew puts the member's key and, on success, extends the lease from
-// the moment the put was sent.
+// the moment the put was sent. A lease that has lapsed while partitions
+// are held is not renewed: the main loop releases them first, so nothing
+// held under the old lease is published under the new one.
 func (g *Group) renew(ctx context.Context) error {
 	sent := time.Now()
+	g.mu.Lock()
+	lapsed := sent.Sub(g.renewed) >= g.cfg.Lease && len(g.owned) > 0
+	g.mu.Unlock()
+	if lapsed {
+		return errLapsed
+	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.Lease/2)
 	defer cancel()
 	if _, err := g.kv.PutString(ctx, g.key(), g.cfg.Member); err != nil {
 		return fmt.Errorf("stage %s: renew membership of %s: %w", g.cfg.Stage, g.cfg.Member, err)
 	}
 	g.mu.Lock()
-	g.renewed = sent
+	if sent.After(g.renewed) {
+		g.renewed = sent
+	}
 	g.mu.Unlock()
 	return nil
+}
+
+// renewLoop renews the membership every Lease/4, apart from the main
+// loop, whose reassignments may take longer than a lease.
+func (g *Group) renewLoop(ctx context.Context, lapsed chan<- struct{}) {
+	t := time.NewTicker(g.cfg.Lease / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		switch err := g.renew(ctx); {
+		case errors.Is(err, errLapsed):
+			select {
+			case lapsed <- struct{}{}:
+			default:
+			}
+		case err != nil && ctx.Err() == nil:
+			g.log.Warn("group renewal", "err", err)
+		}
+	}
 }
 
 // Valid reports whether the replica still holds its lease: the last
@@ -153,23 +190,28 @@ func (g *Group) Owned() []int {
 
 func (g *Group) loop(ctx context.Context) {
 	defer close(g.done)
+	lapsed := make(chan struct{}, 1)
+	rdone := make(chan struct{})
+	go func() {
+		defer close(rdone)
+		g.renewLoop(ctx, lapsed)
+	}()
+	defer func() { <-rdone }()
 	t := time.NewTicker(g.cfg.Lease / 4)
 	defer t.Stop()
 	for {
-		g.rebalance(ctx)
+		if !g.Valid() {
+			// The lease ran out (the process was paused, or NATS was
+			// away): release everything; renewal resumes after.
+			g.release(ctx)
+		} else {
+			g.rebalance(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if !g.Valid() {
-			// The lease ran out (the process was paused, or NATS was
-			// away): release everything before renewing, so nothing
-			// held under the old lease is published under the new one.
-			g.release(ctx)
-		}
-		if err := g.renew(ctx); err != nil && ctx.Err() == nil {
-			g.log.Warn("group renewal", "err", err)
+		case <-lapsed:
 		}
 	}
 }
