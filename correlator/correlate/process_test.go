@@ -72,7 +72,7 @@ stages:
     replicas: 3
     inputs: [EVENTS]
     outputs: [CALLS]
-    config: {window: 200ms, closeWait: 300ms, flushInterval: 20ms, ackWait: 4s, lease: 1s}
+    config: {window: 200ms, closeWait: 300ms, flushInterval: 20ms, ackWait: 6s, lease: 3s}
 `, parts)
 	if err := os.WriteFile(f, []byte(y), 0o644); err != nil {
 		t.Fatal(err)

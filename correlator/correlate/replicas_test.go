@@ -25,11 +25,11 @@ type replica struct {
 	h  *stagetest.Host
 }
 
-// replicaConfig is testConfig with room for a 1s lease: a lease of a few
+// replicaConfig is testConfig with the default 3s lease: a lease of a few
 // hundred milliseconds runs out on a loaded machine and partitions churn.
 func replicaConfig() *correlate.Config {
 	c := testConfig()
-	c.AckWait, c.Lease = 3*time.Second, time.Second
+	c.AckWait, c.Lease = 6*time.Second, 3*time.Second
 	return c
 }
 

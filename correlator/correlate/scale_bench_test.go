@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/weftobs/weft/correlator/internal/scenario"
@@ -117,8 +118,9 @@ func runReplicas(b *testing.B, n, parts int, batches []*schema.EventBatch, event
 	for i, p := range ps {
 		before[i] = cpuTime(p.cmd.Process.Pid)
 	}
+	msgs := stagetest.PartitionMessages(b, batches, parts)
 	start := time.Now()
-	stagetest.PublishPartitioned(b, s.JS, batches, parts)
+	publishAsync(b, s.JS, msgs)
 	natstest.CheckFor(b, 10*time.Minute, 20*time.Millisecond, func() error {
 		ok, err := allAcked(s.JS, parts)
 		if err != nil || !ok {
@@ -158,4 +160,19 @@ func runKill(b *testing.B, parts int, batches []*schema.EventBatch) (assigned, d
 		return nil
 	})
 	return assigned, time.Since(killed)
+}
+
+// publishAsync publishes msgs without waiting for each ack, so the
+// publishing side outruns the correlators being measured.
+func publishAsync(b *testing.B, js jetstream.JetStream, msgs []*nats.Msg) {
+	for _, m := range msgs {
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.Fatal("publish acks did not come within a minute")
+	}
 }
