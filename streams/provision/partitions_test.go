@@ -62,4 +62,3 @@ func TestPartitionCountFixed(t *testing.T) {
 		})
 	}
 }
-
