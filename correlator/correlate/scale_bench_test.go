@@ -132,6 +132,7 @@ func runReplicas(b *testing.B, n, parts int, batches []*schema.EventBatch, event
 	cpus := make([]time.Duration, n)
 	for i, p := range ps {
 		cpus[i] = cpuTime(p.cmd.Process.Pid) - before[i]
+		b.Logf("%s: %d assignments, %d leases lost", p.node, strings.Count(p.logs(), "partitions assigned"), strings.Count(p.logs(), "lease lost"))
 	}
 	return float64(events) / el.Seconds(), cpus
 }
@@ -166,7 +167,7 @@ func runKill(b *testing.B, parts int, batches []*schema.EventBatch) (assigned, d
 // publishing side outruns the correlators being measured.
 func publishAsync(b *testing.B, js jetstream.JetStream, msgs []*nats.Msg) {
 	for _, m := range msgs {
-		if _, err := js.PublishMsgAsync(m); err != nil {
+		if _, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
 			b.Fatal(err)
 		}
 	}
