@@ -70,6 +70,7 @@ func keep(r rune) rune {
 type Group struct {
 	cfg Config
 	kv  jetstream.KeyValue
+	st  jetstream.Stream // the bucket's stream
 	log *slog.Logger
 
 	mu      sync.Mutex
@@ -101,7 +102,11 @@ func Join(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	if err != nil {
 		return nil, fmt.Errorf("stage %s: group bucket %s: %w", cfg.Stage, Bucket(cfg.Stage), err)
 	}
-	g := &Group{cfg: cfg, kv: kv, log: log, done: make(chan struct{})}
+	st, err := js.Stream(ctx, "KV_"+Bucket(cfg.Stage))
+	if err != nil {
+		return nil, fmt.Errorf("stage %s: group bucket %s: %w", cfg.Stage, Bucket(cfg.Stage), err)
+	}
+	g := &Group{cfg: cfg, kv: kv, st: st, log: log, done: make(chan struct{})}
 	if err := g.renew(ctx); err != nil {
 		return nil, err
 	}
@@ -252,15 +257,30 @@ func Assign(members []string, member string, n int) []int {
 	return out
 }
 
+// live lists the members whose keys have not expired, in one request
+// (the bucket stream's subjects): a listing through a KV watcher can come
+// back short under load, and a member missing for a moment would move
+// partitions for nothing.
+func (g *Group) live(ctx context.Context) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.Lease/2)
+	defer cancel()
+	prefix := "$KV." + Bucket(g.cfg.Stage) + "."
+	info, err := g.st.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		keys = append(keys, strings.TrimPrefix(subj, prefix))
+	}
+	return keys, nil
+}
+
 func (g *Group) rebalance(ctx context.Context) {
 	var owned []int
 	if g.Valid() {
-		lctx, cancel := context.WithTimeout(ctx, g.cfg.Lease/2)
-		keys, err := g.kv.Keys(lctx)
-		cancel()
-		switch {
-		case errors.Is(err, jetstream.ErrNoKeysFound):
-		case err != nil:
+		keys, err := g.live(ctx)
+		if err != nil {
 			if ctx.Err() == nil {
 				g.log.Warn("group members", "err", err)
 			}
@@ -292,7 +312,9 @@ func (g *Group) Leave(ctx context.Context) error {
 	var err error
 	g.once.Do(func() {
 		g.Stop()
-		if derr := g.kv.Delete(ctx, g.key()); derr != nil {
+		// Purged, not deleted: a delete marker would list the member as
+		// live until it expires.
+		if derr := g.st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+Bucket(g.cfg.Stage)+"."+g.key())); derr != nil {
 			err = fmt.Errorf("stage %s: leave group: %w", g.cfg.Stage, derr)
 		}
 	})
