@@ -32,6 +32,13 @@ var (
 	weftErr  error
 )
 
+// removeWeftBinary removes the built binary, if any (from TestMain).
+func removeWeftBinary() {
+	if weftBin != "" {
+		_ = os.RemoveAll(filepath.Dir(weftBin))
+	}
+}
+
 func weftBinary(t testing.TB) string {
 	t.Helper()
 	weftOnce.Do(func() {
