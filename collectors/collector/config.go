@@ -3,8 +3,10 @@ package collector
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -24,6 +26,7 @@ import (
 //	  processes: []                  # only these comm/exe globs (default all)
 //	  excludeProcesses: []
 //	  hostProcesses: true            # events of processes in no pod
+//	  pod: ""                        # a sidecar's own pod uid (default $WEFT_POD_UID): only its events
 //	  metadata: {provider: auto, file: ""}  # auto | kubernetes | file | none
 //	  required: false                # fail the stage without privileges or when the kernel refuses a program
 type Config struct {
@@ -37,13 +40,20 @@ type Config struct {
 	// when the ring buffer is half full). Keep OpenAfter × 1.5 well under
 	// the correlator's window (1s), which is how long one side of a
 	// connection that closed waits for the other side's open.
-	OpenAfter         time.Duration  `yaml:"openAfter" json:"openAfter"`
-	Namespaces        []string       `yaml:"namespaces" json:"namespaces"`
-	ExcludeNamespaces []string       `yaml:"excludeNamespaces" json:"excludeNamespaces"`
-	Processes         []string       `yaml:"processes" json:"processes"`
-	ExcludeProcesses  []string       `yaml:"excludeProcesses" json:"excludeProcesses"`
-	HostProcesses     bool           `yaml:"hostProcesses" json:"hostProcesses"`
-	Metadata          MetadataConfig `yaml:"metadata" json:"metadata"`
+	OpenAfter         time.Duration `yaml:"openAfter" json:"openAfter"`
+	Namespaces        []string      `yaml:"namespaces" json:"namespaces"`
+	ExcludeNamespaces []string      `yaml:"excludeNamespaces" json:"excludeNamespaces"`
+	Processes         []string      `yaml:"processes" json:"processes"`
+	ExcludeProcesses  []string      `yaml:"excludeProcesses" json:"excludeProcesses"`
+	HostProcesses     bool          `yaml:"hostProcesses" json:"hostProcesses"`
+	// Pod, when set, makes the collector report only that pod (its uid):
+	// what a collector running as a sidecar of the user's pods
+	// (deploy: sidecar, sidecarOf: app) must do, since its hooks see the
+	// whole node and every pod on it may have such a sidecar. Default
+	// $WEFT_POD_UID, which the chart's sidecar snippet sets from the
+	// downward API; unset, the collector reports its whole node.
+	Pod      string         `yaml:"pod" json:"pod"`
+	Metadata MetadataConfig `yaml:"metadata" json:"metadata"`
 	// Required makes Start fail when the node cannot run eBPF (not root,
 	// no CAP_BPF/CAP_PERFMON, no BTF) or the kernel refuses a program.
 	// When false (default) the stage logs what is missing and stays idle,
@@ -74,6 +84,18 @@ const (
 	ProviderFile       = "file"
 	ProviderNone       = "none"
 )
+
+// PodEnv is the variable that names a sidecar collector's own pod (its
+// uid, from the downward API's metadata.uid) when the config does not.
+const PodEnv = "WEFT_POD_UID"
+
+// ownPod is the pod a sidecar collector reports ("" for the whole node).
+func (c *Config) ownPod() string {
+	if c.Pod != "" {
+		return c.Pod
+	}
+	return strings.TrimSpace(os.Getenv(PodEnv))
+}
 
 // NewConfig returns the defaults.
 func NewConfig() *Config {
