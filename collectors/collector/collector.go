@@ -213,7 +213,7 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.coll, s.pub, s.cancel = coll, pub, cancel
 	s.enr = enrich.New(cgroup.NewResolver(), meta, func(p *schema.Pod) { s.publishPod(runCtx, schema.PodEvent_OP_UPSERT, p) })
-	s.pipe = NewPipeline(s.node, s.cfg, decode.New(s.enr), pub, s.counters)
+	s.pipe = NewPipeline(s.node, s.cfg, decode.New(s.enr), publish.Partitioned(pub, partitions(s.set.Outputs)), s.counters)
 
 	pollCtx, stopPoll := context.WithCancel(runCtx)
 	s.stopPoll, s.pollDone = stopPoll, make(chan struct{})
@@ -478,4 +478,13 @@ func (s *Stage) Shutdown(ctx context.Context) error {
 		sweepErr = fmt.Errorf("collector %s: %w", s.set.Name, sweepErr)
 	}
 	return errors.Join(closeErr, sweepErr, pubErr)
+}
+
+// partitions is how many partitions the output stream's connection events
+// are split into.
+func partitions(outs []stage.Stream) int {
+	if len(outs) == 0 {
+		return 1
+	}
+	return outs[0].Partitions
 }

@@ -99,7 +99,8 @@ type Stage struct {
 	s      stage.Settings
 	cfg    Config
 	log    *slog.Logger
-	pubs   map[string]*publish.Publisher // by simulated node
+	pubs   map[string]*publish.Publisher    // by simulated node
+	parts  map[string]publish.ItemPublisher // pubs, split by EVENTS partition
 	gen    *Generator
 	sent   atomic.Int64
 	fin    atomic.Bool // Total reached
@@ -144,6 +145,10 @@ func (st *Stage) Start(ctx context.Context, host stage.Host) error {
 			return err
 		}
 		st.pubs[node] = pub
+	}
+	st.parts = map[string]publish.ItemPublisher{}
+	for node, pub := range st.pubs {
+		st.parts[node] = publish.Partitioned(pub, out.Partitions)
 	}
 	host.Handle(TruthPath, http.HandlerFunc(st.serveTruth))
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -204,7 +209,7 @@ func (st *Stage) run(ctx context.Context) error {
 			// connections close and its processes exit, so the truth is
 			// final (nothing open) and the graph must match it.
 			for _, e := range st.gen.Stop(time.Now()) {
-				if err := st.pubs[e.Node].Publish(ctx, e.Subject, e.Event); err != nil {
+				if err := st.parts[e.Node].Publish(ctx, e.Subject, e.Event); err != nil {
 					return err
 				}
 				st.sent.Add(1)
@@ -214,7 +219,7 @@ func (st *Stage) run(ctx context.Context) error {
 			return nil
 		}
 		for _, e := range st.gen.Step(time.Now()) {
-			if err := st.pubs[e.Node].Publish(ctx, e.Subject, e.Event); err != nil {
+			if err := st.parts[e.Node].Publish(ctx, e.Subject, e.Event); err != nil {
 				return err
 			}
 			st.sent.Add(1)

@@ -14,17 +14,22 @@ package correlate
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/weftobs/weft/correlator/join"
 	"github.com/weftobs/weft/streams/consume"
-	"github.com/weftobs/weft/streams/publish"
+	"github.com/weftobs/weft/streams/group"
 	"github.com/weftobs/weft/streams/schema"
 	"github.com/weftobs/weft/streams/stage"
 )
@@ -46,14 +51,22 @@ type Config struct {
 	// plus FlushInterval. After a restart, lone halves wait at least this
 	// long, so messages a previous instance held come back first. Default 15s.
 	AckWait time.Duration `yaml:"ackWait" json:"ackWait"`
-	// MaxAckPending bounds EVENTS messages in flight. Default 8192.
+	// MaxAckPending bounds EVENTS messages in flight, per partition.
+	// Default 8192.
 	MaxAckPending int `yaml:"maxAckPending" json:"maxAckPending"`
+	// Lease is how long a replica keeps its partitions without renewing
+	// its membership; a replica that dies (or is paused) loses them after
+	// it. It must leave room in AckWait for a held message:
+	// lease+window+closeWait+flushInterval < ackWait. Default 3s, or
+	// less when ackWait leaves less room (half of it).
+	Lease time.Duration `yaml:"lease" json:"lease"`
 }
 
 // NewConfig returns the config with defaults.
 func NewConfig() *Config {
 	return &Config{Window: time.Second, CloseWait: 5 * time.Second, MaxConnections: 1 << 20,
-		FlushInterval: 100 * time.Millisecond, AckWait: 15 * time.Second, MaxAckPending: 8192}
+		FlushInterval: 100 * time.Millisecond, AckWait: 15 * time.Second, MaxAckPending: 8192,
+	}
 }
 
 // Validate reports every problem.
@@ -74,6 +87,14 @@ func (c *Config) Validate() error {
 	if c.AckWait <= c.Window+c.CloseWait+c.FlushInterval {
 		errs = append(errs, fmt.Errorf("ackWait %v: must exceed window+closeWait+flushInterval (%v)", c.AckWait, c.Window+c.CloseWait+c.FlushInterval))
 	}
+	if room := c.AckWait - c.Window - c.CloseWait - c.FlushInterval; c.Lease == 0 && room > 0 {
+		c.Lease = min(3*time.Second, room/2)
+	}
+	if c.Lease < 0 {
+		errs = append(errs, fmt.Errorf("lease %v: must be positive", c.Lease))
+	} else if c.Lease > 0 && c.Lease+c.Window+c.CloseWait+c.FlushInterval >= c.AckWait {
+		errs = append(errs, fmt.Errorf("lease %v: lease+window+closeWait+flushInterval must be under ackWait %v, so a replica whose lease ran out has stopped before its held messages go to another", c.Lease, c.AckWait))
+	}
 	if c.MaxAckPending <= 0 {
 		errs = append(errs, fmt.Errorf("maxAckPending %d: must be positive", c.MaxAckPending))
 	}
@@ -91,31 +112,23 @@ func Kind() stage.Kind {
 	}
 }
 
-// Stage is a running correlator.
+// Stage is a running correlator: the partitions of EVENTS this replica
+// owns, each with its own joiner, consumer and publisher (part).
 type Stage struct {
-	set     stage.Settings
-	cfg     Config
-	log     *slog.Logger
-	input   stage.Stream
-	started time.Time
+	set   stage.Settings
+	cfg   Config
+	log   *slog.Logger
+	input stage.Stream
+	n     int // partitions
+	js    jetstream.JetStream
+	host  stage.Host
+	grp   atomic.Pointer[group.Group]
 
-	mu      sync.Mutex
-	j       *join.Joiner
-	held    []*held
-	lastIn  time.Time // wall time of the last event
-	markIn  uint64    // watermark at lastIn
-	broken  error     // an emit failed: nothing more may be acked
-	pub     *publish.Publisher
-	cons    *consume.Consumer
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
+	mu      sync.Mutex // guards parts, past; held while partitions move
+	parts   map[int]*part
+	past    join.Stats // of parts stopped
 	stopped sync.Once
-}
-
-type held struct {
-	msg  jetstream.Msg
-	hold join.Hold
+	closed  bool
 }
 
 // New builds a correlator from its settings.
@@ -137,185 +150,198 @@ func New(s stage.Settings) (stage.Stage, error) {
 	if s.Counters == nil {
 		s.Counters = &stage.Counters{}
 	}
-	st := &Stage{set: s, cfg: *cfg, log: log, input: s.Inputs[0], done: make(chan struct{})}
-	st.j = join.New(join.Config{Window: cfg.Window, CloseWait: cfg.CloseWait, MaxConnections: cfg.MaxConnections, Emit: st.emit})
-	return st, nil
+	return &Stage{set: s, cfg: *cfg, log: log, input: s.Inputs[0], n: max(s.Inputs[0].Partitions, 1), parts: map[int]*part{}}, nil
 }
 
-// Joiner exposes the joiner's counters (for /metrics and tests).
+// Stats sums the joiners' counters over the partitions this replica
+// holds and has held (for /metrics and tests).
 func (s *Stage) Stats() join.Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.j.Stats()
+	st := s.past
+	for _, p := range s.parts {
+		st = addStats(st, p.stats())
+	}
+	return st
 }
 
-// Start creates the publisher and the consumer and returns.
-func (s *Stage) Start(ctx context.Context, host stage.Host) error {
-	js := host.JetStream()
-	pub, err := publish.New(js.Conn(), publish.Config{Stage: s.set.Name, Node: s.set.Node, Type: &schema.CallBatch{},
-		// What a call repeats of itself or of an earlier call of its
-		// message stays off the stream; every reader's decoder puts it back.
-		PerBatch: schema.NewCallCompactor}, s.set.Counters, s.log)
-	if err != nil {
-		return fmt.Errorf("stage %s: %w", s.set.Name, err)
+// Owned is the partitions this replica reads now, sorted.
+func (s *Stage) Owned() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]int, 0, len(s.parts))
+	for k := range s.parts {
+		out = append(out, k)
 	}
-	s.pub = pub
-	s.started = time.Now()
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	cc := consume.ConfigFor(s.set, s.input)
-	cc.FilterSubjects = consume.EventFilters(s.set, schema.KindTCP, schema.KindUnix, schema.KindPod)
-	cc.AckWait = s.cfg.AckWait
-	cc.MaxAckPending = s.cfg.MaxAckPending
-	cc.PullBatch = 256
-	cons, err := consume.Start(ctx, js, cc, s.handle, s.set.Counters, s.log)
+	slices.Sort(out)
+	return out
+}
+
+// Member is this replica's name in its group ("" before Start or in a
+// replay, which reads every partition itself).
+func (s *Stage) Member() string {
+	if g := s.grp.Load(); g != nil {
+		return g.Name()
+	}
+	return ""
+}
+
+// Start joins the stage's group; the group assigns the partitions this
+// replica reads (all of them under `weft replay`, which runs alone).
+func (s *Stage) Start(ctx context.Context, host stage.Host) error {
+	s.js, s.host = host.JetStream(), host
+	if s.set.Replay != nil {
+		all := make([]int, s.n)
+		for i := range all {
+			all[i] = i
+		}
+		return s.assign(ctx, all)
+	}
+	g, err := group.Join(ctx, s.js, group.Config{
+		Stage: s.set.Name, Partitions: s.n, Member: memberName(), Lease: s.cfg.Lease,
+		OnChange: func(ctx context.Context, owned []int) {
+			if err := s.assign(ctx, owned); err != nil {
+				host.Fatal(err)
+			}
+		},
+	}, s.log)
 	if err != nil {
-		_ = pub.Close(ctx)
 		return err
 	}
-	s.cons = cons
-	go s.loop()
+	s.grp.Store(g)
 	return nil
 }
 
-func (s *Stage) emit(c *schema.Call) error {
-	node := c.GetClient().GetNode()
-	if node == "" {
-		node = c.GetServer().GetNode()
-	}
-	return s.pub.Publish(s.ctx, schema.CallSubject(node), c)
+// valid is the fence of every part's publisher: the replica holds its
+// lease (always true in a replay).
+func (s *Stage) valid() bool {
+	g := s.grp.Load()
+	return g == nil || g.Valid()
 }
 
-func (s *Stage) handle(ctx context.Context, m jetstream.Msg) error {
-	b, err := schema.DecodeEventBatch(m.Data())
-	if err != nil {
-		return consume.Permanent(err)
-	}
-	h := &held{msg: m}
-	var bad []error
+// assign stops the parts no longer owned (publishing and acking what is
+// complete while the lease holds, handing the rest back) and starts the
+// newly owned ones.
+func (s *Stage) assign(ctx context.Context, owned []int) error {
 	s.mu.Lock()
-	if s.broken != nil {
-		s.mu.Unlock()
-		return s.broken
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
 	}
-	node := b.GetOrigin().GetNode()
-	if node == "" {
-		s.mu.Unlock()
-		return consume.Permanent(errors.New("event batch without origin node"))
-	}
-	for i, ev := range b.GetEvents() {
-		if err := s.j.Feed(node, ev, &h.hold); err != nil {
-			if errors.Is(err, join.ErrMalformed) {
-				bad = append(bad, fmt.Errorf("event %d: %w", i, err))
-				continue
+	for k, p := range s.parts {
+		if !slices.Contains(owned, k) {
+			if err := p.stop(ctx); err != nil {
+				s.log.Warn("release partition", "partition", k, "err", err)
 			}
-			s.broken = err
-			break
+			st := p.stats()
+			st.Held = 0
+			s.past = addStats(s.past, st)
+			delete(s.parts, k)
 		}
 	}
-	s.lastIn, s.markIn = time.Now(), s.j.Watermark()
-	s.held = append(s.held, h)
-	s.mu.Unlock()
-	if len(bad) > 0 {
-		// The good events went on; a copy of the message goes to the DLQ
-		// with the reason, the original is acked with the rest.
-		reason := fmt.Sprintf("%d of %d events malformed: %v", len(bad), len(b.GetEvents()), errors.Join(bad...))
-		if err := s.cons.DeadLetters().Send(ctx, m, reason); err != nil {
-			s.log.Warn("dead-letter malformed events", "err", err)
+	for _, k := range owned {
+		if s.parts[k] != nil {
+			continue
 		}
+		p, err := s.startPart(ctx, k)
+		if err != nil {
+			return err
+		}
+		s.parts[k] = p
 	}
-	return consume.ErrAckLater
+	return nil
 }
 
-func (s *Stage) loop() {
-	defer close(s.done)
-	t := time.NewTicker(s.cfg.FlushInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-			s.flush(s.ctx, true)
+// consumerConfig is partition k's durable consumer: one per partition,
+// reading the partition's connection events and every node's pod events
+// (each partition resolves endpoints to pods on its own).
+func (s *Stage) consumerConfig(k int) consume.Config {
+	cc := consume.ConfigFor(s.set, s.input)
+	cc.FilterSubjects = consume.EventFilters(s.set, schema.KindTCP, schema.KindUnix, schema.KindPod)
+	if s.n > 1 {
+		cc.FilterSubjects = consume.PartitionFilters(s.set, k, s.n, schema.KindTCP, schema.KindUnix, schema.KindPod)
+		if cc.Durable == "" {
+			cc.Durable = consume.DurableName(s.set.Name, s.input.Name)
 		}
+		cc.Durable += "-p" + strconv.Itoa(k)
 	}
+	cc.AckWait = s.cfg.AckWait
+	cc.MaxAckPending = s.cfg.MaxAckPending
+	cc.PullBatch = 256
+	if s.set.Replay == nil {
+		cc.PinnedTTL = s.pinnedTTL()
+	}
+	return cc
 }
 
-// flush advances time (when expire is set), publishes what is emitted and
-// acks every message whose closes all became calls.
-func (s *Stage) flush(ctx context.Context, expire bool) {
-	s.mu.Lock()
-	if expire && s.broken == nil {
-		// After a restart, messages a previous instance held come back
-		// within AckWait: until then no lone half may give up its partner.
-		if time.Since(s.started) > s.cfg.AckWait {
-			now := s.j.Watermark()
-			if idle := time.Since(s.lastIn); !s.lastIn.IsZero() && idle > s.cfg.Window {
-				// No input: let event time follow wall time.
-				now = max(now, s.markIn+uint64(idle))
-			}
-			if err := s.j.Advance(now); err != nil {
-				s.broken = err
-			}
-		}
+// pinnedTTL is the partition consumers' pin TTL. The pin only keeps two
+// replicas that disagree for a moment from both reading; the lease
+// decides ownership. Idle pulls come every second, so the pin lasts a few.
+func (s *Stage) pinnedTTL() time.Duration {
+	if s.set.Replay != nil {
+		return 0
 	}
-	var ready []*held
-	keep := s.held[:0]
-	for _, h := range s.held {
-		if h.hold.Pending() == 0 {
-			ready = append(ready, h)
-		} else {
-			keep = append(keep, h)
-		}
-	}
-	clear(s.held[len(keep):])
-	s.held = keep
-	broken := s.broken
-	s.mu.Unlock()
-	if len(ready) == 0 {
-		return
-	}
-	if broken != nil {
-		return // never ack past a lost call; redelivery rebuilds it
-	}
-	if err := s.pub.Flush(ctx); err != nil {
-		s.log.Warn("flush calls", "err", err)
-		s.mu.Lock()
-		s.held = append(ready, s.held...)
-		s.mu.Unlock()
-		return
-	}
-	for _, h := range ready {
-		if err := h.msg.Ack(); err == nil {
-			s.set.Counters.Acked.Add(1)
-		}
-	}
+	return max(s.cfg.Lease, 3*time.Second)
 }
 
-// Shutdown stops reading, publishes and acks what is complete, and hands
-// the messages still held back to the server for the next instance.
+func memberName() string {
+	h, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%x", h, os.Getpid(), b)
+}
+
+// Shutdown stops every partition: what is complete is published and
+// acked, what is held goes back to the server for the next owner, and the
+// replica leaves its group so the others take its partitions at once.
 func (s *Stage) Shutdown(ctx context.Context) error {
 	var errs []error
 	s.stopped.Do(func() {
-		if s.cons == nil {
-			return
-		}
-		if err := s.cons.Stop(ctx); err != nil {
-			errs = append(errs, err)
-		}
-		s.cancel()
-		<-s.done
-		s.flush(ctx, false)
 		s.mu.Lock()
-		for _, h := range s.held {
-			_ = h.msg.Nak()
-		}
-		s.held = nil
+		s.closed = true
+		parts := s.parts
+		s.parts = map[int]*part{}
 		s.mu.Unlock()
-		if err := s.pub.Close(ctx); err != nil {
-			errs = append(errs, err)
+		g := s.grp.Load()
+		if g != nil {
+			// No more assignments; the lease still holds while parts stop.
+			g.Stop()
+		}
+		for _, p := range parts {
+			if err := p.stop(ctx); err != nil {
+				errs = append(errs, err)
+			}
+			st := p.stats()
+			st.Held = 0
+			s.mu.Lock()
+			s.past = addStats(s.past, st)
+			s.mu.Unlock()
+		}
+		if g != nil {
+			if err := g.Leave(ctx); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	})
 	return errors.Join(errs...)
+}
+
+func addStats(a, b join.Stats) join.Stats {
+	a.Calls += b.Calls
+	a.Joined += b.Joined
+	a.Partial += b.Partial
+	a.Failed += b.Failed
+	a.Unix += b.Unix
+	a.Duplicates += b.Duplicates
+	a.LateCloses += b.LateCloses
+	a.EvictedOpen += b.EvictedOpen
+	a.EvictedEmit += b.EvictedEmit
+	a.Malformed += b.Malformed
+	a.Pods += b.Pods
+	a.Ignored += b.Ignored
+	a.Held += b.Held
+	a.EmitFailures += b.EmitFailures
+	return a
 }
 
 var _ stage.Stage = (*Stage)(nil)

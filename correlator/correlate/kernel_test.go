@@ -20,7 +20,9 @@ import (
 
 func TestMain(m *testing.M) {
 	workload.Main() // the scenario's processes are this binary
-	os.Exit(m.Run())
+	code := m.Run()
+	removeWeftBinary()
+	os.Exit(code)
 }
 
 // TestKernelToCalls: the simulated node's calls, captured by the real

@@ -108,6 +108,13 @@ type Config struct {
 	// Backoff is the redelivery delay after the n-th failed delivery;
 	// default 100ms doubling to 10s.
 	Backoff func(n uint64) time.Duration
+	// PinnedTTL, when set, makes the consumer a pinned-client priority
+	// group (PinGroup): the server delivers to one client at a time, and
+	// pins another only after the pinned one has sent no pull for this
+	// long, or was unpinned (Unpin). It is how a partition is read by one
+	// replica at a time. The pull expiry is a third of it (at least 1s, so
+	// the TTL should be 3s or more), so a live client keeps its pin.
+	PinnedTTL time.Duration
 	// DeliverNew starts a new durable at the end of the stream rather than
 	// its start.
 	DeliverNew bool
@@ -144,6 +151,23 @@ func EventFilters(s stage.Settings, kinds ...string) []string {
 	return out
 }
 
+// PartitionFilters are the EVENTS subjects partition p of n reads: the
+// given kinds' partitioned subjects (weft.events.*.<kind>.<p>) for
+// partitioned kinds, every node's subject for the others (pod and process
+// events reach every partition).
+func PartitionFilters(s stage.Settings, p, n int, kinds ...string) []string {
+	out := EventFilters(s, kinds...)
+	if n <= 1 {
+		return out
+	}
+	for i, k := range kinds {
+		if schema.Partitioned(k) {
+			out[i] += "." + strconv.Itoa(p)
+		}
+	}
+	return out
+}
+
 func (c *Config) setDefaults() {
 	if c.Durable == "" {
 		c.Durable = DurableName(c.Stage, c.Stream)
@@ -175,6 +199,9 @@ func (c *Config) setDefaults() {
 // the stage's name, so tools (and /metrics) can tell whose a consumer is.
 const DescriptionPrefix = "weft stage "
 
+// PinGroup is the priority group of a consumer with PinnedTTL.
+const PinGroup = "weft"
+
 // DurableName is the durable consumer name of stage on stream.
 func DurableName(stage, stream string) string { return stage + "-" + stream }
 
@@ -196,6 +223,11 @@ func (c Config) ConsumerConfig() jetstream.ConsumerConfig {
 	}
 	if c.DeliverNew {
 		cc.DeliverPolicy = jetstream.DeliverNewPolicy
+	}
+	if c.PinnedTTL > 0 {
+		cc.PriorityGroups = []string{PinGroup}
+		cc.PriorityPolicy = jetstream.PriorityPolicyPinned
+		cc.PinnedTTL = c.PinnedTTL
 	}
 	if r := c.Replay; r != nil {
 		switch {
@@ -250,7 +282,14 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler, c
 	if mp := int(js.Conn().MaxPayload()); cfg.PullMaxBytes < mp {
 		cfg.PullMaxBytes = mp
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(cfg.PullBatch, cfg.PullMaxBytes))
+	opts := []jetstream.PullMessagesOpt{jetstream.PullMaxMessagesWithBytesLimit(cfg.PullBatch, cfg.PullMaxBytes)}
+	if cfg.PinnedTTL > 0 {
+		// The client's idle pulls must come well within the TTL, or the
+		// server would unpin a live client between two of them.
+		exp := min(max(cfg.PinnedTTL/3, time.Second), 30*time.Second)
+		opts = append(opts, jetstream.PullPriorityGroup(PinGroup), jetstream.PullExpiry(exp), jetstream.PullHeartbeat(exp/2))
+	}
+	it, err := cons.Messages(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("stage %s: read stream %s: %w", cfg.Stage, cfg.Stream, err)
 	}
@@ -343,6 +382,23 @@ func (c *Consumer) process(m jetstream.Msg) {
 		c.log.Debug("handler failed, redelivering", "stream", c.cfg.Stream, "seq", meta.Sequence.Stream, "delivery", meta.NumDelivered, "err", err)
 		_ = m.NakWithDelay(c.cfg.Backoff(meta.NumDelivered))
 	}
+}
+
+// Unpin releases the consumer's pin (PinnedTTL), so the server pins the
+// next client that pulls without waiting out the TTL. Call it after Stop,
+// once what this client held is acked or nakked.
+func (c *Consumer) Unpin(ctx context.Context) error {
+	if c.cfg.PinnedTTL <= 0 {
+		return nil
+	}
+	st, err := c.js.Stream(ctx, c.cfg.Stream)
+	if err == nil {
+		err = st.UnpinConsumer(ctx, c.cfg.Durable, PinGroup)
+	}
+	if err != nil {
+		return fmt.Errorf("stage %s: unpin consumer %s on %s: %w", c.cfg.Stage, c.cfg.Durable, c.cfg.Stream, err)
+	}
+	return nil
 }
 
 // DeadLetters returns the consumer's dead-letter sender, for stages that

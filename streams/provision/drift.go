@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/weftobs/weft/streams/schema"
 	"slices"
 	"strings"
 	"time"
@@ -49,6 +50,8 @@ func Diff(live, want jetstream.StreamConfig) []Drift {
 	add("retention", live.Retention != want.Retention, live.Retention.String(), want.Retention.String())
 	add("discard", live.Discard != want.Discard, live.Discard.String(), want.Discard.String())
 	add("description", live.Description != want.Description, fmt.Sprintf("%q", live.Description), fmt.Sprintf("%q", want.Description))
+	lp, wp := live.Metadata[schema.MetaPartitions], want.Metadata[schema.MetaPartitions]
+	add("partitions", lp != wp, orNone(lp), orNone(wp))
 	return out
 }
 
@@ -97,4 +100,11 @@ func DiffStreams(ctx context.Context, js jetstream.JetStream, t *topology.Topolo
 		drift = append(drift, Diff(st.CachedInfo().Config, want)...)
 	}
 	return drift, missing, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

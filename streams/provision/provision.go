@@ -79,6 +79,7 @@ func StreamConfig(s *topology.Stream, o Options) (jetstream.StreamConfig, []stri
 	if s.Compression == topology.CompressionNone {
 		cfg.Compression = jetstream.NoCompression
 	}
+	setPartitions(&cfg, s.Partitions)
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = -1
 	}
@@ -141,6 +142,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		return r, fmt.Errorf("stream %s: %w", cfg.Name, err)
 	}
 	have := st.CachedInfo().Config
+	if err := checkPartitions(have, cfg); err != nil {
+		return r, err
+	}
 	r.Drift = Diff(have, cfg)
 	if len(r.Drift) == 0 {
 		r.Action = Unchanged

@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -88,6 +89,14 @@ type Config struct {
 	// Overflow is what to do when MaxBufferedBytes is reached. Default
 	// OverflowBlock.
 	Overflow Overflow
+	// Fence, when set, is asked right before each batch is handed to the
+	// connection. Once it says false the publisher is fenced for good:
+	// nothing more is sent, what is queued is discarded, and Publish and
+	// Flush return ErrFenced — so a caller never acks the input of a batch
+	// that was not sent. It is how a stage that lost its claim to a
+	// partition (a lease run out while the process was paused) is kept
+	// from publishing next to the replica that took the partition over.
+	Fence func() bool
 }
 
 func (c *Config) setDefaults() error {
@@ -185,6 +194,7 @@ type Publisher struct {
 	seq     uint64
 	scratch []byte
 	closed  bool
+	fenced  atomic.Bool
 
 	qmu     sync.Mutex
 	queue   []*sealed
@@ -271,6 +281,9 @@ func (p *Publisher) encodeHeader() []byte {
 // a sealed batch must wait for buffer room (OverflowBlock) and returns
 // ctx's error if ctx ends first; that batch is then dropped and counted.
 func (p *Publisher) Publish(ctx context.Context, subject string, item proto.Message) error {
+	if p.fenced.Load() {
+		return ErrFenced
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -318,6 +331,35 @@ func (p *Publisher) Publish(ctx context.Context, subject string, item proto.Mess
 
 // ErrClosed is returned by Publish after Close.
 var ErrClosed = errors.New("publisher closed")
+
+// ErrFenced is returned by Publish and Flush once Config.Fence said no.
+var ErrFenced = errors.New("publisher fenced: the stage lost its claim to publish")
+
+// fence reports whether the publisher is fenced, asking Config.Fence.
+func (p *Publisher) fence() bool {
+	if p.fenced.Load() {
+		return true
+	}
+	if p.cfg.Fence != nil && !p.cfg.Fence() {
+		p.fenced.Store(true)
+		return true
+	}
+	return false
+}
+
+// discard settles s unsent (fenced): its items count as dropped.
+func (p *Publisher) discard(s *sealed) {
+	p.drop(s)
+	p.budget.Release(s.size)
+	p.statsMu.Lock()
+	p.stats.BufferedBytes -= s.size
+	p.statsMu.Unlock()
+	p.qmu.Lock()
+	p.pending--
+	close(p.acked)
+	p.acked = make(chan struct{})
+	p.qmu.Unlock()
+}
 
 func (p *Publisher) sealLocked(b *openBatch) *sealed {
 	delete(p.open, b.subject)
@@ -440,6 +482,13 @@ func (p *Publisher) pump() {
 			}
 			s := p.queue[0]
 			p.qmu.Unlock()
+			if p.fence() {
+				p.qmu.Lock()
+				p.queue = p.queue[1:]
+				p.qmu.Unlock()
+				p.discard(s)
+				continue
+			}
 			if err := p.send(s); err != nil {
 				backoff = nextBackoff(backoff)
 				p.log.Debug("publish failed, will retry", "subject", s.msg.Subject, "err", err, "backoff", backoff)
@@ -486,6 +535,11 @@ func (p *Publisher) pump() {
 			p.stats.Retries++
 			p.statsMu.Unlock()
 			p.log.Debug("publish not acknowledged, publishing again", "subject", head.msg.Subject, "msg_id", head.msg.Header.Get(jetstream.MsgIDHeader), "err", err)
+			if p.fence() {
+				inflight = inflight[1:]
+				p.discard(head)
+				continue
+			}
 			if serr := p.send(head); serr != nil {
 				// Could not even hand it to the connection: back to the
 				// queue's front, retried after a backoff.
@@ -563,6 +617,9 @@ func (p *Publisher) Flush(ctx context.Context) error {
 		p.qmu.Lock()
 		n, ch := p.pending, p.acked
 		p.qmu.Unlock()
+		if p.fenced.Load() {
+			return ErrFenced
+		}
 		if n == 0 {
 			return nil
 		}

@@ -89,6 +89,9 @@ var DeployModes = []DeployMode{DeployInProcess, DeployDaemonSet, DeployDeploymen
 type Stream struct {
 	Name     string
 	Subjects []string
+	// Partitions is how many partitions the stream's connection events are
+	// split into (1 when the topology declares none).
+	Partitions int
 }
 
 // Settings is everything a stage is built from.

@@ -68,6 +68,11 @@ type Stream struct {
 	// the topology (the default) or "keep" the live configuration. Either
 	// way every difference is reported, field by field.
 	OnDrift string `yaml:"onDrift,omitempty" json:"onDrift,omitempty"`
+	// Partitions splits the stream's connection events into this many
+	// partitions, each read by one correlator replica at a time (EVENTS
+	// only; 0 or 1 means one). It is fixed for the stream's life:
+	// changing it is a migration (docs/scaling.md).
+	Partitions int `yaml:"partitions,omitempty" json:"partitions,omitempty"`
 	// Implicit is set for a stream the topology uses without declaring
 	// (DLQ).
 	Implicit bool `yaml:"-" json:"implicit,omitempty"`
@@ -151,7 +156,7 @@ func (t *Topology) StageStreams(names []string) []stage.Stream {
 	out := make([]stage.Stream, 0, len(names))
 	for _, n := range names {
 		if s := t.Stream(n); s != nil {
-			out = append(out, stage.Stream{Name: s.Name, Subjects: s.Subjects})
+			out = append(out, stage.Stream{Name: s.Name, Subjects: s.Subjects, Partitions: max(s.Partitions, 1)})
 		}
 	}
 	return out

@@ -20,6 +20,10 @@ var (
 // AppSidecar is the sidecarOf value naming the user's own pods.
 const AppSidecar = "app"
 
+// MaxPartitions bounds a stream's partitions: each is a durable consumer
+// per reading stage.
+const MaxPartitions = 1024
+
 // validate checks a decoded topology, adding every issue found.
 func validate(t *Topology, reg *stage.Registry, is *issues) {
 	if t.APIVersion != APIVersion {
@@ -68,6 +72,9 @@ func validateStreams(t *Topology, is *issues) {
 		}
 		if s.Replicas < 0 || s.Replicas > 5 {
 			is.add(s.Line, subj, "replicas %d: JetStream allows 1 to 5", s.Replicas)
+		}
+		if s.Partitions < 0 || s.Partitions > MaxPartitions {
+			is.add(s.Line, subj, "partitions %d: want 1 to %d", s.Partitions, MaxPartitions)
 		}
 	}
 	// Overlapping subjects: JetStream refuses to create the second stream,

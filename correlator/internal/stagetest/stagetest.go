@@ -150,3 +150,63 @@ func Dedupe(calls []*schema.Call) (out []*schema.Call, dups int) {
 	}
 	return out, dups
 }
+
+// PublishPartitioned publishes batches as a collector does on a stream
+// of n partitions (PartitionMessages), one at a time.
+func PublishPartitioned(t testing.TB, js jetstream.JetStream, batches []*schema.EventBatch, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, m := range PartitionMessages(t, batches, n) {
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatalf("publish %s: %v", m.Subject, err)
+		}
+	}
+}
+
+// PartitionMessages are batches as a collector publishes them on a stream
+// of n partitions: each batch split by kind and partition
+// (schema.Partition), one message per part, each with its own Msg-Id.
+func PartitionMessages(t testing.TB, batches []*schema.EventBatch, n int) []*nats.Msg {
+	t.Helper()
+	type part struct {
+		kind string
+		p    int
+	}
+	var out []*nats.Msg
+	for _, b := range batches {
+		parts := map[part]*schema.EventBatch{}
+		var order []part
+		for _, ev := range b.GetEvents() {
+			k := part{kind: schema.KindTCP, p: schema.Partition(ev, n)}
+			switch ev.GetBody().(type) {
+			case *schema.Event_Pod:
+				k.kind = schema.KindPod
+			case *schema.Event_Unix:
+				k.kind = schema.KindUnix
+			}
+			pb := parts[k]
+			if pb == nil {
+				pb = &schema.EventBatch{SchemaVersion: b.GetSchemaVersion(), Origin: b.GetOrigin()}
+				parts[k] = pb
+				order = append(order, k)
+			}
+			pb.Events = append(pb.Events, ev)
+		}
+		o := b.GetOrigin()
+		id := publish.MsgID(o.GetNode(), o.GetBootId(), o.GetEpoch(), o.GetSeq())
+		for _, k := range order {
+			data, err := proto.Marshal(parts[k])
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := nats.NewMsg(schema.PartitionSubject(o.GetNode(), k.kind, k.p, n))
+			msg.Data = data
+			msg.Header.Set(schema.HeaderType, schema.TypeName(parts[k]))
+			msg.Header.Set(schema.HeaderItems, strconv.Itoa(len(parts[k].GetEvents())))
+			msg.Header.Set(jetstream.MsgIDHeader, id+"-"+k.kind+"-"+strconv.Itoa(k.p))
+			out = append(out, msg)
+		}
+	}
+	return out
+}
