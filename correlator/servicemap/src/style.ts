@@ -4,8 +4,8 @@
 
 import type cytoscape from "cytoscape";
 
-export function stylesheet(): cytoscape.StylesheetJson {
-  return [
+export function stylesheet(big: boolean): cytoscape.StylesheetJson {
+  const sheet: cytoscape.StylesheetJson = [
     {
       selector: "node",
       style: {
@@ -60,4 +60,10 @@ export function stylesheet(): cytoscape.StylesheetJson {
     { selector: "edge[errors > 0]", style: { "line-color": "#d62728", "target-arrow-color": "#d62728" } },
     { selector: ":selected", style: { "overlay-opacity": 0.2, "overlay-color": "#f0c000" } },
   ];
+  if (big) {
+    // Haystack edges are Cytoscape's cheapest to place and draw (straight,
+    // no arrowheads): what a graph of thousands of edges needs.
+    sheet.push({ selector: "edge", style: { "curve-style": "haystack", "haystack-radius": 0, "target-arrow-shape": "none" } });
+  }
+  return sheet;
 }
