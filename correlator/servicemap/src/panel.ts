@@ -4,7 +4,7 @@
 
 import type { GNode } from "./api";
 import { edgeCypher, nodeCypher, sumCypher } from "./cypher";
-import type { Index, VEdge, VNode } from "./model";
+import { displayName, type Index, type VEdge, type VNode } from "./model";
 
 export interface Action {
   label: string;
@@ -84,5 +84,5 @@ export function showEdge(e: VEdge, ix: Index, actions: Action[]): void {
   } else {
     cypher = sumCypher(node(e.source), node(e.target), e.transport);
   }
-  show(`${e.transport} ${e.source} → ${e.target}`, rows, cypher, actions);
+  show(`${displayName(node(e.source))} → ${displayName(node(e.target))} (${e.transport})`, rows, cypher, actions);
 }

@@ -13,7 +13,8 @@ export function stylesheet(big: boolean): cytoscape.StylesheetJson {
         "font-size": 10,
         "text-valign": "bottom",
         "text-margin-y": 2,
-        "min-zoomed-font-size": 7,
+        // Labels cost a big graph its frame rate: there, only when legible.
+        "min-zoomed-font-size": big ? 8 : 0,
         width: 22,
         height: 22,
         "background-color": "#4a78b5",

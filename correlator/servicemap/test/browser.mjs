@@ -74,12 +74,14 @@ async function apiGraph(base) {
 /** openMap loads the map at base in a fresh page and waits for its first render; errors collects console errors. */
 async function openMap(base, errors) {
   const page = await ctx.newPage();
+  // A big graph keeps the page busy for minutes on a loaded machine.
+  page.setDefaultTimeout(600000);
   page.on("console", (m) => {
-    if (m.type() === "error") errors.push(m.text());
+    if (m.type() === "error") errors.push(`${m.text()} (${m.location().url})`);
   });
   page.on("pageerror", (e) => errors.push(String(e)));
   await page.goto(base);
-  await page.waitForFunction(() => window.weftMap?.stats.firstRenderMs >= 0, null, { timeout: 180000 });
+  await page.waitForFunction(() => window.weftMap?.stats.firstRenderMs >= 0, null, { timeout: 600000 });
   return page;
 }
 
@@ -229,7 +231,7 @@ test("the big graph: 5,000 nodes and 20,000 calls render and pan", async () => {
   // Every node drawn: pods and containers.
   await page.evaluate(() => (window.weftMap.stats.firstRenderMs = -1, window.weftMap.stats.t0 = performance.now()));
   await page.selectOption("#level", "container");
-  await page.waitForFunction(() => window.weftMap.stats.firstRenderMs >= 0, null, { timeout: 300000 });
+  await page.waitForFunction(() => window.weftMap.stats.firstRenderMs >= 0, null, { timeout: 600000 });
   await page.evaluate(() => (window.weftMap.stats.firstRenderMs -= window.weftMap.stats.t0));
   await measure(page, "big-containers", api);
   await page.screenshot({ path: join(out, "big-containers.png") });
