@@ -135,6 +135,9 @@ function elements(v: View): cytoscape.ElementDefinition[] {
   return out;
 }
 
+/** placed is whether most nodes drawn have a place from the last layout. */
+let placed = false;
+
 /** draw replaces what is drawn with the current view; it lays out again only when the drawn nodes changed. */
 function draw(): void {
   const t0 = performance.now();
@@ -151,10 +154,15 @@ function draw(): void {
       });
       cy.elements().remove();
       const els = elements(st.view);
+      let kept = 0;
       for (const e of els) {
         const p = e.group === "nodes" ? pos.get(e.data.id!) : undefined;
-        if (p) e.position = p;
+        if (p) {
+          e.position = p;
+          kept++;
+        }
       }
+      placed = kept > 0 && kept >= pos.size / 2;
       cy.add(els);
     } else {
       const want = new Map(elements(st.view).filter((e) => e.group === "edges").map((e) => [e.data.id!, e]));
@@ -191,7 +199,9 @@ function draw(): void {
       name: "fcose",
       quality: "default", // draft leaves groups overlapping
 
-      randomize: true,
+      // Once placed, nodes stay near where they were: a live update
+      // that adds a pod does not reshuffle the map.
+      randomize: !placed,
       animate: false,
       nodeDimensionsIncludeLabels: !big,
       packComponents: true,

@@ -111,6 +111,9 @@ async function measure(page, name, api) {
   console.log(`figures ${name}: ${JSON.stringify(figures[name])}`);
 }
 
+// Servers die with the test, however it ends.
+process.on("exit", () => procs.forEach((p) => p.kill("SIGKILL")));
+
 before(async () => {
   const weft = binary("WEFT_BIN", "./cmd/weft", "weft");
   const synth = binary("GRAPHSYNTH_BIN", "./testenv/graphsynth/cmd/weft-graphsynth", "weft-graphsynth");
@@ -155,33 +158,36 @@ test("the demo: pods, an edge's count, filters, hiding, no console errors", asyn
   const missing = await page.evaluate((ids) => ids.filter((id) => window.weftMap.cy.getElementById(id).length === 0), pods);
   assert.deepEqual(missing, [], "pods of /api/v1/graph not drawn");
 
-  // Clicking an edge shows its count.
-  const hit = await page.evaluate(() => {
-    const cy = window.weftMap.cy;
-    const box = cy.container().getBoundingClientRect();
-    for (const e of cy.edges().toArray()) {
-      if (e.isLoop()) continue;
-      const p = e.renderedMidpoint();
-      const onNode = cy.nodes().some((n) => {
-        if (n.isParent()) return false;
-        const b = n.renderedBoundingBox();
-        return p.x >= b.x1 - 4 && p.x <= b.x2 + 4 && p.y >= b.y1 - 4 && p.y <= b.y2 + 4;
-      });
-      if (!onNode && p.x > 0 && p.y > 0 && p.x < box.width && p.y < box.height) return { id: e.id(), x: box.left + p.x, y: box.top + p.y };
-    }
-    return null;
+  // Clicking an edge shows its count: a real mouse click at an edge's
+  // middle (again if a live update moved it meanwhile), and the panel's
+  // count is that edge's.
+  const shown = await checkFor(120000, async () => {
+    const hit = await page.evaluate(() => {
+      const cy = window.weftMap.cy;
+      const box = cy.container().getBoundingClientRect();
+      for (const e of cy.edges().toArray()) {
+        if (e.isLoop()) continue;
+        const p = e.renderedMidpoint();
+        const onNode = cy.nodes().some((n) => {
+          if (n.isParent()) return false;
+          const b = n.renderedBoundingBox();
+          return p.x >= b.x1 - 4 && p.x <= b.x2 + 4 && p.y >= b.y1 - 4 && p.y <= b.y2 + 4;
+        });
+        if (!onNode && p.x > 0 && p.y > 0 && p.x < box.width && p.y < box.height) return { x: box.left + p.x, y: box.top + p.y };
+      }
+      return null;
+    });
+    assert.ok(hit, "no edge to click");
+    await page.mouse.click(hit.x, hit.y);
+    await page.waitForSelector("#panel:not([hidden])", { timeout: 5000 });
+    return page.evaluate(() => {
+      const prop = (k) => document.querySelector(`#props tr[data-prop="${k}"] td:last-child`)?.textContent;
+      const id = `${prop("from")}->${prop("to")}#${prop("transport")}`;
+      return { id, panel: prop("count"), edge: window.weftMap.cy.getElementById(id).data("count") };
+    });
   });
-  assert.ok(hit, "no edge to click");
-  await page.evaluate(() => window.weftMap.cy.stop());
-  await page.mouse.click(hit.x, hit.y);
-  await page.waitForSelector("#panel:not([hidden])");
-  const shown = await page.evaluate((id) => ({
-    panel: document.querySelector('#props tr[data-prop="count"] td:last-child')?.textContent,
-    edge: window.weftMap.cy.getElementById(id).data("count"),
-    title: document.querySelector("#ptitle").textContent,
-  }), hit.id);
   assert.ok(Number(shown.panel) > 0, `panel count ${shown.panel}`);
-  assert.equal(Number(shown.panel), shown.edge, `the panel of ${shown.title} shows count ${shown.panel}, the edge has ${shown.edge}`);
+  assert.equal(Number(shown.panel), shown.edge, `the panel of ${shown.id} shows count ${shown.panel}, the edge has ${shown.edge}`);
   assert.match(await page.textContent("#cypher"), /MATCH .*CALLS/);
   await page.screenshot({ path: join(out, "demo-edge.png") });
 
