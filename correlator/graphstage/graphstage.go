@@ -304,7 +304,9 @@ func (s *Stage) openStore(ctx context.Context) error {
 // graph that is not empty) fail Start.
 func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	// Either store: the page and the API read whichever is open.
-	httpapi.New(liveStore{s}).Register(host)
+	if err := serve(host, httpapi.New(liveStore{s})); err != nil {
+		s.log.Warn("another graph stage serves the graph in this process; this one's is not served", "err", err)
+	}
 	err := s.begin(ctx, host)
 	if err == nil {
 		return nil
@@ -473,6 +475,20 @@ func (s *Stage) warmup(ctx context.Context, js jetstream.JetStream, last uint64)
 			return batch.Error()
 		}
 	}
+}
+
+// serve mounts api on host. A mux takes a pattern once (it panics on the
+// second), so when two graph stages share a process (an embedded store
+// and a Neo4j one, say) the first started serves its graph and serve
+// returns why this one cannot.
+func serve(host stage.Host, api *httpapi.API) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("mount the graph's HTTP API: %v", r)
+		}
+	}()
+	api.Register(host)
+	return nil
 }
 
 // liveStore is the graph.Reader the HTTP API reads: the stage's store once
