@@ -222,7 +222,8 @@ func metricValue(body, name, labels string) (float64, bool) {
 
 // TestUpRunsDrainsAndResumes runs `weft up` on the built-in local topology:
 // it gets ready, moves events from the synthetic stage through the
-// correlator into the graph (served on /api/v1/graph), exits 0 on SIGINT,
+// correlator into the graph (served on /api/v1/graph, with the service map
+// at / whose address it prints), exits 0 on SIGINT,
 // and a second run on the same data dir resumes the graph stage's durable
 // consumer where the first stopped.
 func TestUpRunsDrainsAndResumes(t *testing.T) {
@@ -284,7 +285,8 @@ func TestUpRunsDrainsAndResumes(t *testing.T) {
 			t.Fatalf("weft up did not exit after SIGINT; stderr:\n%s", p.stderr)
 		}
 		out := p.stdout.String()
-		for _, want := range []string{"data dir   " + dataDir, "nats       nats://" + natsAddr, "http       http://" + httpAddr, "stopped cleanly."} {
+		for _, want := range []string{"data dir   " + dataDir, "nats       nats://" + natsAddr, "http       http://" + httpAddr,
+			"map        open http://" + httpAddr + "/", "stopped cleanly."} {
 			if !strings.Contains(out, want) {
 				t.Errorf("stdout lacks %q:\n%s", want, out)
 			}

@@ -72,7 +72,7 @@ second "weft up" on the same data dir resumes where the first stopped.`,
 	fs := cmd.Flags()
 	fs.StringVarP(&o.topologyFile, "file", "f", "", "topology file (default: the built-in local topology)")
 	fs.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "where streams and stage state are kept [$WEFT_DATA_DIR]")
-	fs.StringVar(&o.listen, "listen", "127.0.0.1:7680", "HTTP address for /healthz, /readyz, /metrics and /api/v1/graph")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:7680", "HTTP address for /healthz, /readyz, /metrics, /api/v1/graph and the service map at /")
 	fs.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	fs.StringVar(&o.node, "node", nodeName(), "this node's name [$WEFT_NODE_NAME]")
 	fs.DurationVar(&o.statusEvery, "status-every", 2*time.Second, "how often live counters are printed (0: never)")
@@ -255,6 +255,9 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 		fmt.Fprintf(out, "  storage    %s\n", sized)
 	}
 	fmt.Fprintf(out, "  http       http://%s  (/healthz /readyz /metrics)\n", ln.Addr())
+	if servesGraph(r.Handler()) {
+		fmt.Fprintf(out, "  map        open http://%s/  (the service map; the graph is /api/v1/graph)\n", ln.Addr())
+	}
 	for _, res := range results {
 		fmt.Fprintf(out, "  stream     %-8s %s%s\n", res.Stream, res.Action, driftSummary(res))
 	}
@@ -394,6 +397,23 @@ func addOTLPStage(topo *topology.Topology, reg *stage.Registry) error {
 	}
 	topo.Stages = append(topo.Stages, &topology.Stage{Name: "otlp", Kind: "otlp", Deploy: stage.DeployInProcess, Inputs: inputs, Config: cfg})
 	return nil
+}
+
+// servesGraph reports whether h serves /api/v1/graph (a graph stage runs
+// here), and so the service map at /.
+func servesGraph(h http.Handler) bool {
+	m, ok := h.(interface {
+		Handler(*http.Request) (http.Handler, string)
+	})
+	if !ok {
+		return false
+	}
+	req, err := http.NewRequest(http.MethodGet, "/api/v1/graph", nil)
+	if err != nil {
+		return false
+	}
+	_, pattern := m.Handler(req)
+	return pattern != ""
 }
 
 // addDemoStage adds a synthetic stage publishing to EVENTS (weft up --demo).

@@ -1,7 +1,8 @@
 // Package graphstage is the "graph" stage kind: a durable consumer of CALLS
 // that folds calls into graph changes (package graph) and applies them in
-// batches to a store — the embedded one (default, served on
-// /api/v1/graph) or Neo4j.
+// batches to a store — the embedded one (default) or Neo4j — and serves
+// that store's graph over HTTP (package httpapi: /api/v1/graph, the named
+// queries, the service map at /).
 //
 // A batch is applied together with the last CALLS sequence it contains and
 // its messages are acked only after it committed; until then they are held
@@ -19,19 +20,17 @@ package graphstage
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/correlator/graph/httpapi"
 	"github.com/weftobs/weft/correlator/graph/memstore"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore"
 	"github.com/weftobs/weft/correlator/graph/query"
@@ -173,6 +172,11 @@ type Stage struct {
 	retryStop context.CancelFunc
 	retryDone chan struct{}
 
+	// live is the store the HTTP API reads: set once begin has opened
+	// and checked it (begin runs again while Neo4j is away).
+	liveMu sync.Mutex
+	live   graph.Store
+
 	cons    *consume.Consumer
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -310,6 +314,10 @@ func (s *Stage) openStore(ctx context.Context) error {
 // that is not empty), and every failure of a replay, which a person is
 // waiting for, fail Start.
 func (s *Stage) Start(ctx context.Context, host stage.Host) error {
+	// Either store: the page and the API read whichever is open.
+	if err := serve(host, httpapi.New(liveStore{s})); err != nil {
+		s.log.Warn("another graph stage serves the graph in this process; this one's is not served", "err", err)
+	}
 	err := s.begin(ctx, host)
 	if err == nil {
 		return nil
@@ -426,10 +434,6 @@ func (s *Stage) begin(ctx context.Context, host stage.Host) error {
 			return fmt.Errorf("reset consumer %s: %w", cc.Durable, err)
 		}
 	}
-	if s.mem != nil {
-		host.Handle("/api/v1/graph", http.HandlerFunc(s.serveGraph))
-		host.Handle("/api/v1/query/", http.HandlerFunc(s.serveQuery))
-	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cons, err := consume.Start(ctx, js, cc, s.handle, s.set.Counters, s.log)
 	if err != nil {
@@ -437,6 +441,9 @@ func (s *Stage) begin(ctx context.Context, host stage.Host) error {
 		return err
 	}
 	s.cons = cons
+	s.liveMu.Lock()
+	s.live = s.store
+	s.liveMu.Unlock()
 	go s.loop()
 	go s.keepalive()
 	return nil
@@ -490,40 +497,68 @@ func (s *Stage) warmup(ctx context.Context, js jetstream.JetStream, last uint64)
 	}
 }
 
-func (s *Stage) serveGraph(w http.ResponseWriter, r *http.Request) {
-	g, err := s.mem.Graph(r.Context())
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(g)
+// serve mounts api on host. A mux takes a pattern once (it panics on the
+// second), so when two graph stages share a process (an embedded store
+// and a Neo4j one, say) the first started serves its graph and serve
+// returns why this one cannot.
+func serve(host stage.Host, api *httpapi.API) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("mount the graph's HTTP API: %v", r)
+		}
+	}()
+	api.Register(host)
+	return nil
 }
 
-// serveQuery answers GET /api/v1/query/NAME[?arg=ARG], a named query
-// (package query), as {"columns":[…],"rows":[[…]]}.
-func (s *Stage) serveQuery(w http.ResponseWriter, r *http.Request) {
-	q := query.Find(strings.TrimPrefix(r.URL.Path, "/api/v1/query/"))
-	if q == nil {
-		http.Error(w, "no such query", http.StatusNotFound)
-		return
+// liveStore is the graph.Reader the HTTP API reads: the stage's store once
+// it is open, whichever it is.
+type liveStore struct{ s *Stage }
+
+// errNotOpen is the API's answer before the store is open (Neo4j away).
+var errNotOpen = errors.New("the graph store is not open yet")
+
+func (l liveStore) store() (graph.Store, error) {
+	l.s.liveMu.Lock()
+	st := l.s.live
+	l.s.liveMu.Unlock()
+	if st == nil {
+		if err := l.s.Ready(); err != nil {
+			return nil, fmt.Errorf("%w: %w", errNotOpen, err)
+		}
+		return nil, errNotOpen
 	}
-	var args []string
-	if r.URL.Query().Has("arg") {
-		args = []string{r.URL.Query().Get("arg")}
-	}
-	arg, err := q.Parse(args)
+	return st, nil
+}
+
+// Graph implements graph.Reader.
+func (l liveStore) Graph(ctx context.Context) (*graph.Graph, error) {
+	st, err := l.store()
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
+		return nil, err
 	}
-	g, err := s.mem.Graph(r.Context())
+	r, ok := st.(graph.Reader)
+	if !ok {
+		return nil, fmt.Errorf("store %T cannot read its graph", st)
+	}
+	return r.Graph(ctx)
+}
+
+// Answer implements httpapi.Answerer: Neo4j runs a query's Cypher, the
+// embedded store answers it over its graph.
+func (l liveStore) Answer(ctx context.Context, q *query.Query, arg any) (*query.Result, error) {
+	st, err := l.store()
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
+		return nil, err
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(q.Embedded(g, arg))
+	if a, ok := st.(httpapi.Answerer); ok {
+		return a.Answer(ctx, q, arg)
+	}
+	g, err := l.Graph(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return q.Embedded(g, arg), nil
 }
 
 func (s *Stage) handle(ctx context.Context, m jetstream.Msg) error {

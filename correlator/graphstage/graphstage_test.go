@@ -193,3 +193,27 @@ func TestEndToEnd(t *testing.T) {
 		return nil
 	})
 }
+
+// TestTwoStagesOneProcess: two graph stages in one process both start;
+// the first started serves its graph (and the page), the second does not
+// take it over.
+func TestTwoStagesOneProcess(t *testing.T) {
+	s := natstest.Start(t)
+	stagetest.Streams(t, s)
+	h := stagetest.NewHost(s.JS)
+	first := startGraph(t, h, graphSettings(t.TempDir(), nil))
+	defer first.Shutdown(context.Background())
+	set := graphSettings(t.TempDir(), nil)
+	set.Name = "graph2"
+	second := startGraph(t, h, set)
+	defer second.Shutdown(context.Background())
+	if g := fetch(t, h); len(g.Nodes) != 0 {
+		t.Errorf("an empty CALLS gives a graph of %d nodes", len(g.Nodes))
+	}
+	if rec := h.Get("/"); rec.Code != 200 {
+		t.Errorf("GET /: %d", rec.Code)
+	}
+	if len(h.Errors) != 0 {
+		t.Errorf("fatal errors: %v", h.Errors)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -361,4 +363,83 @@ func TestNeo4jStageKilledWhileNeo4jAway(t *testing.T) {
 	natstest.CheckFor(t, 2*time.Minute, 250*time.Millisecond, func() error {
 		return scenario.Compare(sim.Truth, podEdges(served(t, st)))
 	})
+}
+
+// TestNeo4jAPI: a graph stage on Neo4j serves the HTTP API as one on the
+// embedded store does, fed the same calls: the whole graph and each
+// selection (a namespace, a time window, a pod's and a workload's
+// neighbourhood) are the same graph from either.
+func TestNeo4jAPI(t *testing.T) {
+	cfg, st := neo4jtest.Migrated(t)
+	s, sim, batches := clusterEvents(t, 50)
+	stagetest.PublishEvents(t, s.JS, batches)
+	h1, h2 := stagetest.NewHost(s.JS), stagetest.NewHost(s.JS)
+	cor := startCorrelator(t, h1)
+	defer cor.Shutdown(context.Background())
+	neo := startGraph(t, h1, neo4jSettings(t, cfg, nil))
+	defer neo.Shutdown(context.Background())
+	emb := startGraph(t, h2, graphSettings(t.TempDir(), nil))
+	defer emb.Shutdown(context.Background())
+	natstest.CheckFor(t, 60*time.Second, 100*time.Millisecond, func() error {
+		return scenario.Compare(sim.Truth, podEdges(served(t, st)))
+	})
+	last, err := st.LastSeq(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSeq(t, emb.Store(), last)
+
+	get := func(h *stagetest.Host, path string) *graph.Graph {
+		t.Helper()
+		rec := h.Get(path)
+		if rec.Code != 200 {
+			t.Fatalf("GET %s: %d %s", path, rec.Code, rec.Body)
+		}
+		var g graph.Graph
+		if err := json.Unmarshal(rec.Body.Bytes(), &g); err != nil {
+			t.Fatal(err)
+		}
+		return &g
+	}
+	whole := get(h2, "/api/v1/graph")
+	var pod, workload, ns string
+	var lasts []int64
+	for _, n := range whole.Nodes {
+		switch n.Labels[0] {
+		case graph.LabelPod:
+			pod, ns = n.ID, n.Props["namespace"].(string)
+		case graph.LabelWorkload:
+			workload = n.ID
+		}
+	}
+	for _, e := range whole.Edges {
+		if e.Type == graph.RelCalls {
+			lasts = append(lasts, int64(e.Props["last_seen"].(float64)))
+		}
+	}
+	if pod == "" || workload == "" || len(lasts) < 2 {
+		t.Fatalf("the scenario's graph has no pod, workload or calls: %d nodes", len(whole.Nodes))
+	}
+	slices.Sort(lasts)
+	mid := time.Unix(0, lasts[len(lasts)/2]).UTC().Format(time.RFC3339Nano)
+	for _, q := range []string{
+		"", "?namespace=" + url.QueryEscape(ns), "?since=" + url.QueryEscape(mid),
+		"?node=" + url.QueryEscape(pod), "?node=" + url.QueryEscape(workload) + "&depth=2",
+	} {
+		t.Run(q, func(t *testing.T) {
+			want, got := get(h2, "/api/v1/graph"+q), get(h1, "/api/v1/graph"+q)
+			if err := neo4jtest.Compare(want, got); err != nil {
+				t.Errorf("Neo4j's answer is not the embedded store's: %v", err)
+			}
+			if q != "" && len(want.Nodes)+len(want.Edges) >= len(whole.Nodes)+len(whole.Edges) {
+				t.Errorf("the selection kept the whole graph (%d nodes)", len(want.Nodes))
+			}
+			if len(want.Nodes) == 0 {
+				t.Error("the selection kept nothing")
+			}
+		})
+	}
+	if rec := h1.Get("/api/v1/query/brokers"); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"columns"`) {
+		t.Errorf("GET /api/v1/query/brokers from Neo4j: %d %s", rec.Code, rec.Body)
+	}
 }
