@@ -118,6 +118,12 @@ func (d *CallDecoder) call(data []byte, c *Call, cli, srv *Endpoint) bool {
 				c.DialedPort = uint32(v)
 			case 14:
 				c.Partial = protowire.DecodeBool(v)
+			case 16:
+				c.State = CallState(int32(v))
+			case 17:
+				c.PriorBytesSent = v
+			case 18:
+				c.PriorBytesReceived = v
 			default:
 				return false
 			}
@@ -127,6 +133,8 @@ func (d *CallDecoder) call(data []byte, c *Call, cli, srv *Endpoint) bool {
 				c.StartUnixNano = v
 			case 10:
 				c.EndUnixNano = v
+			case 19:
+				c.SinceUnixNano = v
 			default:
 				return false
 			}
