@@ -3,8 +3,9 @@
 // publishes one Call per connection to CALLS.
 //
 // Exactly once, as far as a stream allows: an EVENTS message is acked only
-// when every close it carried has become a call and those calls are acked
-// by the server (publisher Flush). A message whose closes are still waiting
+// when every close it carried has become a call (and every connect/accept
+// or progress of a connection reported open is in its call) and those
+// calls are acked by the server (publisher Flush). A message whose closes are still waiting
 // for their partner stays unacked, so after a crash it is redelivered and
 // the state it fed is rebuilt. A call emitted but not acked upstream before
 // a crash is emitted again with the same id; the graph stage drops it.
@@ -315,4 +316,16 @@ func (s *Stage) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-var _ stage.Stage = (*Stage)(nil)
+// Gaps are what the joiner could not keep whole, by reason (exported as
+// weft_stage_gaps_total): open connection sides evicted by the
+// maxConnections bound (their call resumes from their next events) and
+// closed sides emitted early by it.
+func (s *Stage) Gaps() map[string]uint64 {
+	st := s.Stats()
+	return map[string]uint64{"evicted_open_side": st.EvictedOpen, "evicted_closed_side": st.EvictedEmit}
+}
+
+var (
+	_ stage.Stage       = (*Stage)(nil)
+	_ stage.GapReporter = (*Stage)(nil)
+)

@@ -984,7 +984,12 @@ type TCPEvent struct {
 	// published before, in an earlier event (a connection open longer than
 	// the collector's openAfter). A close without it stands for the whole
 	// connection.
-	OpenReported  bool `protobuf:"varint,16,opt,name=open_reported,json=openReported,proto3" json:"open_reported,omitempty"`
+	OpenReported bool `protobuf:"varint,16,opt,name=open_reported,json=openReported,proto3" json:"open_reported,omitempty"`
+	// still_open, on a connect/accept: the side was still open when the
+	// collector reported it (its sweep), so it is reported while open —
+	// progress and close follow. Without it, a connect/accept comes with
+	// its close (a connection reported once closed).
+	StillOpen     bool `protobuf:"varint,17,opt,name=still_open,json=stillOpen,proto3" json:"still_open,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1127,6 +1132,13 @@ func (x *TCPEvent) GetPriorBytesReceived() uint64 {
 func (x *TCPEvent) GetOpenReported() bool {
 	if x != nil {
 		return x.OpenReported
+	}
+	return false
+}
+
+func (x *TCPEvent) GetStillOpen() bool {
+	if x != nil {
+		return x.StillOpen
 	}
 	return false
 }
@@ -1978,7 +1990,7 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\rR\x06signal\x12\x1f\n" +
 	"\vlifetime_ns\x18\x03 \x01(\x04R\n" +
-	"lifetimeNs\"\xc2\x04\n" +
+	"lifetimeNs\"\xe1\x04\n" +
 	"\bTCPEvent\x12.\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x18.weft.schema.v1.TCPPhaseR\x05phase\x12(\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x14.weft.schema.v1.RoleR\x04role\x12\x1d\n" +
@@ -2003,7 +2015,9 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\x06net_ns\x18\r \x01(\x04R\x05netNs\x12(\n" +
 	"\x10prior_bytes_sent\x18\x0e \x01(\x04R\x0epriorBytesSent\x120\n" +
 	"\x14prior_bytes_received\x18\x0f \x01(\x04R\x12priorBytesReceived\x12#\n" +
-	"\ropen_reported\x18\x10 \x01(\bR\fopenReported\"\x9b\x03\n" +
+	"\ropen_reported\x18\x10 \x01(\bR\fopenReported\x12\x1d\n" +
+	"\n" +
+	"still_open\x18\x11 \x01(\bR\tstillOpen\"\x9b\x03\n" +
 	"\tUnixEvent\x12/\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x19.weft.schema.v1.UnixPhaseR\x05phase\x12(\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x14.weft.schema.v1.RoleR\x04role\x12\x12\n" +

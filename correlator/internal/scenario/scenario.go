@@ -175,6 +175,94 @@ func (s *Sim) TCP(c Conn) {
 	s.truth(Key{From: ident(c.Client), To: to, Transport: schema.Transport_TRANSPORT_TCP, Port: uint32(c.ServerAddr.Port())}, c.Sent, c.Received, 0)
 }
 
+// Long is a TCP connection held open, as the collector reports one: its
+// connect/accept by the sweep (OpenAfter after its start), a progress
+// event per side every Every while its totals changed, each carrying the
+// totals of the side's previous one, and its close (open reported).
+type Long struct {
+	Conn
+	OpenAfter, Every uint64
+	// Traffic is what the client sends and receives in each Every.
+	Traffic func(i int) (sent, received uint64)
+}
+
+// LongTCP adds a long connection's events and its truth. The server's
+// events come Skew after the client's (another node's sweep).
+func (s *Sim) LongTCP(l Long, skew uint64) {
+	c := l.Conn
+	dialed := c.Dialed
+	if !dialed.IsValid() {
+		dialed = c.ServerAddr
+	}
+	end := c.Start + c.Dur
+	type sideDef struct {
+		p            Proc
+		role         schema.Role
+		local, rem   netip.AddrPort
+		start, delay uint64
+		flip         bool
+		skip         bool
+	}
+	for _, d := range []sideDef{
+		{c.Client, schema.Role_ROLE_CLIENT, c.ClientAddr, dialed, c.Start, 0, false, c.NoClient},
+		{c.Server, schema.Role_ROLE_SERVER, c.ServerAddr, c.ClientAddr, c.Start + 40_000, skew, true, c.NoServer},
+	} {
+		if d.skip {
+			continue
+		}
+		ck := s.next()
+		ev := func(t uint64, ph schema.TCPPhase, fill func(*schema.TCPEvent)) {
+			e := &schema.TCPEvent{Phase: ph, Role: d.role,
+				LocalAddr: addr(d.local), LocalPort: uint32(d.local.Port()),
+				RemoteAddr: addr(d.rem), RemotePort: uint32(d.rem.Port()),
+				SockCookie: ck, StartUnixNano: d.start, NetNs: 4026531840}
+			if fill != nil {
+				fill(e)
+			}
+			s.add(d.p.Node, &schema.Event{TimeUnixNano: t, Task: d.p.Task(), Body: &schema.Event_Tcp{Tcp: e}})
+		}
+		open := schema.TCPPhase_TCP_PHASE_CONNECT
+		if d.role == schema.Role_ROLE_SERVER {
+			open = schema.TCPPhase_TCP_PHASE_ACCEPT
+		}
+		ev(d.start+l.OpenAfter+d.delay, open, func(e *schema.TCPEvent) { e.StillOpen = true })
+		var tot, prior [2]uint64
+		for i, t := 0, c.Start+l.Every; t < end; i, t = i+1, t+l.Every {
+			a, b := l.Traffic(i)
+			if d.flip {
+				a, b = b, a
+			}
+			tot[0], tot[1] = tot[0]+a, tot[1]+b
+			if tot == prior {
+				continue
+			}
+			p := prior
+			cur := tot
+			ev(t+d.delay, schema.TCPPhase_TCP_PHASE_PROGRESS, func(e *schema.TCPEvent) {
+				e.BytesSent, e.BytesReceived = cur[0], cur[1]
+				e.PriorBytesSent, e.PriorBytesReceived = p[0], p[1]
+				e.OpenReported = true
+			})
+			prior = tot
+		}
+		fin := [2]uint64{c.Sent, c.Received}
+		if d.flip {
+			fin[0], fin[1] = fin[1], fin[0]
+		}
+		p := prior
+		ev(end+d.delay, schema.TCPPhase_TCP_PHASE_CLOSE, func(e *schema.TCPEvent) {
+			e.BytesSent, e.BytesReceived, e.DurationNs = fin[0], fin[1], c.Dur
+			e.PriorBytesSent, e.PriorBytesReceived = p[0], p[1]
+			e.OpenReported = true
+		})
+	}
+	to := c.ServerTruth
+	if to == "" {
+		to = ident(c.Server)
+	}
+	s.truth(Key{From: ident(c.Client), To: to, Transport: schema.Transport_TRANSPORT_TCP, Port: uint32(c.ServerAddr.Port())}, c.Sent, c.Received, 0)
+}
+
 // Failed adds a refused connect from client to dialed.
 func (s *Sim) Failed(client Proc, from, dialed netip.AddrPort, t uint64, errno int32, truthTo string) {
 	e := &schema.TCPEvent{Phase: schema.TCPPhase_TCP_PHASE_CONNECT_FAILED, Role: schema.Role_ROLE_CLIENT,
@@ -300,9 +388,10 @@ func Fold(calls []*schema.Call) map[Key]*Totals {
 			t = &Totals{}
 			got[k] = t
 		}
-		t.Count++
-		t.Sent += c.GetBytesSent()
-		t.Received += c.GetBytesReceived()
+		n, sent, recv := schema.Counts(c)
+		t.Count += n
+		t.Sent += sent
+		t.Received += recv
 		if c.GetErrno() != 0 {
 			t.Errors++
 		}
