@@ -263,6 +263,56 @@ func (s *Sim) LongTCP(l Long, skew uint64) {
 	s.truth(Key{From: ident(c.Client), To: to, Transport: schema.Transport_TRANSPORT_TCP, Port: uint32(c.ServerAddr.Port())}, c.Sent, c.Received, 0)
 }
 
+// Open is a connection OpenTCP reported open: its progress goes on from
+// here, both sides, each with the totals of its previous one.
+type Open struct {
+	s              *Sim
+	c              Conn
+	ck, sk         uint64
+	sent, received uint64
+	dialed         netip.AddrPort
+}
+
+// OpenTCP adds the connect and accept of a connection still open, as the
+// collector's sweep reports them, at time t; no truth (it is not over).
+func (s *Sim) OpenTCP(c Conn, t uint64) *Open {
+	o := &Open{s: s, c: c, ck: s.next(), sk: s.next(), dialed: c.Dialed}
+	if !o.dialed.IsValid() {
+		o.dialed = c.ServerAddr
+	}
+	o.ev(t, schema.TCPPhase_TCP_PHASE_CONNECT, schema.TCPPhase_TCP_PHASE_ACCEPT, nil)
+	return o
+}
+
+func (o *Open) ev(t uint64, cph, sph schema.TCPPhase, fill func(e *schema.TCPEvent, client bool)) {
+	c := o.c
+	cli := &schema.TCPEvent{Phase: cph, Role: schema.Role_ROLE_CLIENT, StillOpen: true,
+		LocalAddr: addr(c.ClientAddr), LocalPort: uint32(c.ClientAddr.Port()), RemoteAddr: addr(o.dialed), RemotePort: uint32(o.dialed.Port()),
+		SockCookie: o.ck, StartUnixNano: c.Start, NetNs: 4026531840}
+	srv := &schema.TCPEvent{Phase: sph, Role: schema.Role_ROLE_SERVER, StillOpen: true,
+		LocalAddr: addr(c.ServerAddr), LocalPort: uint32(c.ServerAddr.Port()), RemoteAddr: addr(c.ClientAddr), RemotePort: uint32(c.ClientAddr.Port()),
+		SockCookie: o.sk, StartUnixNano: c.Start + 40_000, NetNs: 4026531841}
+	if fill != nil {
+		fill(cli, true)
+		fill(srv, false)
+	}
+	o.s.add(c.Client.Node, &schema.Event{TimeUnixNano: t, Task: c.Client.Task(), Body: &schema.Event_Tcp{Tcp: cli}})
+	o.s.add(c.Server.Node, &schema.Event{TimeUnixNano: t, Task: c.Server.Task(), Body: &schema.Event_Tcp{Tcp: srv}})
+}
+
+// Progress adds both sides' progress at t: sent and received more bytes.
+func (o *Open) Progress(t, sent, received uint64) {
+	ps, pr := o.sent, o.received
+	o.sent, o.received = o.sent+sent, o.received+received
+	o.ev(t, schema.TCPPhase_TCP_PHASE_PROGRESS, schema.TCPPhase_TCP_PHASE_PROGRESS, func(e *schema.TCPEvent, client bool) {
+		e.OpenReported, e.StillOpen = true, false
+		e.BytesSent, e.BytesReceived, e.PriorBytesSent, e.PriorBytesReceived = o.sent, o.received, ps, pr
+		if !client {
+			e.BytesSent, e.BytesReceived, e.PriorBytesSent, e.PriorBytesReceived = o.received, o.sent, pr, ps
+		}
+	})
+}
+
 // Failed adds a refused connect from client to dialed.
 func (s *Sim) Failed(client Proc, from, dialed netip.AddrPort, t uint64, errno int32, truthTo string) {
 	e := &schema.TCPEvent{Phase: schema.TCPPhase_TCP_PHASE_CONNECT_FAILED, Role: schema.Role_ROLE_CLIENT,
