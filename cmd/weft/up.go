@@ -156,11 +156,13 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 	}
 	var readers []sdkmetric.Reader
 	if o.selfMetrics {
-		rd, err := otlp.SelfMetricsReader(ctx, otlp.DefaultConfig())
+		rd, err := otlp.SelfMetricsReader(ctx, otlp.DefaultConfig(), log)
 		if err != nil {
 			return fmt.Errorf("--self-metrics-otlp: %w", err)
 		}
-		readers = append(readers, rd)
+		if rd != nil {
+			readers = append(readers, rd)
+		}
 	}
 	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)

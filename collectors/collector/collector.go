@@ -229,6 +229,10 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 			}
 		}()
 	}
+	if own := s.cfg.ownPod(); own != "" {
+		s.log.Info("collector attached as a sidecar: it reports its own pod only", "node", s.node, "pod", own, "probes", s.cfg.Probes, "metadata", fmt.Sprintf("%T", meta))
+		return nil
+	}
 	s.log.Info("collector attached", "node", s.node, "probes", s.cfg.Probes, "metadata", fmt.Sprintf("%T", meta))
 	return nil
 }
@@ -335,6 +339,9 @@ func (s *Stage) podChanged(ctx context.Context, op metadata.Op, p *schema.Pod) {
 }
 
 func (s *Stage) publishPod(ctx context.Context, op schema.PodEvent_Op, p *schema.Pod) {
+	if own := s.cfg.ownPod(); own != "" && p.GetUid() != own {
+		return // a sidecar announces its own pod only
+	}
 	ev := &schema.Event{
 		TimeUnixNano: uint64(time.Now().UnixNano()),
 		Body:         &schema.Event_Pod{Pod: &schema.PodEvent{Op: op, Pod: p}},

@@ -562,6 +562,10 @@ func TestFilters(t *testing.T) {
 		{"process glob on exe", func(c *Config) { c.Processes = []string{"/usr/bin/ap*"} }, ev("app", ""), nil, true},
 		{"process glob misses", func(c *Config) { c.Processes = []string{"nginx"} }, ev("app", ""), nil, false},
 		{"excluded process", func(c *Config) { c.ExcludeProcesses = []string{"sshd"} }, ev("sshd", ""), nil, false},
+		{"sidecar keeps its pod", func(c *Config) { c.Pod = "u" }, ev("app", "u"), podIn, true},
+		{"sidecar leaves another pod", func(c *Config) { c.Pod = "u" }, ev("app", "v"), podIn, false},
+		{"sidecar leaves host processes", func(c *Config) { c.Pod = "u" }, ev("sshd", ""), nil, false},
+		{"sidecar and namespace filter", func(c *Config) { c.Pod = "u"; c.ExcludeNamespaces = []string{"shop"} }, ev("app", "u"), podIn, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,8 +3,10 @@ package collector
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -25,6 +27,7 @@ import (
 //	  processes: []                  # only these comm/exe globs (default all)
 //	  excludeProcesses: []
 //	  hostProcesses: true            # events of processes in no pod
+//	  pod: ""                        # a sidecar's own pod uid (default $WEFT_POD_UID): only its events
 //	  metadata: {provider: auto, file: ""}  # auto | kubernetes | file | none
 //	  required: false                # fail the stage without privileges or when the kernel refuses a program
 type Config struct {
@@ -44,13 +47,20 @@ type Config struct {
 	// changed, so its edge's bytes grow while it is open: they lag what
 	// was sent by at most this (and OpenAfter/4). 0 publishes none (its
 	// bytes come at its close).
-	ProgressInterval  time.Duration  `yaml:"progressInterval" json:"progressInterval"`
-	Namespaces        []string       `yaml:"namespaces" json:"namespaces"`
-	ExcludeNamespaces []string       `yaml:"excludeNamespaces" json:"excludeNamespaces"`
-	Processes         []string       `yaml:"processes" json:"processes"`
-	ExcludeProcesses  []string       `yaml:"excludeProcesses" json:"excludeProcesses"`
-	HostProcesses     bool           `yaml:"hostProcesses" json:"hostProcesses"`
-	Metadata          MetadataConfig `yaml:"metadata" json:"metadata"`
+	ProgressInterval  time.Duration `yaml:"progressInterval" json:"progressInterval"`
+	Namespaces        []string      `yaml:"namespaces" json:"namespaces"`
+	ExcludeNamespaces []string      `yaml:"excludeNamespaces" json:"excludeNamespaces"`
+	Processes         []string      `yaml:"processes" json:"processes"`
+	ExcludeProcesses  []string      `yaml:"excludeProcesses" json:"excludeProcesses"`
+	HostProcesses     bool          `yaml:"hostProcesses" json:"hostProcesses"`
+	// Pod, when set, makes the collector report only that pod (its uid):
+	// what a collector running as a sidecar of the user's pods
+	// (deploy: sidecar, sidecarOf: app) must do, since its hooks see the
+	// whole node and every pod on it may have such a sidecar. Default
+	// $WEFT_POD_UID, which the chart's sidecar snippet sets from the
+	// downward API; unset, the collector reports its whole node.
+	Pod      string         `yaml:"pod" json:"pod"`
+	Metadata MetadataConfig `yaml:"metadata" json:"metadata"`
 	// Required makes Start fail when the node cannot run eBPF (not root,
 	// no CAP_BPF/CAP_PERFMON, no BTF) or the kernel refuses a program.
 	// When false (default) the stage logs what is missing and stays idle,
@@ -81,6 +91,18 @@ const (
 	ProviderFile       = "file"
 	ProviderNone       = "none"
 )
+
+// PodEnv is the variable that names a sidecar collector's own pod (its
+// uid, from the downward API's metadata.uid) when the config does not.
+const PodEnv = "WEFT_POD_UID"
+
+// ownPod is the pod a sidecar collector reports ("" for the whole node).
+func (c *Config) ownPod() string {
+	if c.Pod != "" {
+		return c.Pod
+	}
+	return strings.TrimSpace(os.Getenv(PodEnv))
+}
 
 // NewConfig returns the defaults.
 func NewConfig() *Config {

@@ -74,8 +74,10 @@ func (p *Pipeline) Handle(ctx context.Context, rec []byte) error {
 	return p.pub.Publish(ctx, subject, d.Event)
 }
 
-// filter is the config's namespace and process filters.
+// filter is the config's namespace and process filters, and a sidecar's
+// own pod.
 type filter struct {
+	pod                           string // only this pod's events, when set
 	namespaces, excludeNamespaces []string
 	processes, excludeProcesses   []string
 	host                          bool
@@ -86,8 +88,9 @@ func newFilter(c *Config) filter {
 	f := filter{
 		namespaces: c.Namespaces, excludeNamespaces: c.ExcludeNamespaces,
 		processes: c.Processes, excludeProcesses: c.ExcludeProcesses, host: c.HostProcesses,
+		pod: c.ownPod(),
 	}
-	f.none = len(f.namespaces)+len(f.excludeNamespaces)+len(f.processes)+len(f.excludeProcesses) == 0 && f.host
+	f.none = len(f.namespaces)+len(f.excludeNamespaces)+len(f.processes)+len(f.excludeProcesses) == 0 && f.host && f.pod == ""
 	return f
 }
 
@@ -96,6 +99,11 @@ func (f *filter) allow(d decode.Decoded) bool {
 		return true
 	}
 	t := d.Event.GetTask()
+	if f.pod != "" && t.GetPodUid() != f.pod {
+		// A sidecar reports its own pod; the others' sidecars (or the
+		// node's collector) report theirs.
+		return false
+	}
 	if d.Pod == nil {
 		if !f.host && t.GetPodUid() == "" {
 			return false

@@ -1,18 +1,23 @@
-// Package synthetic is the `synthetic` stage kind: it publishes
-// schema-valid events at a configured rate, shaped like a small cluster's
-// traffic (pods announced, processes started, TCP connections whose two
-// sides and totals agree), so the pipeline runs end to end — for demos,
-// tests and benchmarks — before or without real collectors.
+// Package synthetic is the `synthetic` stage kind: it publishes the
+// events a small real cluster would give weft's collectors, in real time
+// (see cluster.go: Deployments whose pods a ReplicaSet owns, a NATS
+// broker, a process per container, long-lived broker connections, short
+// calls, exec probes, crashing and restarted containers), so the pipeline
+// runs end to end — for `weft up --demo`, tests and the service map's
+// browser tests — before or without real collectors. It keeps the ground
+// truth of what it published and serves it on GET /api/v1/demo/truth, so a
+// test or a user can compare the graph with what the cluster did.
 package synthetic
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
-	"strconv"
+	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/weftobs/weft/streams/publish"
@@ -20,18 +25,31 @@ import (
 	"github.com/weftobs/weft/streams/stage"
 )
 
+// TruthPath is where the stage serves its ground truth (Truth, as JSON,
+// with "done": true once Total events were published).
+const TruthPath = "/api/v1/demo/truth"
+
 // Config is the kind's `config:`.
 type Config struct {
-	// Rate is events per second; 0 publishes as fast as backpressure allows.
+	// Rate is events per second of short calls (four events each); 0
+	// makes none, leaving the broker connections, probes and restarts.
 	Rate int `yaml:"rate"`
-	// Total stops after this many events; 0 runs until shutdown.
+	// Total ends the simulated cluster once this many events were
+	// published, as a drained node (its connections close, its processes
+	// exit); 0 runs until shutdown.
 	Total int64 `yaml:"total"`
 	// Nodes is how many nodes to simulate.
 	Nodes int `yaml:"nodes"`
-	// Pods is how many pods per node.
+	// Pods is how many pods per node: one broker, the rest app pods.
 	Pods int `yaml:"pods"`
 	// BatchEvents is the publisher's events per message.
 	BatchEvents int `yaml:"batchEvents"`
+	// RestartEvery is how often an app container crashes and is restarted
+	// (default 60s; negative: never).
+	RestartEvery time.Duration `yaml:"restartEvery"`
+	// ProbeEvery is how often a pod runs an exec probe, a short process
+	// (default 10s; negative: never).
+	ProbeEvery time.Duration `yaml:"probeEvery"`
 }
 
 // Validate reports every problem in c.
@@ -52,11 +70,23 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+func (c *Config) options() Options {
+	o := Options{Nodes: c.Nodes, Pods: c.Pods, CallsPerSecond: float64(c.Rate) / 4, RestartEvery: c.RestartEvery, ProbeEvery: c.ProbeEvery}
+	if o.RestartEvery == 0 {
+		o.RestartEvery = time.Minute
+	}
+	if o.ProbeEvery == 0 {
+		o.ProbeEvery = 10 * time.Second
+	}
+	o.RestartEvery, o.ProbeEvery = max(o.RestartEvery, 0), max(o.ProbeEvery, 0)
+	return o
+}
+
 // Kind is the synthetic stage kind.
 func Kind() stage.Kind {
 	return stage.Kind{
 		Name:        "synthetic",
-		Description: "publishes schema-valid synthetic events at a set rate",
+		Description: "publishes a simulated small cluster's events in real time, and its ground truth",
 		Deploy:      []stage.DeployMode{stage.DeployInProcess, stage.DeployDeployment, stage.DeployDaemonSet},
 		Source:      true, Sink: true,
 		NewConfig: func() any { return &Config{Rate: 1000, Nodes: 1, Pods: 8} },
@@ -64,12 +94,15 @@ func Kind() stage.Kind {
 	}
 }
 
-// Stage publishes synthetic events.
+// Stage publishes the simulated cluster's events.
 type Stage struct {
 	s      stage.Settings
 	cfg    Config
 	log    *slog.Logger
-	pub    *publish.Publisher
+	pubs   map[string]*publish.Publisher // by simulated node
+	gen    *Generator
+	sent   atomic.Int64
+	fin    atomic.Bool // Total reached
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
@@ -87,7 +120,10 @@ func New(s stage.Settings) (stage.Stage, error) {
 	if len(s.Outputs) != 1 {
 		return nil, fmt.Errorf("synthetic needs exactly one output stream, has %d", len(s.Outputs))
 	}
-	return &Stage{s: s, cfg: *cfg, log: s.Logger}, nil
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("stage %s: %w", s.Name, err)
+	}
+	return &Stage{s: s, cfg: *cfg, log: s.Logger, gen: NewGenerator(s.Node, cfg.options())}, nil
 }
 
 // Start starts publishing.
@@ -96,14 +132,20 @@ func (st *Stage) Start(ctx context.Context, host stage.Host) error {
 	if !publishable(out, schema.EventSubject("n", schema.KindTCP)) {
 		return fmt.Errorf("output stream %s (subjects %v) does not take %s…", out.Name, out.Subjects, schema.EventsPrefix)
 	}
-	batch := st.cfg.BatchEvents
-	pub, err := publish.New(host.JetStream().Conn(), publish.Config{
-		Stage: st.s.Name, Node: st.s.Node, MaxBatchItems: batch,
-	}, st.s.Counters, st.log)
-	if err != nil {
-		return err
+	// One publisher per simulated node, as each node's collector
+	// publishes its own batches (their origin names the node).
+	st.pubs = map[string]*publish.Publisher{}
+	for _, node := range st.gen.NodeNames() {
+		pub, err := publish.New(host.JetStream().Conn(), publish.Config{
+			Stage: st.s.Name, Node: node, MaxBatchItems: st.cfg.BatchEvents,
+		}, st.s.Counters, st.log)
+		if err != nil {
+			_ = st.closePublishers(ctx)
+			return err
+		}
+		st.pubs[node] = pub
 	}
-	st.pub = pub
+	host.Handle(TruthPath, http.HandlerFunc(st.serveTruth))
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	st.cancel = cancel
 	st.done = make(chan struct{})
@@ -151,48 +193,53 @@ func splitDots(s string) []string {
 	return append(out, s[start:])
 }
 
-// run publishes until Total, shutdown, or an error. Pacing is per 10ms
-// tick so a high rate costs no timer per event.
+// run publishes until Total, shutdown, or an error, stepping the
+// simulated cluster every 10ms of real time.
 func (st *Stage) run(ctx context.Context) error {
-	g := NewGenerator(st.s.Node, st.cfg.Nodes, st.cfg.Pods)
-	for _, e := range g.PodEvents() {
-		if err := st.pub.Publish(ctx, e.Subject, e.Event); err != nil {
-			return err
-		}
-	}
-	const tick = 10 * time.Millisecond
-	var sent int64
-	var ticker *time.Ticker
-	perTick := int64(1 << 30)
-	if st.cfg.Rate > 0 {
-		ticker = time.NewTicker(tick)
-		defer ticker.Stop()
-		perTick = max(int64(st.cfg.Rate)*int64(tick)/int64(time.Second), 1)
-	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
 	for {
-		if ticker != nil {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-ticker.C:
+		if st.cfg.Total > 0 && st.sent.Load() >= st.cfg.Total {
+			// The simulated cluster ends as a drained node: its
+			// connections close and its processes exit, so the truth is
+			// final (nothing open) and the graph must match it.
+			for _, e := range st.gen.Stop(time.Now()) {
+				if err := st.pubs[e.Node].Publish(ctx, e.Subject, e.Event); err != nil {
+					return err
+				}
+				st.sent.Add(1)
 			}
-		} else if ctx.Err() != nil {
-			return ctx.Err()
+			st.fin.Store(true)
+			st.log.Info("demo: published its total; the simulated cluster stands still", "events", st.sent.Load())
+			return nil
 		}
-		for i := int64(0); i < perTick; i++ {
-			if st.cfg.Total > 0 && sent >= st.cfg.Total {
-				return nil
-			}
-			e := g.Next()
-			if err := st.pub.Publish(ctx, e.Subject, e.Event); err != nil {
+		for _, e := range st.gen.Step(time.Now()) {
+			if err := st.pubs[e.Node].Publish(ctx, e.Subject, e.Event); err != nil {
 				return err
 			}
-			sent++
-			if ticker == nil && i%256 == 0 && ctx.Err() != nil {
-				return ctx.Err()
-			}
+			st.sent.Add(1)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
 		}
 	}
+}
+
+// truthJSON is what TruthPath serves.
+type truthJSON struct {
+	Truth
+	// Done is true once the stage published its Total and stopped.
+	Done bool `json:"done"`
+}
+
+func (st *Stage) serveTruth(w http.ResponseWriter, _ *http.Request) {
+	done := st.fin.Load() // before reading the truth: done means final
+	t := st.gen.Truth()
+	t.Events = st.sent.Load()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(truthJSON{Truth: t, Done: done})
 }
 
 // Shutdown stops generating and flushes what was generated.
@@ -202,145 +249,15 @@ func (st *Stage) Shutdown(ctx context.Context) error {
 			st.cancel()
 			<-st.done
 		}
-		if st.pub != nil {
-			st.err = st.pub.Close(ctx)
-		}
+		st.err = st.closePublishers(ctx)
 	})
 	return st.err
 }
 
-// Published is one generated event and its subject.
-type Published struct {
-	Subject string
-	Event   *schema.Event
-}
-
-// Generator makes a deterministic stream of events for a simulated
-// cluster. It is not safe for concurrent use.
-type Generator struct {
-	nodes []simNode
-	n     uint64
-	clock time.Time
-	ev    schema.Event
-	tcp   schema.TCPEvent
-	task  schema.Task
-	body  schema.Event_Tcp
-	conn  pendingConn
-	step  int
-}
-
-type simNode struct {
-	name string
-	pods []*schema.Pod
-	ips  []netip.Addr
-}
-
-type pendingConn struct {
-	client, server       int
-	clientNode           int
-	sport                uint32
-	sent, recv, duration uint64
-	start                time.Time
-}
-
-// NewGenerator simulates nodes nodes of pods pods each. Node names are
-// node, or node-0…node-(n-1) when nodes > 1.
-func NewGenerator(node string, nodes, pods int) *Generator {
-	g := &Generator{clock: time.Now()}
-	for n := range nodes {
-		name := node
-		if nodes > 1 {
-			name = node + "-" + strconv.Itoa(n)
-		}
-		sn := simNode{name: name}
-		for p := range pods {
-			ip := netip.AddrFrom4([4]byte{10, byte(n >> 8), byte(n), byte(p + 2)})
-			role := "app"
-			if p%4 == 0 {
-				role = "broker"
-			}
-			uid := fmt.Sprintf("00000000-0000-4000-8000-%04x%08x", n, p)
-			sn.pods = append(sn.pods, &schema.Pod{
-				Uid: uid, Name: fmt.Sprintf("%s-%d-%d", role, n, p), Namespace: "synthetic", Node: name,
-				Ips:        []string{ip.String()},
-				Labels:     map[string]string{"app": role},
-				Owners:     []*schema.OwnerRef{{Kind: "Deployment", Name: role, Controller: true}},
-				Containers: []*schema.Container{{Id: fmt.Sprintf("%064x", uint64(n)<<32|uint64(p)), Name: role, Image: "synthetic/" + role + ":1"}},
-			})
-			sn.ips = append(sn.ips, ip)
-		}
-		g.nodes = append(g.nodes, sn)
+func (st *Stage) closePublishers(ctx context.Context) error {
+	var errs []error
+	for _, p := range st.pubs {
+		errs = append(errs, p.Close(ctx))
 	}
-	return g
-}
-
-// PodEvents announces every simulated pod.
-func (g *Generator) PodEvents() []Published {
-	var out []Published
-	for _, n := range g.nodes {
-		for _, p := range n.pods {
-			out = append(out, Published{
-				Subject: schema.EventSubject(n.name, schema.KindPod),
-				Event: &schema.Event{TimeUnixNano: uint64(g.clock.UnixNano()),
-					Body: &schema.Event_Pod{Pod: &schema.PodEvent{Op: schema.PodEvent_OP_UPSERT, Pod: p}}},
-			})
-		}
-	}
-	return out
-}
-
-// Next returns the next event. The returned event is reused by the next
-// call (the publisher copies it).
-func (g *Generator) Next() Published {
-	g.n++
-	g.clock = g.clock.Add(20 * time.Microsecond)
-	// Each connection is four events: client connect, server accept,
-	// client close, server close, with agreeing totals.
-	if g.step == 0 {
-		cn := int(g.n/7) % len(g.nodes)
-		pods := len(g.nodes[cn].pods)
-		g.conn = pendingConn{
-			clientNode: cn, client: 1 + int(g.n/4)%(pods-1), server: 0,
-			sport: uint32(20000 + g.n%40000), sent: 100 + g.n%900, recv: 200 + g.n%1800,
-			duration: 1_000_000 + g.n%5_000_000, start: g.clock,
-		}
-		if g.conn.client%4 == 0 { // brokers also call brokers, one hop over
-			g.conn.server = (g.conn.client + 4) % pods
-		}
-	}
-	c := g.conn
-	n := g.nodes[c.clientNode]
-	server := n.pods[c.server]
-	client := n.pods[c.client]
-	g.tcp = schema.TCPEvent{SockCookie: g.n, StartUnixNano: uint64(c.start.UnixNano())}
-	var who *schema.Pod
-	switch g.step {
-	case 0, 2: // client side
-		who = client
-		g.tcp.Role = schema.Role_ROLE_CLIENT
-		g.tcp.LocalAddr, g.tcp.LocalPort = n.ips[c.client].AsSlice(), c.sport
-		g.tcp.RemoteAddr, g.tcp.RemotePort = n.ips[c.server].AsSlice(), 4222
-		g.tcp.Phase = schema.TCPPhase_TCP_PHASE_CONNECT
-		if g.step == 2 {
-			g.tcp.Phase, g.tcp.BytesSent, g.tcp.BytesReceived, g.tcp.DurationNs = schema.TCPPhase_TCP_PHASE_CLOSE, c.sent, c.recv, c.duration
-		}
-	case 1, 3: // server side
-		who = server
-		g.tcp.Role = schema.Role_ROLE_SERVER
-		g.tcp.LocalAddr, g.tcp.LocalPort = n.ips[c.server].AsSlice(), 4222
-		g.tcp.RemoteAddr, g.tcp.RemotePort = n.ips[c.client].AsSlice(), c.sport
-		g.tcp.Phase = schema.TCPPhase_TCP_PHASE_ACCEPT
-		if g.step == 3 {
-			g.tcp.Phase, g.tcp.BytesSent, g.tcp.BytesReceived, g.tcp.DurationNs = schema.TCPPhase_TCP_PHASE_CLOSE, c.recv, c.sent, c.duration
-		}
-	}
-	g.step = (g.step + 1) % 4
-	g.task = schema.Task{
-		Pid: uint32(1000 + c.client), Tid: uint32(1000 + c.client), Comm: who.Containers[0].Name,
-		Exe: "/usr/bin/" + who.Containers[0].Name, CgroupId: uint64(c.client + 1),
-		ContainerId: who.Containers[0].Id, PodUid: who.Uid, Attribution: schema.Attribution_ATTRIBUTION_POD,
-	}
-	g.body.Tcp = &g.tcp
-	g.ev = schema.Event{TimeUnixNano: uint64(g.clock.UnixNano()), Task: &g.task, Body: &g.body}
-	return Published{Subject: schema.EventSubject(n.name, schema.KindTCP), Event: &g.ev}
+	return errors.Join(errs...)
 }

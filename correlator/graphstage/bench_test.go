@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/weftobs/weft/correlator/correlate"
 	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore"
 	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
 	"github.com/weftobs/weft/correlator/graphstage"
 	"github.com/weftobs/weft/correlator/internal/scenario"
@@ -400,6 +402,9 @@ func BenchmarkReplayNeo4j(b *testing.B) {
 				if got.Calls != uint64(calls) {
 					b.Fatalf("stage folded %d calls, want %d (%+v)", got.Calls, calls, got)
 				}
+				if ns, ok := st.Store().(*neo4jstore.Store); ok {
+					reportTimes(b, ns.Times())
+				}
 				batches, rows = batches+got.Batches, rows+got.Rows
 				if err := st.Shutdown(context.Background()); err != nil {
 					b.Fatal(err)
@@ -412,3 +417,28 @@ func BenchmarkReplayNeo4j(b *testing.B) {
 		})
 	}
 }
+
+// reportTimes says where a Neo4j replay's writes spent their time: per
+// transaction, the statements' time on the server, their round trips as
+// the client saw them, and the whole transaction (session, begin, commit);
+// each statement's share goes to the log.
+func reportTimes(b *testing.B, t neo4jstore.Times) {
+	if t.Transactions == 0 {
+		return
+	}
+	var server, client time.Duration
+	names := slices.Sorted(maps.Keys(t.Statements))
+	for _, n := range names {
+		s := t.Statements[n]
+		server, client = server+s.Server, client+s.Client
+		b.Logf("%-28s %3d runs %8d rows  server %8.1f ms/tx  round trip %8.1f ms/tx", n, s.Runs, s.Rows,
+			ms(s.Server)/float64(t.Transactions), ms(s.Client)/float64(t.Transactions))
+	}
+	tx := float64(t.Transactions)
+	b.ReportMetric(ms(t.Total)/tx, "tx-ms/batch")
+	b.ReportMetric(ms(server)/tx, "server-ms/batch")
+	b.ReportMetric(ms(client-server)/tx, "wire-ms/batch")
+	b.ReportMetric(ms(t.Total-client)/tx, "begin+commit-ms/batch")
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }

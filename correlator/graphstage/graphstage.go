@@ -153,6 +153,11 @@ type Stage struct {
 	held    []heldMsg
 	seq     uint64 // highest sequence folded
 	applied uint64 // the store's sequence
+	// first is the first sequence the consumer delivers (the store's
+	// sequence + 1, or a replay's start), and str the input stream, from
+	// which a sequence whose delivery was lost is read (see fillGap).
+	first   uint64
+	str     jetstream.Stream
 	pending *graph.Batch
 	stats   Stats
 	kick    chan struct{}
@@ -189,6 +194,11 @@ type Stats struct {
 	Batches    uint64 // batches written
 	Rows       uint64 // row upserts written
 	Skipped    uint64 // messages at or below the store's sequence
+	// GapFilled counts messages read from the stream because a later one
+	// came first (a delivery lost on the way: the client cut off as a
+	// slow consumer, a reconnect); their deliveries come again after
+	// AckWait and are acked then.
+	GapFilled uint64
 	// Rehold counts redeliveries of messages folded but not yet written:
 	// held again, not acked.
 	Rehold uint64
@@ -292,22 +302,23 @@ func (s *Stage) openStore(ctx context.Context) error {
 
 // Start opens the store, checks it, and starts consuming. When Neo4j
 // cannot be used as configured (nothing answers, the credentials or the
-// database are refused: neo4jstore.IsUnavailable), Start returns at once
-// and the stage waits for Neo4j in the background, not ready (Ready says
-// why) and consuming nothing, so CALLS keeps every message; it starts
-// consuming once Neo4j lets it, and reports any other failure then as
-// fatal to the host. Other failures (pending migrations, a replay into a
-// graph that is not empty) fail Start.
+// database are refused, migrations are pending: neo4jstore.IsUnavailable),
+// Start returns at once and the stage waits for Neo4j in the background,
+// not ready (Ready says why) and consuming nothing, so CALLS keeps every
+// message; it starts consuming once Neo4j lets it, and reports any other
+// failure then as fatal to the host. Other failures (a replay into a graph
+// that is not empty), and every failure of a replay, which a person is
+// waiting for, fail Start.
 func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	err := s.begin(ctx, host)
 	if err == nil {
 		return nil
 	}
-	if s.cfg.Store != StoreNeo4j || !neo4jstore.IsUnavailable(err) {
+	if s.cfg.Store != StoreNeo4j || s.set.Replay != nil || !neo4jstore.IsUnavailable(err) {
 		return fmt.Errorf("stage %s: %w", s.set.Name, err)
 	}
 	s.setFault(err)
-	s.log.Warn("neo4j unavailable, holding CALLS until it answers", "err", err)
+	s.log.Warn("neo4j not usable yet, holding CALLS until it is", "err", err)
 	rctx, stop := context.WithCancel(context.Background())
 	s.retryStop, s.retryDone = stop, make(chan struct{})
 	go s.retry(rctx, host)
@@ -373,10 +384,19 @@ func (s *Stage) begin(ctx context.Context, host stage.Host) error {
 		_ = s.store.Close(ctx)
 		return err
 	}
-	s.mu.Lock()
-	s.applied, s.seq = last, last
-	s.mu.Unlock()
 	js := host.JetStream()
+	str, err := js.Stream(ctx, s.input.Name)
+	if err != nil {
+		_ = s.store.Close(ctx)
+		return fmt.Errorf("stream %s: %w", s.input.Name, err)
+	}
+	s.mu.Lock()
+	s.applied, s.seq, s.str = last, last, str
+	s.first = last + 1
+	if r := s.set.Replay; r != nil && r.StartSeq > s.first {
+		s.first = r.StartSeq
+	}
+	s.mu.Unlock()
 	if last > 0 && s.cfg.DedupeWarmup > 0 {
 		if err := s.warmup(ctx, js, last); err != nil {
 			s.log.Warn("dedupe warm-up incomplete", "err", err)
@@ -506,7 +526,7 @@ func (s *Stage) serveQuery(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(q.Embedded(g, arg))
 }
 
-func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {
+func (s *Stage) handle(ctx context.Context, m jetstream.Msg) error {
 	meta, err := m.Metadata()
 	if err != nil {
 		return consume.Permanent(err)
@@ -531,13 +551,20 @@ func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {
 		s.mu.Unlock()
 		return consume.ErrAckLater
 	}
-	for _, c := range b.GetCalls() {
-		if s.fold.Add(c) {
-			s.stats.Calls++
-		} else {
-			s.stats.Duplicates++
+	if next := max(s.seq+1, s.first); seq > next {
+		s.mu.Unlock()
+		missed, err := s.fillGap(ctx, next, seq-1)
+		if err != nil {
+			// Not folded, not acked: comes again after the backoff.
+			return fmt.Errorf("CALLS sequence %d came before %d: %w", seq, next, err)
+		}
+		s.mu.Lock()
+		for _, mb := range missed {
+			s.add(mb)
+			s.stats.GapFilled++
 		}
 	}
+	s.add(b)
 	s.seq = seq
 	s.held = append(s.held, heldMsg{seq: seq, msg: m, touched: time.Now()})
 	full := len(s.held) >= s.cfg.MaxPendingMessages
@@ -549,6 +576,53 @@ func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {
 		}
 	}
 	return consume.ErrAckLater
+}
+
+// add folds the calls of b; s.mu is held.
+func (s *Stage) add(b *schema.CallBatch) {
+	for _, c := range b.GetCalls() {
+		if s.fold.Add(c) {
+			s.stats.Calls++
+		} else {
+			s.stats.Duplicates++
+		}
+	}
+}
+
+// fillGap reads the messages from..to of the input stream, which were
+// not delivered before a later one: folding by sequence needs every
+// message below the highest folded, since the store records only that
+// sequence. JetStream delivers in order, except when a delivery is lost
+// on its way (the client cut off as a slow consumer, a reconnect); the
+// server then sends it again after AckWait, after the later ones. A
+// sequence the stream no longer holds (aged out, deleted) is no gap. The
+// redelivery, when it comes, is held and acked as any message folded.
+func (s *Stage) fillGap(ctx context.Context, from, to uint64) ([]*schema.CallBatch, error) {
+	info, err := s.str.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	from = max(from, info.State.FirstSeq)
+	var out []*schema.CallBatch
+	for seq := from; seq <= to; seq++ {
+		raw, err := s.str.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read sequence %d: %w", seq, err)
+		}
+		b, err := schema.NewCallDecoder().Decode(raw.Data)
+		if err != nil {
+			// Its own delivery dead-letters it; nothing to fold.
+			continue
+		}
+		out = append(out, b)
+	}
+	if len(out) > 0 {
+		s.log.Warn("deliveries lost on the way, read from the stream instead", "stream", s.input.Name, "from", from, "to", to, "messages", len(out))
+	}
+	return out, nil
 }
 
 func (s *Stage) loop() {

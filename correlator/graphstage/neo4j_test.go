@@ -86,27 +86,6 @@ func startErr(t *testing.T, h *stagetest.Host, set stage.Settings) error {
 	return err
 }
 
-// TestNeo4jStageRefusesPendingMigrations: the stage does not start on a
-// database with pending migrations, and names them; it starts once they
-// are applied.
-func TestNeo4jStageRefusesPendingMigrations(t *testing.T) {
-	cfg := neo4jtest.Fresh(t)
-	s := natstest.Start(t)
-	stagetest.Streams(t, s)
-	h := stagetest.NewHost(s.JS)
-	err := startErr(t, h, neo4jSettings(t, cfg, nil))
-	for _, want := range []string{"stage graph", "pending migrations", "V001 constraints", "V002 indexes", "weft migrate up"} {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Fatalf("start with nothing migrated: %v; want it to say %q", err, want)
-		}
-	}
-	neo4jtest.Migrate(t, neo4jtest.Open(t, cfg))
-	g := startGraph(t, h, neo4jSettings(t, cfg, nil))
-	if err := g.Shutdown(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestNeo4jCrashBetweenWriteAndAck mirrors TestEndToEnd's kill on Neo4j,
 // made certain to crash between a write and its acks: the first graph
 // stage holds every message (no timed write), its connection is cut, and

@@ -254,3 +254,12 @@ func (b *batcher) finish(bt *batch, acked bool) []jetstream.Msg {
 	}
 	return msgs
 }
+
+// forget drops key from the acked messages, for one whose ack the server
+// did not confirm: a redelivery of it is exported again (same ids), not
+// taken for a copy.
+func (b *batcher) forget(key msgKey) {
+	b.mu.Lock()
+	delete(b.acked, key)
+	b.mu.Unlock()
+}

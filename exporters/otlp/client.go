@@ -3,6 +3,7 @@ package otlp
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploggrpc"
@@ -139,6 +140,7 @@ func NewMetricExporter(ctx context.Context, cfg Config) (sdkmetric.Exporter, err
 		opts := []otlpmetrichttp.Option{
 			otlpmetrichttp.WithEndpointURL(conn.url), otlpmetrichttp.WithHeaders(conn.headers),
 			otlpmetrichttp.WithTimeout(conn.timeout), otlpmetrichttp.WithRetry(otlpmetrichttp.RetryConfig{Enabled: false}),
+			otlpmetrichttp.WithHTTPClient(httpClient(conn)),
 		}
 		if conn.compression == "gzip" {
 			opts = append(opts, otlpmetrichttp.WithCompression(otlpmetrichttp.GzipCompression))
@@ -175,12 +177,21 @@ func NewMetricExporter(ctx context.Context, cfg Config) (sdkmetric.Exporter, err
 // to the OTLP backend cfg describes every cfg.Metrics.Interval. The runner
 // adds it to the MeterProvider that serves weft's own counters on
 // /metrics, so the same counters are also pushed over OTLP. Shutting the
-// MeterProvider down flushes and closes it.
-func SelfMetricsReader(ctx context.Context, cfg Config) (sdkmetric.Reader, error) {
+// MeterProvider down flushes and closes it. With metrics off (the
+// config, or OTEL_METRICS_EXPORTER=none) it returns nil and no error. A
+// backend without a metrics service is said once on log.
+func SelfMetricsReader(ctx context.Context, cfg Config, log *slog.Logger) (sdkmetric.Reader, error) {
 	cfg.setDefaults()
+	if _, err := exporterEnv(signalMetrics); err != nil {
+		return nil, err
+	}
+	if !cfg.signalOn(signalMetrics) {
+		return nil, nil
+	}
 	exp, err := NewMetricExporter(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return sdkmetric.NewPeriodicReader(exp, sdkmetric.WithInterval(cfg.Metrics.Interval)), nil
+	gated := gatedMetricExporter{Exporter: exp, gate: newSignalGate(signalMetrics, cfg, log)}
+	return sdkmetric.NewPeriodicReader(gated, sdkmetric.WithInterval(cfg.Metrics.Interval)), nil
 }

@@ -78,12 +78,52 @@ type TLSConfig struct {
 
 // SignalConfig switches one signal.
 type SignalConfig struct {
-	// Enabled defaults to true.
+	// Enabled defaults to the standard OTEL_<SIGNAL>_EXPORTER variable
+	// (OTEL_TRACES_EXPORTER…): "none" turns the signal off, "otlp" or
+	// unset leaves it on. A value set here wins over the variable.
 	Enabled *bool `yaml:"enabled" json:"enabled"`
 }
 
-// On reports whether the signal is enabled.
-func (s SignalConfig) On() bool { return s.Enabled == nil || *s.Enabled }
+// exporterEnv reads OTEL_<SIGNAL>_EXPORTER: whether it turns signal off,
+// or an error for an exporter weft does not have (it speaks only OTLP).
+// The variable is a comma-separated list; "none" alone means off.
+func exporterEnv(signal string) (on bool, err error) {
+	name := "OTEL_" + strings.ToUpper(signal) + "_EXPORTER"
+	v := strings.TrimSpace(os.Getenv(name))
+	if v == "" {
+		return true, nil
+	}
+	on = false
+	for _, e := range strings.Split(v, ",") {
+		switch e = strings.TrimSpace(e); e {
+		case "otlp":
+			on = true
+		case "none", "":
+		default:
+			return false, fmt.Errorf("%s=%q: weft exports %s only over OTLP (%q) or not at all (%q)", name, v, signal, "otlp", "none")
+		}
+	}
+	return on, nil
+}
+
+// signalOn reports whether signal is exported: the config's switch if
+// set, else OTEL_<SIGNAL>_EXPORTER (Validate reports a bad value).
+func (c Config) signalOn(signal string) bool {
+	var sc SignalConfig
+	switch signal {
+	case signalTraces:
+		sc = c.Traces
+	case signalLogs:
+		sc = c.Logs
+	case signalMetrics:
+		sc = c.Metrics.SignalConfig
+	}
+	if sc.Enabled != nil {
+		return *sc.Enabled
+	}
+	on, err := exporterEnv(signal)
+	return on && err == nil
+}
 
 // MetricsConfig configures the per-edge and pipeline-health metrics.
 type MetricsConfig struct {
@@ -199,6 +239,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("batch.maxItems must be positive"))
 	}
 	for _, sig := range []string{signalTraces, signalLogs, signalMetrics} {
+		if _, err := exporterEnv(sig); err != nil {
+			errs = append(errs, err)
+		}
 		if _, err := c.resolve(sig); err != nil {
 			errs = append(errs, err)
 		}

@@ -33,6 +33,7 @@ const (
 	MetricPipelineRedelivered = "weft.pipeline.redelivered"
 	MetricPipelineErrors      = "weft.pipeline.export_errors"
 	MetricPipelineLag         = "weft.pipeline.lag"
+	MetricPipelineUnconfirmed = "weft.pipeline.unconfirmed_calls"
 )
 
 // Edge attribute prefixes.
@@ -58,7 +59,10 @@ type edgeMetrics struct {
 	errors   metric.Int64Counter
 	bytes    metric.Int64Counter
 	duration metric.Float64Histogram
-	level    string
+	// unconfirmed counts calls left out of the edge metrics because the
+	// server did not confirm their message's ack (see Stage.ackAndRecord).
+	unconfirmed metric.Int64Counter
+	level       string
 
 	mu   sync.Mutex
 	sets map[edgeKey]attribute.Set
@@ -93,6 +97,9 @@ func newEdgeMetrics(reader sdkmetric.Reader, cfg MetricsConfig, res *resource.Re
 		return nil, err
 	}
 	if m.bytes, err = meter.Int64Counter(MetricEdgeBytes, metric.WithUnit("By"), metric.WithDescription("Bytes carried by calls; network.io.direction is the client's view: transmit is client to server.")); err != nil {
+		return nil, err
+	}
+	if m.unconfirmed, err = meter.Int64Counter(MetricPipelineUnconfirmed, metric.WithUnit("{call}"), metric.WithDescription("Calls left out of the edge metrics: the server did not confirm their message's ack, so counting them could count them twice.")); err != nil {
 		return nil, err
 	}
 	if m.duration, err = meter.Float64Histogram(MetricEdgeDuration, metric.WithUnit("s"), metric.WithDescription("Duration of calls, connect to close.")); err != nil {
@@ -143,8 +150,8 @@ func (m *edgeMetrics) setLag(stream string, n uint64) {
 }
 
 // record adds calls to the edge metrics. The stage calls it once the
-// calls' spans were accepted, just before acking their messages, so a
-// redelivered message is not counted twice.
+// server confirmed the ack of the calls' message, so a redelivered or
+// restarted message is never counted twice.
 func (m *edgeMetrics) record(ctx context.Context, calls []*schema.Call) {
 	for _, c := range calls {
 		set := m.attributes(c)

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -53,7 +54,12 @@ type Stage struct {
 	logs    sdklog.Exporter
 	metrics *edgeMetrics
 	selfTP  *sdktrace.TracerProvider
-	tracer  trace.Tracer
+	// tracesGate and logsGate turn a signal off once the backend says it
+	// has no service for it (see lacking.go).
+	tracesGate, logsGate *signalGate
+	// instance is this exporter's service.instance.id.
+	instance string
+	tracer   trace.Tracer
 
 	batcher   *batcher
 	consumers []*consume.Consumer
@@ -104,7 +110,9 @@ func New(s stage.Settings) (stage.Stage, error) {
 	return &Stage{
 		settings: s, cfg: cfg, log: s.Logger, counters: s.Counters,
 		spans: &SpanMapper{res: res}, logMap: newLogMapper(res),
-		durables: map[string]string{},
+		durables:   map[string]string{},
+		tracesGate: newSignalGate(signalTraces, cfg, s.Logger), logsGate: newSignalGate(signalLogs, cfg, s.Logger),
+		instance: instanceID(),
 	}, nil
 }
 
@@ -119,29 +127,36 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) (err error) {
 			_ = s.Shutdown(context.Background())
 		}
 	}()
-	if s.cfg.Traces.On() {
+	if s.cfg.signalOn(signalTraces) {
 		if s.traces, err = NewTraceExporter(ctx, s.cfg); err != nil {
 			return fmt.Errorf("stage %s: %w", s.settings.Name, err)
 		}
 	}
-	if s.cfg.Logs.On() {
+	if s.cfg.signalOn(signalLogs) {
 		if s.logs, err = NewLogExporter(ctx, s.cfg); err != nil {
 			return fmt.Errorf("stage %s: %w", s.settings.Name, err)
 		}
 	}
-	if s.cfg.Metrics.On() {
+	// A replay re-reads calls the live exporter already counted: its
+	// metrics would add them to the backend's totals a second time (see
+	// docs/otlp.md). Its spans and logs carry the same ids as the first
+	// time, so a backend takes them as the same data.
+	if s.cfg.signalOn(signalMetrics) && s.settings.Replay != nil {
+		s.log.Info("replay: edge metrics are not exported, the live exporter counted these calls already")
+	} else if s.cfg.signalOn(signalMetrics) {
 		exp, err := NewMetricExporter(ctx, s.cfg)
 		if err != nil {
 			return fmt.Errorf("stage %s: %w", s.settings.Name, err)
 		}
-		reader := sdkmetric.NewPeriodicReader(exp, sdkmetric.WithInterval(s.cfg.Metrics.Interval))
+		gated := gatedMetricExporter{Exporter: exp, gate: newSignalGate(signalMetrics, s.cfg, s.log)}
+		reader := sdkmetric.NewPeriodicReader(gated, sdkmetric.WithInterval(s.cfg.Metrics.Interval))
 		if s.metrics, err = newEdgeMetrics(reader, s.cfg.Metrics, s.selfResource(), s.counters); err != nil {
 			return fmt.Errorf("stage %s: metrics: %w", s.settings.Name, err)
 		}
 	}
 
 	s.tracer = noop.NewTracerProvider().Tracer(ScopeName)
-	if s.cfg.SelfTraces {
+	if s.cfg.SelfTraces && s.cfg.signalOn(signalTraces) {
 		exp, err := NewTraceExporter(ctx, s.cfg)
 		if err != nil {
 			return fmt.Errorf("stage %s: self traces: %w", s.settings.Name, err)
@@ -191,9 +206,26 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) (err error) {
 	return nil
 }
 
-// selfResource is the resource of what the stage says about itself.
+// instanceID is the exporter's service.instance.id: the one
+// OTEL_RESOURCE_ATTRIBUTES gives (a pod's name, set by the chart), else a
+// random UUID, as the semantic conventions advise for a process with no
+// identity of its own. A restart gets a new one, which a backend reads as
+// a new series, as it must since cumulative totals start again.
+func instanceID() string {
+	if res, err := resource.New(context.Background(), resource.WithFromEnv()); err == nil {
+		if v, ok := res.Set().Value(semconv.ServiceInstanceIDKey); ok && v.AsString() != "" {
+			return v.AsString()
+		}
+	}
+	return uuid.NewString()
+}
+
+// selfResource is the resource of what the stage says about itself: its
+// metrics and its own traces. service.instance.id tells two exporters of
+// one stage apart (two replicas on one node export different calls), so a
+// backend sums their series instead of taking one for the other.
 func (s *Stage) selfResource() *resource.Resource {
-	attrs := []attribute.KeyValue{semconv.ServiceName("weft"), attribute.String("weft.stage", s.settings.Name)}
+	attrs := []attribute.KeyValue{semconv.ServiceName("weft"), semconv.ServiceInstanceID(s.instance), attribute.String("weft.stage", s.settings.Name)}
 	if s.settings.Node != "" {
 		attrs = append(attrs, semconv.K8SNodeName(s.settings.Node))
 	}
@@ -233,7 +265,7 @@ func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {
 		if err != nil {
 			return consume.Permanent(err)
 		}
-		if s.traces != nil {
+		if s.traces != nil && !s.tracesGate.off.Load() {
 			spans = make([]sdktrace.ReadOnlySpan, 0, 2*len(b.GetCalls()))
 			for _, c := range b.GetCalls() {
 				spans = s.spans.AppendSpans(spans, c)
@@ -247,9 +279,8 @@ func (s *Stage) handle(_ context.Context, m jetstream.Msg) error {
 		if err != nil {
 			return consume.Permanent(err)
 		}
-		logs = s.logMap.appendRecords(nil, b)
-		if s.logs == nil {
-			logs = nil
+		if s.logs != nil && !s.logsGate.off.Load() {
+			logs = s.logMap.appendRecords(nil, b)
 		}
 	default:
 		return consume.Permanent(fmt.Errorf("stage %s: message type %q on %s is neither %s nor %s", s.settings.Name, typ, m.Subject(), typeCalls, typeEvents))
@@ -319,31 +350,76 @@ func (s *Stage) export(bt *batch) {
 		delay = min(delay*2, s.cfg.Retry.Max)
 	}
 	s.refusals.Store(0)
-	if s.metrics != nil && len(bt.calls) > 0 {
-		s.metrics.record(context.Background(), bt.calls)
-	}
 	s.counters.EventsOut.Add(uint64(len(bt.spans) + len(bt.logs)))
-	for _, m := range s.batcher.finish(bt, true) {
-		if m.Ack() == nil {
-			s.counters.Acked.Add(1)
+	if s.metrics == nil || len(bt.calls) == 0 {
+		for _, m := range s.batcher.finish(bt, true) {
+			if m.Ack() == nil {
+				s.counters.Acked.Add(1)
+			}
 		}
+		return
+	}
+	s.ackAndRecord(bt)
+}
+
+// ackAndRecord acks bt's messages and adds the calls of each to the edge
+// metrics once the server confirmed its ack: JetStream never delivers a
+// message again after a confirmed ack, so no exporter, this one after a
+// restart or another replica, counts its calls a second time. A message
+// whose ack is not confirmed (NATS away) is not counted here: if the ack
+// did not land, the message comes back and is counted then; if only the
+// confirmation was lost, its calls are missing from the metrics, counted
+// in weft.pipeline.unconfirmed_calls so the gap is never silent. (The
+// alternative, counting before the ack, doubles every redelivery.)
+func (s *Stage) ackAndRecord(bt *batch) {
+	msgs := s.batcher.finish(bt, true)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Batch.AckWait)
+	defer cancel()
+	var from int
+	for i, m := range msgs {
+		if i >= len(bt.msgs) {
+			// A redelivered copy of one of bt's messages: its calls
+			// go with the original's ack.
+			if m.Ack() == nil {
+				s.counters.Acked.Add(1)
+			}
+			continue
+		}
+		to := bt.ends[i].calls
+		calls := bt.calls[from:to]
+		from = to
+		if err := m.DoubleAck(ctx); err != nil {
+			// A redelivery to this exporter must be exported and
+			// counted, not taken for a copy of an acked message.
+			s.batcher.forget(bt.keys[i])
+			s.metrics.unconfirmed.Add(ctx, int64(len(calls)))
+			continue
+		}
+		s.counters.Acked.Add(1)
+		s.metrics.record(ctx, calls)
 	}
 }
 
 // exportOnce sends what of bt the backend has not taken yet; on failure
 // it also returns the HTTP status of the refused request (0 for gRPC).
 func (s *Stage) exportOnce(bt *batch) (int, error) {
-	if !bt.spansDone && len(bt.spans) > 0 {
+	if !bt.spansDone && len(bt.spans) > 0 && !s.tracesGate.off.Load() {
 		ctx, st := withHTTPStatus(s.ctx)
 		if err := s.traces.ExportSpans(ctx, bt.spans); err != nil {
-			return int(st.code.Load()), fmt.Errorf("export %d spans: %w", len(bt.spans), err)
+			if !unsupported(err, int(st.code.Load())) {
+				return int(st.code.Load()), fmt.Errorf("export %d spans: %w", len(bt.spans), err)
+			}
+			s.tracesGate.lacks(err)
 		}
 	}
 	bt.spansDone = true
-	if !bt.logsDone && len(bt.logs) > 0 {
+	if !bt.logsDone && len(bt.logs) > 0 && !s.logsGate.off.Load() {
 		ctx, st := withHTTPStatus(s.ctx)
 		if err := s.logs.Export(ctx, bt.logs); err != nil {
-			return int(st.code.Load()), fmt.Errorf("export %d log records: %w", len(bt.logs), err)
+			if !unsupported(err, int(st.code.Load())) {
+				return int(st.code.Load()), fmt.Errorf("export %d log records: %w", len(bt.logs), err)
+			}
+			s.logsGate.lacks(err)
 		}
 	}
 	bt.logsDone = true

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -28,7 +29,28 @@ type Launcher struct {
 	Dir string
 	// Classpath is its classes directory and every jar of Neo4j.
 	Classpath string
+	// Java is the java binary that runs this release (see Release.Java).
+	Java string
 }
+
+// Release is a Neo4j Community release the launcher can be built against,
+// with the Java it needs.
+type Release struct {
+	// Version is org.neo4j:neo4j's version.
+	Version string
+	// Java is the lowest Java feature release it runs on.
+	Java int
+}
+
+// LTS is the release weft's tests and `task neo4j` run by default: the
+// 5.26 long-term-support line.
+var LTS = Release{Version: "5.26.19", Java: 17}
+
+// Calendar is the newest calendar release tested: Neo4j's releases after
+// 5.26 are named by year and month, and need Java 21.
+var Calendar = Release{Version: "2026.08.1", Java: 21}
+
+func (r Release) String() string { return "Neo4j " + r.Version }
 
 // CacheDir is where Build keeps launchers: $WEFT_CACHE_DIR/neo4j if set,
 // else weft/neo4j under the user's cache directory (~/.cache).
@@ -49,10 +71,21 @@ func CacheDir() (string, error) {
 // repository. Test binaries of several packages may call it at once; a
 // lock file makes one build and the others wait for it. The first build
 // downloads Neo4j (about 250 MB); later ones take no time.
-func Build(ctx context.Context) (*Launcher, error) {
+func Build(ctx context.Context) (*Launcher, error) { return BuildRelease(ctx, LTS) }
+
+// BuildRelease is Build for release r, compiled and run with a JDK of
+// r.Java or later (see FindJava).
+func BuildRelease(ctx context.Context, r Release) (*Launcher, error) {
+	javaHome, err := FindJava(r.Java)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", r, err)
+	}
 	key, err := sourceKey()
 	if err != nil {
 		return nil, err
+	}
+	if r != LTS {
+		key += "-" + r.Version
 	}
 	root, err := CacheDir()
 	if err != nil {
@@ -67,13 +100,14 @@ func Build(ctx context.Context) (*Launcher, error) {
 		return nil, err
 	}
 	defer unlock()
-	if l, err := cached(dir); err == nil {
+	java := filepath.Join(javaHome, "bin", "java")
+	if l, err := cached(dir, java); err == nil {
 		return l, nil
 	}
-	if err := build(ctx, dir); err != nil {
+	if err := build(ctx, dir, r, javaHome); err != nil {
 		return nil, err
 	}
-	return cached(dir)
+	return cached(dir, java)
 }
 
 // sourceKey hashes the embedded sources, names and contents.
@@ -99,7 +133,7 @@ func sourceKey() (string, error) {
 
 // cached returns the launcher built in dir, if it is complete and every
 // jar it names is still in Maven's repository.
-func cached(dir string) (*Launcher, error) {
+func cached(dir, java string) (*Launcher, error) {
 	data, err := os.ReadFile(filepath.Join(dir, "out", "classpath.txt"))
 	if err != nil {
 		return nil, err
@@ -114,11 +148,11 @@ func cached(dir string) (*Launcher, error) {
 			return nil, fmt.Errorf("jar %s of the cached launcher: %w", j, err)
 		}
 	}
-	return &Launcher{Dir: dir, Classpath: classes + string(os.PathListSeparator) + strings.Join(jars, string(os.PathListSeparator))}, nil
+	return &Launcher{Dir: dir, Java: java, Classpath: classes + string(os.PathListSeparator) + strings.Join(jars, string(os.PathListSeparator))}, nil
 }
 
 // build writes the sources into dir/src and runs Maven there.
-func build(ctx context.Context, dir string) error {
+func build(ctx context.Context, dir string, r Release, javaHome string) error {
 	srcDir := filepath.Join(dir, "src")
 	_ = os.RemoveAll(srcDir)
 	_ = os.RemoveAll(filepath.Join(dir, "out"))
@@ -144,11 +178,13 @@ func build(ctx context.Context, dir string) error {
 		return fmt.Errorf("build the neo4j launcher: Maven (mvn) is needed, with Java 17 or later: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, mvn, "-B", "-q", "-f", filepath.Join(srcDir, "pom.xml"),
-		"-Dweft.out="+filepath.Join(dir, "out"), "compile", "dependency:build-classpath")
+		"-Dweft.out="+filepath.Join(dir, "out"), "-Dneo4j.version="+r.Version,
+		"-Dmaven.compiler.release="+strconv.Itoa(r.Java), "compile", "dependency:build-classpath")
+	cmd.Env = append(os.Environ(), "JAVA_HOME="+javaHome)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("build the neo4j launcher (%s in %s): %w\n%s", strings.Join(cmd.Args, " "), srcDir, err, tail(out.String(), 4000))
+		return fmt.Errorf("build the neo4j launcher for %s (%s in %s): %w\n%s", r, strings.Join(cmd.Args, " "), srcDir, err, tail(out.String(), 4000))
 	}
 	return nil
 }

@@ -47,8 +47,14 @@ type Options struct {
 	Port int
 	// Password of user neo4j; "" generates one. It is set at every start.
 	Password string
-	// Java is the java binary; default $JAVA_HOME/bin/java, else java in PATH.
+	// Release is the Neo4j to run; the zero value is LTS.
+	Release Release
+	// Java is the java binary; default the JDK's that built the launcher
+	// (see FindJava).
 	Java string
+	// Conf is more lines for neo4j.conf, after weft's (a read-only
+	// database: "server.databases.read_only=neo4j").
+	Conf []string
 	// Heap is the JVM's maximum heap (-Xmx); default 1g.
 	Heap string
 }
@@ -83,7 +89,10 @@ func (s *Server) Logs() []string {
 // returns once it has said it is ready and Bolt answers a handshake, or
 // ctx ends. The first start of a database takes 10–30 s.
 func Start(ctx context.Context, o Options) (*Server, error) {
-	l, err := Build(ctx)
+	if o.Release == (Release{}) {
+		o.Release = LTS
+	}
+	l, err := BuildRelease(ctx, o.Release)
 	if err != nil {
 		return nil, err
 	}
@@ -100,22 +109,25 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if o.Heap == "" {
 		o.Heap = "1g"
 	}
-	java, err := findJava(o.Java)
-	if err != nil {
-		return nil, err
+	java := l.Java
+	if o.Java != "" {
+		if java, err = exec.LookPath(o.Java); err != nil {
+			return nil, fmt.Errorf("run neo4j with java %s: %w", o.Java, err)
+		}
 	}
 	logPath := filepath.Join(o.Dir, "neo4j.log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open the neo4j log: %w", err)
 	}
-	fmt.Fprintf(logf, "--- %s: starting neo4j in %s, bolt port %d\n", time.Now().Format(time.RFC3339), o.Dir, o.Port)
+	fmt.Fprintf(logf, "--- %s: starting %s in %s with %s, bolt port %d\n", time.Now().Format(time.RFC3339), o.Release, o.Dir, java, o.Port)
 
 	cmd := exec.Command(java, "-Xmx"+o.Heap, "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError",
 		"weft.testenv.neo4j.Launcher", filepath.Join(o.Dir, "home"), strconv.Itoa(o.Port))
 	// The classpath (some 200 jars) goes in the environment, to keep the
 	// process list readable.
-	cmd.Env = append(os.Environ(), "CLASSPATH="+l.Classpath, "WEFT_NEO4J_PASSWORD="+o.Password)
+	cmd.Env = append(os.Environ(), "CLASSPATH="+l.Classpath, "WEFT_NEO4J_PASSWORD="+o.Password,
+		"WEFT_NEO4J_CONF="+strings.Join(o.Conf, "\n"))
 	cmd.Stderr = logf
 	// Its own process group, so Stop ends the JVM and anything it started.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -182,21 +194,6 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	return s, nil
 }
 
-func findJava(java string) (string, error) {
-	if java == "" {
-		if h := os.Getenv("JAVA_HOME"); h != "" {
-			java = filepath.Join(h, "bin", "java")
-		} else {
-			java = "java"
-		}
-	}
-	p, err := exec.LookPath(java)
-	if err != nil {
-		return "", fmt.Errorf("find java (17 or later) to run neo4j: %w", err)
-	}
-	return p, nil
-}
-
 // handshake opens a Bolt connection and checks that the server agrees on
 // a Bolt 5 or 4 version.
 func handshake(ctx context.Context, addr string) error {
@@ -261,9 +258,12 @@ func (s *Server) Kill() error {
 func (s *Server) PID() int { return s.cmd.Process.Pid }
 
 // Restart starts a server again on s's Dir, port and password, after Stop
-// or Kill.
-func (s *Server) Restart(ctx context.Context) (*Server, error) {
+// or Kill; edit, if not nil, changes its other options first (its Conf).
+func (s *Server) Restart(ctx context.Context, edit ...func(*Options)) (*Server, error) {
 	o := s.opts
 	o.Port = s.Port
+	for _, e := range edit {
+		e(&o)
+	}
 	return Start(ctx, o)
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,26 @@ func WithRequiredHeader(key, value string) Option {
 // dominate a benchmark of an exporter in the same process.
 func WithCountOnly() Option { return func(r *Receiver) { r.countOnly = true } }
 
+// Signals, as WithoutSignal takes them.
+const (
+	SignalTraces  = "traces"
+	SignalMetrics = "metrics"
+	SignalLogs    = "logs"
+)
+
+// WithoutSignal makes the receiver lack a signal's service, as a
+// traces-only backend (Jaeger) lacks metrics: gRPC answers Unimplemented
+// (the service is not registered) and HTTP 404 (no route), and each such
+// answer is counted (Unsupported).
+func WithoutSignal(signal string) Option {
+	return func(r *Receiver) {
+		if r.without == nil {
+			r.without = map[string]bool{}
+		}
+		r.without[signal] = true
+	}
+}
+
 // Receiver is an in-process OTLP server. Its methods are safe for
 // concurrent use.
 type Receiver struct {
@@ -55,6 +76,7 @@ type Receiver struct {
 	hdrKey    string
 	hdrValue  string
 	countOnly bool
+	without   map[string]bool
 
 	grpcSrv  *grpc.Server
 	httpSrv  *http.Server
@@ -67,6 +89,7 @@ type Receiver struct {
 	rejected atomic.Uint64
 	failed   atomic.Uint64
 	invalid  atomic.Uint64
+	unsupp   atomic.Uint64
 	refuse   atomic.Pointer[func(*tracepb.Span) bool]
 
 	spanCount   atomic.Uint64
@@ -120,15 +143,37 @@ func (r *Receiver) serve() {
 	if r.countOnly {
 		gopts = append(gopts, grpc.ForceServerCodecV2(countCodec{proto: encoding.GetCodecV2("proto")}))
 	}
+	// grpc-go answers a call to a service that is not registered with
+	// Unimplemented; this handler answers the same, counting it.
+	gopts = append(gopts, grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+		r.unsupp.Add(1)
+		method, _ := grpc.MethodFromServerStream(stream)
+		return status.Errorf(codes.Unimplemented, "unknown service %s", strings.TrimPrefix(path.Dir(method), "/"))
+	}))
 	r.grpcSrv = grpc.NewServer(gopts...)
-	coltrace.RegisterTraceServiceServer(r.grpcSrv, traceService{r: r})
-	colmetrics.RegisterMetricsServiceServer(r.grpcSrv, metricsService{r: r})
-	collogs.RegisterLogsServiceServer(r.grpcSrv, logsService{r: r})
+	if !r.without[SignalTraces] {
+		coltrace.RegisterTraceServiceServer(r.grpcSrv, traceService{r: r})
+	}
+	if !r.without[SignalMetrics] {
+		colmetrics.RegisterMetricsServiceServer(r.grpcSrv, metricsService{r: r})
+	}
+	if !r.without[SignalLogs] {
+		collogs.RegisterLogsServiceServer(r.grpcSrv, logsService{r: r})
+	}
 	grpcSrv, grpcLn := r.grpcSrv, r.grpcLn
 	go func() { _ = grpcSrv.Serve(grpcLn) }()
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/traces", r.httpHandler(func() proto.Message { return &coltrace.ExportTraceServiceRequest{} },
+	handle := func(signal string, h http.HandlerFunc) {
+		if r.without[signal] {
+			h = func(w http.ResponseWriter, req *http.Request) {
+				r.unsupp.Add(1)
+				http.NotFound(w, req)
+			}
+		}
+		mux.HandleFunc("POST /v1/"+signal, h)
+	}
+	handle(SignalTraces, r.httpHandler(func() proto.Message { return &coltrace.ExportTraceServiceRequest{} },
 		func(m proto.Message) (proto.Message, error) {
 			if err := r.checkTraces(m.(*coltrace.ExportTraceServiceRequest)); err != nil {
 				return nil, err
@@ -136,12 +181,12 @@ func (r *Receiver) serve() {
 			r.addTraces(m.(*coltrace.ExportTraceServiceRequest))
 			return &coltrace.ExportTraceServiceResponse{}, nil
 		}))
-	mux.HandleFunc("POST /v1/metrics", r.httpHandler(func() proto.Message { return &colmetrics.ExportMetricsServiceRequest{} },
+	handle(SignalMetrics, r.httpHandler(func() proto.Message { return &colmetrics.ExportMetricsServiceRequest{} },
 		func(m proto.Message) (proto.Message, error) {
 			r.addMetrics(m.(*colmetrics.ExportMetricsServiceRequest))
 			return &colmetrics.ExportMetricsServiceResponse{}, nil
 		}))
-	mux.HandleFunc("POST /v1/logs", r.httpHandler(func() proto.Message { return &collogs.ExportLogsServiceRequest{} },
+	handle(SignalLogs, r.httpHandler(func() proto.Message { return &collogs.ExportLogsServiceRequest{} },
 		func(m proto.Message) (proto.Message, error) {
 			r.addLogs(m.(*collogs.ExportLogsServiceRequest))
 			return &collogs.ExportLogsServiceResponse{}, nil
@@ -241,6 +286,10 @@ func (r *Receiver) checkTraces(req *coltrace.ExportTraceServiceRequest) error {
 	}
 	return nil
 }
+
+// Unsupported is how many exports asked for a signal the receiver lacks
+// (WithoutSignal).
+func (r *Receiver) Unsupported() uint64 { return r.unsupp.Load() }
 
 // Failed is how many exports were refused because the receiver was failing.
 func (r *Receiver) Failed() uint64 { return r.failed.Load() }

@@ -404,6 +404,13 @@ env:
     valueFrom:
       fieldRef:
         fieldPath: spec.nodeName
+{{- if and .app $collector }}
+  {{- /* A collector in the user's pod sees the whole node: it reports its own pod only. */}}
+  - name: WEFT_POD_UID
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.uid
+{{- end }}
 {{- with $root.Values.nats.auth }}
 {{- if and .existingSecret .credsKey }}
   - name: WEFT_NATS_CREDS

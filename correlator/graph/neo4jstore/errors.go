@@ -15,6 +15,8 @@ const (
 	codeAuthRateLimit    = "Neo.ClientError.Security.AuthenticationRateLimit"
 	codeDatabaseNotFound = "Neo.ClientError.Database.DatabaseNotFound"
 	codeConstraint       = "Neo.ClientError.Schema.ConstraintValidationFailed"
+	codeReadOnly         = "Neo.ClientError.General.WriteOnReadOnlyAccessDatabase"
+	codeNotLeader        = "Neo.ClientError.Cluster.NotALeader"
 )
 
 // Error is a failure to reach or write the store, in one line that names
@@ -91,6 +93,8 @@ func describe(cfg Config, op string, err error) error {
 	case errors.As(cause, &ne) && ne.Code == codeDatabaseNotFound:
 		e.Reason = fmt.Sprintf("database %q does not exist (check the stage's neo4j.database)", cfg.Database)
 		e.Unavailable = true
+	case errors.As(cause, &ne) && (ne.Code == codeReadOnly || ne.Code == codeNotLeader):
+		e.Reason = fmt.Sprintf("database %q is read-only on this server, which refuses writes (a read replica or a secondary: point weft at a writer, with a neo4j:// routing URI for a cluster) (%s)", cfg.Database, ne.Code)
 	case errors.As(cause, &ne) && ne.Code == codeConstraint:
 		e.Reason = "constraint violated: " + oneLine(ne.Msg) + " (" + ne.Code + ")"
 	case errors.As(cause, &ne):

@@ -10,9 +10,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/neo4j/neo4j-go-driver/v5/neo4j"
@@ -77,6 +79,57 @@ func (c *Config) Validate() error {
 type Store struct {
 	cfg    Config
 	driver neo4j.DriverWithContext
+
+	timesMu sync.Mutex
+	times   Times
+}
+
+// Times says where Apply's time went, summed over every transaction that
+// committed since Open: per statement, the server's time (the summary's
+// result-available plus result-consumed times) against the statement's
+// round trip as the client saw it; and each transaction whole, from
+// opening the session to its commit's answer.
+type Times struct {
+	Transactions int
+	Total        time.Duration
+	Statements   map[string]StatementTime
+}
+
+// StatementTime is one statement's share of Times.
+type StatementTime struct {
+	Runs, Rows     int
+	Server, Client time.Duration
+}
+
+// Times returns a copy of where Apply's time went so far.
+func (s *Store) Times() Times {
+	s.timesMu.Lock()
+	defer s.timesMu.Unlock()
+	t := s.times
+	t.Statements = maps.Clone(s.times.Statements)
+	return t
+}
+
+// timed runs one statement of Apply and notes its times in into.
+func timed(ctx context.Context, tx neo4j.ManagedTransaction, name, cypher string, params map[string]any, into map[string]StatementTime) error {
+	begin := time.Now()
+	res, err := tx.Run(ctx, cypher, params)
+	if err != nil {
+		return err
+	}
+	sum, err := res.Consume(ctx)
+	if err != nil {
+		return err
+	}
+	t := into[name]
+	t.Runs++
+	if rows, ok := params["rows"].([]any); ok {
+		t.Rows += len(rows)
+	}
+	t.Server += sum.ResultAvailableAfter() + sum.ResultConsumedAfter()
+	t.Client += time.Since(begin)
+	into[name] = t
+	return nil
 }
 
 var _ graph.Store = (*Store)(nil)
@@ -175,9 +228,12 @@ func collect(ctx context.Context, tx neo4j.ManagedTransaction, cypher string, pa
 // first's sequence and skips the batch.
 func (s *Store) Apply(ctx context.Context, b *graph.Batch) error {
 	stmts := Render(b)
+	begin := time.Now()
+	var times map[string]StatementTime
 	sess := s.session(ctx, neo4j.AccessModeWrite)
 	defer sess.Close(ctx)
 	_, err := sess.ExecuteWrite(ctx, func(tx neo4j.ManagedTransaction) (any, error) {
+		times = map[string]StatementTime{} // this attempt's
 		v, err := single(ctx, tx, readCursor, map[string]any{"stream": s.cfg.Stream}, "last_seq")
 		if err != nil {
 			return nil, &stmtError{"read cursor", err}
@@ -186,20 +242,12 @@ func (s *Store) Apply(ctx context.Context, b *graph.Batch) error {
 			return nil, nil // already applied: a replay or a retry after a lost ack
 		}
 		for _, st := range stmts {
-			res, err := tx.Run(ctx, st.Cypher, st.Parameters)
-			if err == nil {
-				_, err = res.Consume(ctx)
-			}
-			if err != nil {
+			if err := timed(ctx, tx, st.Name, st.Cypher, st.Parameters, times); err != nil {
 				return nil, &stmtError{st.Name, err}
 			}
 		}
 		if b.Seq != 0 {
-			res, err := tx.Run(ctx, writeCursor, map[string]any{"stream": s.cfg.Stream, "seq": int64(b.Seq)})
-			if err == nil {
-				_, err = res.Consume(ctx)
-			}
-			if err != nil {
+			if err := timed(ctx, tx, "write cursor", writeCursor, map[string]any{"stream": s.cfg.Stream, "seq": int64(b.Seq)}, times); err != nil {
 				return nil, &stmtError{"write cursor", err}
 			}
 		}
@@ -208,6 +256,19 @@ func (s *Store) Apply(ctx context.Context, b *graph.Batch) error {
 	if err != nil {
 		return s.describe(fmt.Sprintf("apply batch up to %s seq %d", s.cfg.Stream, b.Seq), err)
 	}
+	s.timesMu.Lock()
+	s.times.Transactions++
+	s.times.Total += time.Since(begin)
+	if s.times.Statements == nil {
+		s.times.Statements = map[string]StatementTime{}
+	}
+	for name, t := range times {
+		all := s.times.Statements[name]
+		all.Runs, all.Rows = all.Runs+t.Runs, all.Rows+t.Rows
+		all.Server, all.Client = all.Server+t.Server, all.Client+t.Client
+		s.times.Statements[name] = all
+	}
+	s.timesMu.Unlock()
 	return nil
 }
 
@@ -294,7 +355,14 @@ func (s *Store) MigrationStatus(ctx context.Context) (*Status, error) {
 	return &Status{Applied: applied, Pending: pending}, nil
 }
 
-// CheckMigrations returns an error naming every pending migration.
+// ErrPendingMigrations is in the error of CheckMigrations when the
+// database is behind this release's migrations.
+var ErrPendingMigrations = errors.New("pending migrations")
+
+// CheckMigrations returns an error naming every pending migration: an
+// *Error that IsUnavailable, since applying them (weft migrate up, the
+// chart's migrations job) makes the store usable without restarting
+// anything.
 func (s *Store) CheckMigrations(ctx context.Context) error {
 	st, err := s.MigrationStatus(ctx)
 	if err != nil {
@@ -309,8 +377,9 @@ func (s *Store) CheckMigrations(ctx context.Context) error {
 		if s.cfg.Database != "neo4j" {
 			db = " --neo4j-database " + s.cfg.Database
 		}
-		return fmt.Errorf("neo4j database %q has %d pending migrations (%s): run `weft migrate up --neo4j-uri %s%s` first",
-			s.cfg.Database, len(st.Pending), strings.Join(names, ", "), s.cfg.URI, db)
+		return &Error{URI: s.cfg.URI, Op: "check migrations", Unavailable: true, Err: ErrPendingMigrations,
+			Reason: fmt.Sprintf("database %q has %d pending migrations (%s): run `weft migrate up --neo4j-uri %s%s` (the chart's migrations job does)",
+				s.cfg.Database, len(st.Pending), strings.Join(names, ", "), s.cfg.URI, db)}
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/weftobs/weft/correlator/internal/scenario"
 	"github.com/weftobs/weft/migrations"
 	"github.com/weftobs/weft/streams/schema"
+	testneo4j "github.com/weftobs/weft/testenv/neo4j"
 )
 
 func ctx(t *testing.T) context.Context {
@@ -516,6 +517,35 @@ func TestNeo4jPendingMigrations(t *testing.T) {
 // makes.
 func TestNeo4jNamedQueries(t *testing.T) {
 	_, st := neo4jtest.Migrated(t)
+	namedQueries(t, st)
+}
+
+// TestNeo4jCalendarRelease: the newest calendar release of Neo4j (after
+// the 5.26 LTS, releases are named by year and month, and run on Java 21)
+// takes weft's migrations, holds the same graph as the embedded store,
+// and answers every named query the same way. Its JDK is found as
+// testenv/neo4j.FindJava says; with none, the test skips (fails in CI).
+func TestNeo4jCalendarRelease(t *testing.T) {
+	cfg, _ := neo4jtest.OwnWith(t, testneo4j.Options{Release: testneo4j.Calendar})
+	st := neo4jtest.Open(t, cfg)
+	neo4jtest.Migrate(t, st)
+	if err := st.CheckMigrations(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	namedQueries(t, st)
+	mem := memstore.New()
+	for _, b := range []*graph.Batch{batch(3, 0, 1), batch(5, 2), batch(9, 3, 4)} {
+		apply(t, mem, b)
+	}
+	if err := neo4jtest.Compare(neo4jtest.Graph(t, mem), neo4jtest.Graph(t, st)); err != nil {
+		t.Fatalf("%s holds another graph than the embedded store: %v", testneo4j.Calendar, err)
+	}
+}
+
+// namedQueries gives st and the embedded store the same batches and wants
+// the same answer from both to every named query.
+func namedQueries(t *testing.T, st *neo4jstore.Store) {
+	t.Helper()
 	mem := memstore.New()
 	for _, b := range []*graph.Batch{batch(3, 0, 1), batch(5, 2), batch(9, 3, 4)} {
 		apply(t, mem, b)

@@ -112,13 +112,21 @@ func Config(t testing.TB) neo4jstore.Config {
 // stopped. It is killed when t ends; its logs are named if t failed.
 func Own(t testing.TB) (neo4jstore.Config, *testneo4j.Server) {
 	t.Helper()
+	return OwnWith(t, testneo4j.Options{})
+}
+
+// OwnWith is Own with options for the server: another release, more
+// configuration. Its Dir is made here.
+func OwnWith(t testing.TB, o testneo4j.Options) (neo4jstore.Config, *testneo4j.Server) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "weft-neo4j-"+strings.NewReplacer("/", "_").Replace(t.Name())+"-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := testneo4j.Start(ctx, testneo4j.Options{Dir: dir})
+	o.Dir = dir
+	srv, err := testneo4j.Start(ctx, o)
 	if err != nil {
 		Unavailable(t, err)
 	}

@@ -28,12 +28,18 @@ func main() {
 	dir := flag.String("dir", ".weft/neo4j", "directory for the database, its logs and its password")
 	port := flag.Int("port", 7687, "Bolt port on 127.0.0.1 (0 for a free one)")
 	build := flag.Bool("build", false, "only build (or find cached) the launcher and Neo4j's jars, and say where")
+	release := flag.String("release", "lts", "which Neo4j: lts ("+testneo4j.LTS.Version+") or calendar ("+testneo4j.Calendar.Version+", needs Java 21)")
 	flag.Parse()
+	rel, ok := map[string]testneo4j.Release{"lts": testneo4j.LTS, "calendar": testneo4j.Calendar}[*release]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "weft-neo4j: -release %q: want lts or calendar\n", *release)
+		os.Exit(2)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if *build {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		defer cancel()
-		l, err := testneo4j.Build(ctx)
+		l, err := testneo4j.BuildRelease(ctx, rel)
 		if err != nil {
 			log.Error("weft-neo4j", "err", err)
 			os.Exit(1)
@@ -41,13 +47,13 @@ func main() {
 		fmt.Println(l.Dir)
 		return
 	}
-	if err := run(*dir, *port); err != nil {
+	if err := run(*dir, *port, rel); err != nil {
 		log.Error("weft-neo4j", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string, port int) error {
+func run(dir string, port int, rel testneo4j.Release) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return err
@@ -61,8 +67,8 @@ func run(dir string, port int) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Fprintf(os.Stderr, "starting Neo4j in %s (the first run builds it with Maven: a few minutes)\n", dir)
-	srv, err := testneo4j.Start(ctx, testneo4j.Options{Dir: dir, Port: port, Password: password})
+	fmt.Fprintf(os.Stderr, "starting %s in %s (the first run builds it with Maven: a few minutes)\n", rel, dir)
+	srv, err := testneo4j.Start(ctx, testneo4j.Options{Dir: dir, Port: port, Password: password, Release: rel})
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,9 @@ const (
 	ShowConstraints = "SHOW CONSTRAINTS YIELD name WHERE name STARTS WITH 'weft_' RETURN name"
 	ShowIndexes     = "SHOW INDEXES YIELD name WHERE name STARTS WITH 'weft_' RETURN name"
 	Mark            = "CREATE (:WeftTestMarker {note: $note, at: datetime()})"
+	// SetPassword changes the logged-in user's password (on database
+	// system): an operator fixing a password mismatch from Neo4j's side.
+	SetPassword = "ALTER CURRENT USER SET PASSWORD FROM $old TO $new"
 	// Drop statements take a name (checked by the caller to be weft_…).
 	DropConstraint = "DROP CONSTRAINT %s IF EXISTS"
 	DropIndex      = "DROP INDEX %s IF EXISTS"
@@ -49,5 +52,6 @@ func Statements() []neo4jstore.Statement {
 		{Name: "test drop constraint", Cypher: fmt.Sprintf(DropConstraint, "weft_pod_uid"), Parameters: none},
 		{Name: "test drop index", Cypher: fmt.Sprintf(DropIndex, "weft_pod_name"), Parameters: none},
 		{Name: "test marker", Cypher: Mark, Parameters: map[string]any{"note": "x"}},
+		{Name: "test set password", Cypher: SetPassword, Parameters: map[string]any{"old": "x", "new": "y"}},
 	}
 }

@@ -5,6 +5,7 @@ import java.io.InputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Map;
+import java.util.Objects;
 import java.util.UUID;
 
 import org.neo4j.configuration.connectors.ConnectorPortRegister;
@@ -22,7 +23,8 @@ import org.neo4j.kernel.internal.GraphDatabaseAPI;
  * the Bolt port, 0 for a free one. The password of user neo4j is read from
  * the environment variable WEFT_NEO4J_PASSWORD (never an argument, so it is
  * not in the process list) and set at every start, so no default password
- * is ever accepted.
+ * is ever accepted. More lines for neo4j.conf may come in WEFT_NEO4J_CONF,
+ * one per line, written after weft's own.
  *
  * <p>Once Bolt accepts logins it prints one line on stdout,
  * {@code weft-neo4j ready bolt://127.0.0.1:PORT}, which the Go helper
@@ -72,6 +74,7 @@ public final class Launcher {
                 // Small: several test packages may each run one on a 2-core machine.
                 "server.memory.pagecache.size=64m",
                 "db.tx_log.rotation.retention_policy=2 files",
+                Objects.requireNonNullElse(System.getenv("WEFT_NEO4J_CONF"), ""),
                 "") );
 
         DatabaseManagementService dbms = new DatabaseManagementServiceBuilder(home)
