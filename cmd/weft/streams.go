@@ -15,6 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftobs/weft/streams/natsconn"
+	"github.com/weftobs/weft/streams/provision"
+	"github.com/weftobs/weft/streams/topology"
 )
 
 func newStreamsCmd() *cobra.Command {
@@ -84,7 +86,47 @@ func newStreamsCmd() *cobra.Command {
 		},
 	}
 	info.Flags().BoolVar(&infoJSON, "json", false, "print JSON")
-	cmd.AddCommand(ls, info)
+	var topoFile string
+	diff := &cobra.Command{
+		Use:   "diff -f TOPOLOGY",
+		Short: "Show, field by field, how the live streams differ from a topology's (changes nothing)",
+		Long: `Compare every stream a topology declares with the live one, as the next
+"weft up" or "weft run" would before applying the topology (or keeping the
+live stream, with the stream's onDrift: keep). Changes nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if topoFile == "" {
+				return usageError{errors.New("-f TOPOLOGY is required")}
+			}
+			topo, err := topology.Load(topoFile, registry())
+			if err != nil {
+				return err
+			}
+			return withJS(cmd.Context(), nf, func(ctx context.Context, js jetstream.JetStream) error {
+				o := provision.Options{}
+				if nc := js.Conn(); nc.ConnectedClusterName() == "" {
+					o.MaxReplicas = 1 // as provisioning caps them on a lone server
+				}
+				drift, missing, err := provision.DiffStreams(ctx, js, topo, o)
+				if err != nil {
+					return err
+				}
+				w := cmd.OutOrStdout()
+				for _, d := range drift {
+					fmt.Fprintln(w, d)
+				}
+				for _, m := range missing {
+					fmt.Fprintf(w, "stream %s: not created yet\n", m)
+				}
+				if len(drift) == 0 && len(missing) == 0 {
+					fmt.Fprintf(w, "the live streams are as %s declares them\n", topo.File)
+				}
+				return nil
+			})
+		},
+	}
+	diff.Flags().StringVarP(&topoFile, "file", "f", "", "topology file")
+	cmd.AddCommand(ls, info, diff)
 	return cmd
 }
 

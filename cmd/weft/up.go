@@ -219,6 +219,7 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 		for _, n := range r.Notes {
 			log.Info("stream "+r.Stream+": "+n, "stream", r.Stream)
 		}
+		logDrift(log, r)
 	}
 	if err != nil {
 		return err
@@ -255,7 +256,7 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 	}
 	fmt.Fprintf(out, "  http       http://%s  (/healthz /readyz /metrics)\n", ln.Addr())
 	for _, res := range results {
-		fmt.Fprintf(out, "  stream     %-8s %s\n", res.Stream, res.Action)
+		fmt.Fprintf(out, "  stream     %-8s %s%s\n", res.Stream, res.Action, driftSummary(res))
 	}
 	for _, d := range r.Degraded() {
 		fmt.Fprintf(out, "  degraded   %s\n", d)
@@ -453,4 +454,32 @@ func iecBytes(b int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTP"[exp])
+}
+
+// logDrift shows, field by field, how a live stream differed from the
+// topology and what was done about it: an operator's edit is never
+// reverted (or kept) silently.
+func logDrift(log *slog.Logger, r provision.Result) {
+	what := "the topology's value applied (set onDrift: keep on the stream to keep live edits)"
+	switch r.Action {
+	case provision.Kept:
+		what = "the live value kept (onDrift: keep)"
+	case provision.Refused:
+		what = "nothing changed"
+	}
+	for _, d := range r.Drift {
+		log.Warn(d.String()+": "+what, "stream", d.Stream, "field", d.Field, "live", d.Live, "topology", d.Topology, "action", string(r.Action))
+	}
+}
+
+// driftSummary is the startup line's note on a stream that had drifted.
+func driftSummary(r provision.Result) string {
+	if len(r.Drift) == 0 {
+		return ""
+	}
+	fields := make([]string, len(r.Drift))
+	for i, d := range r.Drift {
+		fields[i] = d.Field
+	}
+	return " (live differed from the topology: " + strings.Join(fields, ", ") + ")"
 }

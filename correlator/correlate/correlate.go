@@ -153,7 +153,10 @@ func (s *Stage) Stats() join.Stats {
 // Start creates the publisher and the consumer and returns.
 func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	js := host.JetStream()
-	pub, err := publish.New(js.Conn(), publish.Config{Stage: s.set.Name, Node: s.set.Node, Type: &schema.CallBatch{}}, s.set.Counters, s.log)
+	pub, err := publish.New(js.Conn(), publish.Config{Stage: s.set.Name, Node: s.set.Node, Type: &schema.CallBatch{},
+		// What a call repeats of itself or of an earlier call of its
+		// message stays off the stream; every reader's decoder puts it back.
+		PerBatch: schema.NewCallCompactor}, s.set.Counters, s.log)
 	if err != nil {
 		return fmt.Errorf("stage %s: %w", s.set.Name, err)
 	}

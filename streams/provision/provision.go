@@ -1,14 +1,16 @@
 // Package provision creates and updates the JetStream streams a topology
 // declares. A change JetStream cannot apply in place (storage type, a
 // replicas count the server cannot hold) is reported with the stream's
-// name and what to do, never ignored.
+// name and what to do, never ignored. A live stream that differs from the
+// topology (an operator's edit) is reported field by field (drift.go) and
+// then either brought back to the topology or, with the stream's `onDrift:
+// keep`, left as it is.
 package provision
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,6 +33,12 @@ const (
 	Created   Action = "created"
 	Updated   Action = "updated"
 	Unchanged Action = "unchanged"
+	// Kept: the live stream differs from the topology and the stream's
+	// onDrift is keep, so it was left as it is.
+	Kept Action = "kept live"
+	// Refused: the stream could not be created or brought to the
+	// topology (the error says why).
+	Refused Action = "refused"
 )
 
 // Result is what happened to one stream.
@@ -39,6 +47,9 @@ type Result struct {
 	Action Action
 	// Notes are adjustments made (replicas capped on a single server).
 	Notes []string
+	// Drift is every field in which the live stream differed from the
+	// topology when it was found, whatever was then done about it.
+	Drift []Drift
 }
 
 // Options adjust provisioning to the server.
@@ -63,6 +74,10 @@ func StreamConfig(s *topology.Stream, o Options) (jetstream.StreamConfig, []stri
 		MaxMsgs:     s.MaxMsgs,
 		Replicas:    max(s.Replicas, 1),
 		Duplicates:  time.Duration(s.Duplicates),
+		Compression: jetstream.S2Compression,
+	}
+	if s.Compression == topology.CompressionNone {
+		cfg.Compression = jetstream.NoCompression
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = -1
@@ -71,7 +86,8 @@ func StreamConfig(s *topology.Stream, o Options) (jetstream.StreamConfig, []stri
 		cfg.MaxMsgs = -1
 	}
 	if s.Storage == topology.StorageMemory {
-		cfg.Storage = jetstream.MemoryStorage
+		// Compression is of file blocks; a memory stream has none.
+		cfg.Storage, cfg.Compression = jetstream.MemoryStorage, jetstream.NoCompression
 	}
 	if cfg.Duplicates == 0 {
 		cfg.Duplicates = DefaultDuplicates
@@ -90,25 +106,28 @@ func StreamConfig(s *topology.Stream, o Options) (jetstream.StreamConfig, []stri
 }
 
 // EnsureStreams creates or updates every stream of t. It tries every stream
-// and joins the errors.
+// and joins the errors; a stream that failed has a Result too (Refused,
+// with the drift found), so its differences can be shown.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, t *topology.Topology, o Options) ([]Result, error) {
 	var results []Result
 	var errs []error
 	for _, s := range t.Streams {
 		cfg, notes := StreamConfig(s, o)
-		r, err := EnsureStream(ctx, js, cfg)
+		r, err := EnsureStream(ctx, js, cfg, s.OnDrift == topology.OnDriftKeep)
 		r.Notes = append(notes, r.Notes...)
 		if err != nil {
+			r.Action = Refused
 			errs = append(errs, err)
-			continue
 		}
 		results = append(results, r)
 	}
 	return results, errors.Join(errs...)
 }
 
-// EnsureStream creates the stream, or updates it to cfg.
-func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (Result, error) {
+// EnsureStream creates the stream, or updates it to cfg. A live stream
+// that differs from cfg is reported in Result.Drift; with keepLive it is
+// left as it is (Kept), else updated to cfg.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, keepLive bool) (Result, error) {
 	r := Result{Stream: cfg.Name}
 	st, err := js.Stream(ctx, cfg.Name)
 	switch {
@@ -122,12 +141,17 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		return r, fmt.Errorf("stream %s: %w", cfg.Name, err)
 	}
 	have := st.CachedInfo().Config
-	if problems := immutableChanges(have, cfg); len(problems) > 0 {
-		return r, fmt.Errorf("stream %s: cannot apply in place: %s; the stream keeps its current definition (to change it, back up and delete the stream, or declare a new stream)", cfg.Name, joinSemi(problems))
-	}
-	if same(have, cfg) {
+	r.Drift = Diff(have, cfg)
+	if len(r.Drift) == 0 {
 		r.Action = Unchanged
 		return r, nil
+	}
+	if keepLive {
+		r.Action = Kept
+		return r, nil
+	}
+	if problems := immutableChanges(have, cfg); len(problems) > 0 {
+		return r, fmt.Errorf("stream %s: cannot apply in place: %s; the stream keeps its current definition (to change it, back up and delete the stream, or declare a new stream)", cfg.Name, joinSemi(problems))
 	}
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		return r, fmt.Errorf("stream %s: cannot apply in place: %w", cfg.Name, err)
@@ -145,13 +169,6 @@ func immutableChanges(have, want jetstream.StreamConfig) []string {
 		p = append(p, fmt.Sprintf("retention %s → %s", have.Retention, want.Retention))
 	}
 	return p
-}
-
-func same(have, want jetstream.StreamConfig) bool {
-	return slices.Equal(have.Subjects, want.Subjects) && have.MaxAge == want.MaxAge &&
-		have.MaxBytes == want.MaxBytes && have.MaxMsgs == want.MaxMsgs &&
-		have.Replicas == want.Replicas && have.Duplicates == want.Duplicates &&
-		have.Discard == want.Discard && have.Description == want.Description
 }
 
 func joinSemi(s []string) string {

@@ -27,6 +27,10 @@ func TestEnsureStreams(t *testing.T) {
 	if res[0].Action != provision.Created || len(res[0].Notes) != 1 || !strings.Contains(res[0].Notes[0], "replicas 3 reduced to 1") {
 		t.Fatalf("first ensure: %+v", res)
 	}
+	ev, _ := s.JS.Stream(ctx, "EVENTS")
+	if got := ev.CachedInfo().Config.Compression; got != jetstream.S2Compression {
+		t.Fatalf("EVENTS compression %v, want s2 by default", got)
+	}
 	dlq, _ := s.JS.Stream(ctx, "DLQ")
 	if got := dlq.CachedInfo().Config.MaxAge; got != provision.DefaultDLQMaxAge {
 		t.Fatalf("DLQ max age %v, want the default %v", got, provision.DefaultDLQMaxAge)
@@ -51,9 +55,12 @@ func TestEnsureStreams(t *testing.T) {
 
 	// Storage cannot change in place: reported, stream untouched.
 	topo.Streams[0].Storage = topology.StorageMemory
-	_, err = provision.EnsureStreams(ctx, s.JS, topo, provision.Options{MaxReplicas: 1})
+	res, err = provision.EnsureStreams(ctx, s.JS, topo, provision.Options{MaxReplicas: 1})
 	if err == nil || !strings.Contains(err.Error(), "stream EVENTS: cannot apply in place: storage File → Memory") {
 		t.Fatalf("storage change: %v", err)
+	}
+	if res[0].Action != provision.Refused || len(res[0].Drift) != 2 || res[0].Drift[0].Field != "storage" || res[0].Drift[1].Field != "compression" {
+		t.Fatalf("storage change: %+v", res[0])
 	}
 	st, _ = s.JS.Stream(ctx, "EVENTS")
 	if st.CachedInfo().Config.Storage != jetstream.FileStorage {

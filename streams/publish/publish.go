@@ -64,6 +64,14 @@ type Config struct {
 	// Weft-Type header. Default weft.schema.v1.EventBatch.
 	Type proto.Message
 
+	// PerBatch, when set, is called for every new batch; what it returns
+	// is given each item of that batch, in order, before the item is
+	// encoded, and the item encoded is what it returns: so an item may
+	// leave out what an earlier item of the same message carries
+	// (schema.NewCallCompactor), and every message still decodes alone.
+	// It runs under the publisher's lock.
+	PerBatch func() func(proto.Message) proto.Message
+
 	MaxBatchItems int           // default 1024
 	MaxBatchBytes int           // default 256 KiB
 	Linger        time.Duration // default 50ms
@@ -199,6 +207,7 @@ type openBatch struct {
 	buf     []byte
 	items   int
 	opened  time.Time
+	perItem func(proto.Message) proto.Message // from Config.PerBatch
 }
 
 type sealed struct {
@@ -267,15 +276,30 @@ func (p *Publisher) Publish(ctx context.Context, subject string, item proto.Mess
 		p.mu.Unlock()
 		return ErrClosed
 	}
+	b := p.open[subject]
+	fresh := b == nil
+	if fresh {
+		b = &openBatch{subject: subject, opened: time.Now(), buf: make([]byte, 0, min(p.cfg.MaxBatchBytes+1024, 64<<10))}
+		if p.cfg.PerBatch != nil {
+			b.perItem = p.cfg.PerBatch()
+		}
+	}
+	enc := item
+	if b.perItem != nil {
+		enc = b.perItem(item)
+	}
 	var err error
-	p.scratch, err = proto.MarshalOptions{}.MarshalAppend(p.scratch[:0], item)
+	p.scratch, err = proto.MarshalOptions{}.MarshalAppend(p.scratch[:0], enc)
 	if err != nil {
+		if b.perItem != nil {
+			// It may have counted on the item being in the batch:
+			// later items start afresh (carrying whole what they need).
+			b.perItem = p.cfg.PerBatch()
+		}
 		p.mu.Unlock()
 		return fmt.Errorf("encode item for %s: %w", subject, err)
 	}
-	b := p.open[subject]
-	if b == nil {
-		b = &openBatch{subject: subject, opened: time.Now(), buf: make([]byte, 0, min(p.cfg.MaxBatchBytes+1024, 64<<10))}
+	if fresh {
 		p.open[subject] = b
 	}
 	b.buf = protowire.AppendTag(b.buf, schema.BatchItemsField, protowire.BytesType)

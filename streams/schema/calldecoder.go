@@ -30,6 +30,15 @@ type CallDecoder struct {
 	tasks      subCache[Task, *Task]
 	strs       map[string]string
 	addrs      map[string][]byte
+	// expanded are the tasks of compacted endpoints with their ids put
+	// back, by the task met and the ids put in.
+	expanded map[expandKey]*Task
+	refs     batchRefs // of the message being decoded
+}
+
+type expandKey struct {
+	task     *Task
+	pod, ctr string
 }
 
 // decoderCacheSize bounds each of the decoder's caches: distinct pods,
@@ -40,7 +49,7 @@ const decoderCacheSize = 1 << 14
 func NewCallDecoder() *CallDecoder {
 	return &CallDecoder{
 		pods: newSubCache[Pod](), containers: newSubCache[Container](), tasks: newSubCache[Task](),
-		strs: map[string]string{}, addrs: map[string][]byte{},
+		strs: map[string]string{}, addrs: map[string][]byte{}, expanded: map[expandKey]*Task{},
 	}
 }
 
@@ -67,6 +76,8 @@ func (d *CallDecoder) batch(data []byte) (*CallBatch, bool) {
 		return nil, false
 	}
 	b := &CallBatch{}
+	clear(d.refs.pods)
+	clear(d.refs.ctrs)
 	calls := make([]Call, n)
 	eps := make([]Endpoint, 2*n)
 	if n > 0 {
@@ -100,6 +111,17 @@ func (d *CallDecoder) batch(data []byte) (*CallBatch, bool) {
 
 // call decodes one Call into c, its endpoints into cli and srv.
 func (d *CallDecoder) call(data []byte, c *Call, cli, srv *Endpoint) bool {
+	if !d.callFields(data, c, cli, srv) || !d.refs.resolve(c.Client) || !d.refs.resolve(c.Server) {
+		return false // an unresolved reference: DecodeCallBatch words the error
+	}
+	if c.HalvesAfterId {
+		c.Halves = append([]string{c.Id}, c.Halves...)
+		c.HalvesAfterId = false
+	}
+	return true
+}
+
+func (d *CallDecoder) callFields(data []byte, c *Call, cli, srv *Endpoint) bool {
 	return eachField(data, func(num protowire.Number, typ protowire.Type, v uint64, raw []byte) bool {
 		switch typ {
 		case protowire.VarintType:
@@ -124,6 +146,8 @@ func (d *CallDecoder) call(data []byte, c *Call, cli, srv *Endpoint) bool {
 				c.PriorBytesSent = v
 			case 18:
 				c.PriorBytesReceived = v
+			case 20:
+				c.HalvesAfterId = protowire.DecodeBool(v)
 			default:
 				return false
 			}
@@ -182,8 +206,38 @@ func (d *CallDecoder) call(data []byte, c *Call, cli, srv *Endpoint) bool {
 	})
 }
 
-// endpoint decodes one Endpoint into e.
+// endpoint decodes one Endpoint into e, its task's ids put back when the
+// writer left them out (CompactCall).
 func (d *CallDecoder) endpoint(data []byte, e *Endpoint) bool {
+	if !d.endpointFields(data, e) {
+		return false
+	}
+	if e.TaskIdsFromEndpoint {
+		e.TaskIdsFromEndpoint = false
+		if e.Task != nil {
+			e.Task = d.expand(e.Task, e.Pod.GetUid(), e.Container.GetId())
+		}
+	}
+	return true
+}
+
+// expand is t with pod and ctr as its ids, shared by every endpoint that
+// puts back the same ids into the same task.
+func (d *CallDecoder) expand(t *Task, pod, ctr string) *Task {
+	k := expandKey{t, pod, ctr}
+	if x, ok := d.expanded[k]; ok {
+		return x
+	}
+	if len(d.expanded) >= decoderCacheSize {
+		clear(d.expanded)
+	}
+	x := proto.Clone(t).(*Task)
+	x.PodUid, x.ContainerId = pod, ctr
+	d.expanded[k] = x
+	return x
+}
+
+func (d *CallDecoder) endpointFields(data []byte, e *Endpoint) bool {
 	return eachField(data, func(num protowire.Number, typ protowire.Type, v uint64, raw []byte) bool {
 		switch typ {
 		case protowire.VarintType:
@@ -192,6 +246,12 @@ func (d *CallDecoder) endpoint(data []byte, e *Endpoint) bool {
 				e.Port = uint32(v)
 			case 7:
 				e.External = protowire.DecodeBool(v)
+			case 20:
+				e.TaskIdsFromEndpoint = protowire.DecodeBool(v)
+			case 21:
+				e.PodInBatch = protowire.DecodeBool(v)
+			case 22:
+				e.ContainerInBatch = protowire.DecodeBool(v)
 			default:
 				return false
 			}

@@ -33,11 +33,11 @@ func decoderCalls(i int) []*schema.Call {
 		{Id: fmt.Sprintf("unix:node-a:%x:%x", i, i+1), Transport: schema.Transport_TRANSPORT_UNIX, Path: "/run/broker.sock",
 			Client: &schema.Endpoint{Node: "node-a", Task: task, Pod: pod, Container: pod.Containers[0]},
 			Server: &schema.Endpoint{Node: "node-a", Task: task, Pod: pod, Container: pod.Containers[1]}},
+		{Id: "host", Transport: schema.Transport(7), Client: &schema.Endpoint{Node: "h", Task: &schema.Task{}}, Server: &schema.Endpoint{}},
+		{},
 		{Id: id + "#p2a/40", Transport: schema.Transport_TRANSPORT_TCP, Port: 4222, State: schema.CallState_CALL_STATE_PROGRESS,
 			BytesSent: 42, BytesReceived: 64, PriorBytesSent: 10, PriorBytesReceived: 20, StartUnixNano: 1, EndUnixNano: 5, SinceUnixNano: 3,
 			Client: &schema.Endpoint{Node: "node-a", Task: task, Pod: pod}, Server: &schema.Endpoint{Node: "node-b", Task: task}},
-		{Id: "host", Transport: schema.Transport(7), Client: &schema.Endpoint{Node: "h", Task: &schema.Task{}}, Server: &schema.Endpoint{}},
-		{},
 	}
 }
 
@@ -123,6 +123,11 @@ func TestCallDecoderAsDecodeCallBatch(t *testing.T) {
 func FuzzCallDecoder(f *testing.F) {
 	f.Add(encodedCallBatch(f, decoderCalls(1)))
 	f.Add(encodedCallBatch(f, decoderCalls(2)[:1]))
+	var compact []*schema.Call
+	for _, c := range decoderCalls(3) {
+		compact = append(compact, schema.CompactCall(c))
+	}
+	f.Add(encodedCallBatch(f, compact))
 	f.Add([]byte{})
 	f.Add([]byte{0x08, 0x01, 0x1a, 0x02, 0x1a, 0x00})
 	d := schema.NewCallDecoder()

@@ -122,6 +122,9 @@ func DecodeCallBatch(data []byte) (*CallBatch, error) {
 	if err := checkVersion(b.GetSchemaVersion()); err != nil {
 		return nil, fmt.Errorf("decode call batch: %w", err)
 	}
+	if err := expandBatch(b); err != nil {
+		return nil, fmt.Errorf("decode call batch: %w", err)
+	}
 	return b, nil
 }
 

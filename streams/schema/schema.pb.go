@@ -1674,6 +1674,10 @@ type Call struct {
 	// ended (0 when not known): the interval this emission reports is
 	// [since, end].
 	SinceUnixNano uint64 `protobuf:"fixed64,19,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	// halves_after_id is set when the first half is the call's id and was
+	// left out of halves: readers put it back in front (DecodeCallBatch and
+	// CallDecoder do). Writers since this field save the repeat on CALLS.
+	HalvesAfterId bool `protobuf:"varint,20,opt,name=halves_after_id,json=halvesAfterId,proto3" json:"halves_after_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1841,6 +1845,13 @@ func (x *Call) GetSinceUnixNano() uint64 {
 	return 0
 }
 
+func (x *Call) GetHalvesAfterId() bool {
+	if x != nil {
+		return x.HalvesAfterId
+	}
+	return false
+}
+
 // Endpoint is one end of a call.
 type Endpoint struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1854,9 +1865,20 @@ type Endpoint struct {
 	// external is set when the endpoint is nothing weft sees.
 	External bool `protobuf:"varint,7,opt,name=external,proto3" json:"external,omitempty"`
 	// broker_kind is set when the endpoint matched a broker rule.
-	BrokerKind    string `protobuf:"bytes,8,opt,name=broker_kind,json=brokerKind,proto3" json:"broker_kind,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BrokerKind string `protobuf:"bytes,8,opt,name=broker_kind,json=brokerKind,proto3" json:"broker_kind,omitempty"`
+	// task_ids_from_endpoint is set when the task's pod_uid and container_id
+	// were left out because they are pod.uid and container.id: readers take
+	// them from there (DecodeCallBatch and CallDecoder put them back).
+	TaskIdsFromEndpoint bool `protobuf:"varint,20,opt,name=task_ids_from_endpoint,json=taskIdsFromEndpoint,proto3" json:"task_ids_from_endpoint,omitempty"`
+	// pod_in_batch is set when pod holds only its uid because an earlier
+	// endpoint of the same message (calls in order, client before server)
+	// carries the pod whole: readers take the latest such pod (the
+	// decoders of this package do). A message never leans on another.
+	PodInBatch bool `protobuf:"varint,21,opt,name=pod_in_batch,json=podInBatch,proto3" json:"pod_in_batch,omitempty"`
+	// container_in_batch is the same for container, by its id.
+	ContainerInBatch bool `protobuf:"varint,22,opt,name=container_in_batch,json=containerInBatch,proto3" json:"container_in_batch,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Endpoint) Reset() {
@@ -1943,6 +1965,27 @@ func (x *Endpoint) GetBrokerKind() string {
 		return x.BrokerKind
 	}
 	return ""
+}
+
+func (x *Endpoint) GetTaskIdsFromEndpoint() bool {
+	if x != nil {
+		return x.TaskIdsFromEndpoint
+	}
+	return false
+}
+
+func (x *Endpoint) GetPodInBatch() bool {
+	if x != nil {
+		return x.PodInBatch
+	}
+	return false
+}
+
+func (x *Endpoint) GetContainerInBatch() bool {
+	if x != nil {
+		return x.ContainerInBatch
+	}
+	return false
 }
 
 var File_weft_schema_v1_schema_proto protoreflect.FileDescriptor
@@ -2070,7 +2113,7 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\tCallBatch\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12.\n" +
 	"\x06origin\x18\x02 \x01(\v2\x16.weft.schema.v1.OriginR\x06origin\x12*\n" +
-	"\x05calls\x18\x03 \x03(\v2\x14.weft.schema.v1.CallR\x05calls\"\xb2\x05\n" +
+	"\x05calls\x18\x03 \x03(\v2\x14.weft.schema.v1.CallR\x05calls\"\xda\x05\n" +
 	"\x04Call\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\ttransport\x18\x02 \x01(\x0e2\x19.weft.schema.v1.TransportR\ttransport\x120\n" +
@@ -2093,7 +2136,8 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\x05state\x18\x10 \x01(\x0e2\x19.weft.schema.v1.CallStateR\x05state\x12(\n" +
 	"\x10prior_bytes_sent\x18\x11 \x01(\x04R\x0epriorBytesSent\x120\n" +
 	"\x14prior_bytes_received\x18\x12 \x01(\x04R\x12priorBytesReceived\x12&\n" +
-	"\x0fsince_unix_nano\x18\x13 \x01(\x06R\rsinceUnixNano\"\x93\x02\n" +
+	"\x0fsince_unix_nano\x18\x13 \x01(\x06R\rsinceUnixNano\x12&\n" +
+	"\x0fhalves_after_id\x18\x14 \x01(\bR\rhalvesAfterId\"\x98\x03\n" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\fR\aaddress\x12\x12\n" +
@@ -2103,7 +2147,11 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\tcontainer\x18\x06 \x01(\v2\x19.weft.schema.v1.ContainerR\tcontainer\x12\x1a\n" +
 	"\bexternal\x18\a \x01(\bR\bexternal\x12\x1f\n" +
 	"\vbroker_kind\x18\b \x01(\tR\n" +
-	"brokerKind*\xd3\x01\n" +
+	"brokerKind\x123\n" +
+	"\x16task_ids_from_endpoint\x18\x14 \x01(\bR\x13taskIdsFromEndpoint\x12 \n" +
+	"\fpod_in_batch\x18\x15 \x01(\bR\n" +
+	"podInBatch\x12,\n" +
+	"\x12container_in_batch\x18\x16 \x01(\bR\x10containerInBatch*\xd3\x01\n" +
 	"\vAttribution\x12\x1b\n" +
 	"\x17ATTRIBUTION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10ATTRIBUTION_HOST\x10\x01\x12\x19\n" +

@@ -60,6 +60,14 @@ type Stream struct {
 	Replicas   int      `yaml:"replicas,omitempty" json:"replicas,omitempty"`
 	Storage    string   `yaml:"storage,omitempty" json:"storage,omitempty"`
 	Duplicates Duration `yaml:"duplicates,omitempty" json:"duplicates,omitempty"`
+	// Compression is how JetStream stores the stream's blocks on disk:
+	// "s2" (the default) or "none".
+	Compression string `yaml:"compression,omitempty" json:"compression,omitempty"`
+	// OnDrift says what provisioning does when the live stream differs
+	// from this declaration (an operator's `nats stream edit`): "apply"
+	// the topology (the default) or "keep" the live configuration. Either
+	// way every difference is reported, field by field.
+	OnDrift string `yaml:"onDrift,omitempty" json:"onDrift,omitempty"`
 	// Implicit is set for a stream the topology uses without declaring
 	// (DLQ).
 	Implicit bool `yaml:"-" json:"implicit,omitempty"`
@@ -70,6 +78,18 @@ type Stream struct {
 const (
 	StorageFile   = "file"
 	StorageMemory = "memory"
+)
+
+// Compression algorithms of a stream's storage.
+const (
+	CompressionS2   = "s2"
+	CompressionNone = "none"
+)
+
+// What provisioning does with a live stream that differs from the topology.
+const (
+	OnDriftApply = "apply"
+	OnDriftKeep  = "keep"
 )
 
 // Stage is one stage of the topology.

@@ -123,6 +123,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{"bad.yaml:7", "cannot unmarshal !!str `lots` into int"}},
 		{"bad duration", "apiVersion: weft.dev/v1\nkind: Topology\nmetadata: {name: t}\nstreams:\n  EVENTS: {subjects: [\"weft.events.>\"], maxAge: forever}\nstages:\n  - {name: a, kind: gen, outputs: [EVENTS]}\n",
 			[]string{`bad.yaml:5: stream "EVENTS": duration "forever"`}},
+		{"bad compression and onDrift", "apiVersion: weft.dev/v1\nkind: Topology\nmetadata: {name: t}\nstreams:\n  EVENTS: {subjects: [\"weft.events.>\"], compression: zstd, onDrift: ignore}\nstages:\n  - {name: a, kind: gen, outputs: [EVENTS]}\n",
+			[]string{`bad.yaml:5: stream "EVENTS": compression "zstd": want "s2" or "none"`, `bad.yaml:5: stream "EVENTS": onDrift "ignore": want "apply" (the topology wins) or "keep" (live edits stay)`}},
 		{"duplicate stage", header + "  - {name: a, kind: gen, outputs: [EVENTS]}\n  - {name: a, kind: gen, outputs: [EVENTS]}\n",
 			[]string{`bad.yaml:8: stage "a": stage name used twice (first at line 7)`}},
 		{"yaml syntax", "apiVersion: weft.dev/v1\nstages: [\n", []string{"bad.yaml:2: did not find expected node content"}},

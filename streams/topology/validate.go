@@ -56,6 +56,16 @@ func validateStreams(t *Topology, is *issues) {
 		default:
 			is.add(s.Line, subj, "storage %q: want %q or %q", s.Storage, StorageFile, StorageMemory)
 		}
+		switch s.Compression {
+		case "", CompressionS2, CompressionNone:
+		default:
+			is.add(s.Line, subj, "compression %q: want %q or %q", s.Compression, CompressionS2, CompressionNone)
+		}
+		switch s.OnDrift {
+		case "", OnDriftApply, OnDriftKeep:
+		default:
+			is.add(s.Line, subj, "onDrift %q: want %q (the topology wins) or %q (live edits stay)", s.OnDrift, OnDriftApply, OnDriftKeep)
+		}
 		if s.Replicas < 0 || s.Replicas > 5 {
 			is.add(s.Line, subj, "replicas %d: JetStream allows 1 to 5", s.Replicas)
 		}

@@ -103,7 +103,7 @@ them itself because a topologyFile is text the schema cannot see into.
 {{- define "weft.topologyKeys" -}}
 topology: [apiVersion, kind, metadata, streams, stages]
 metadata: [name, labels]
-stream: [subjects, maxAge, maxBytes, maxMsgs, replicas, storage, duplicates]
+stream: [subjects, maxAge, maxBytes, maxMsgs, replicas, storage, duplicates, compression, onDrift]
 stage: [name, kind, deploy, replicas, inputs, outputs, sidecarOf, autoscale, config]
 autoscale: [min, max, targetCPUPercent]
 {{- end }}
