@@ -13,7 +13,8 @@
 // a connection is one ring-buffer record, its close, which user space
 // publishes as the connect/accept and the close; a connection that stays
 // open longer than a while has its connect/accept sent by a sweep of that
-// map while it is open (see sweep_socks).
+// map while it is open, and, on the sweep's progress passes, its byte
+// totals so far whenever they changed (see sweep_socks).
 //
 // Who owns a socket:
 //   - a TCP client: the task that connect()s (the SYN_SENT transition
@@ -99,6 +100,7 @@ enum tcp_phase {
 	TCP_PHASE_ACCEPT = 2,
 	TCP_PHASE_CLOSE = 3,
 	TCP_PHASE_CONNECT_FAILED = 4,
+	TCP_PHASE_PROGRESS = 5,
 };
 
 enum role {
@@ -154,6 +156,10 @@ struct tcp_event {
 	__u64 start_ns;
 	__u64 bytes_sent;
 	__u64 bytes_received;
+	// prior_sent/received, on a progress or a close: the totals of the
+	// side's previous progress record (0 when none).
+	__u64 prior_sent;
+	__u64 prior_received;
 	__s32 err;
 	__u8 phase;
 	__u8 role;
@@ -191,6 +197,9 @@ struct owner {
 	__u64 start_ns;
 	__u64 cookie;
 	__u64 unsent;
+	// rep_sent/received: the totals the last progress record carried.
+	__u64 rep_sent;
+	__u64 rep_received;
 	__u8 role;
 	__u8 _pad[7];
 };
@@ -231,14 +240,17 @@ struct {
 //     ran, or more than four connects raced in behind it); sent under a
 //     one-off id.
 // and SWEEP_DEFERRED: connect/accepts the sweep left for a later pass (the
-// ring buffer was half full); not a gap, counted so SweepAll can repeat.
+// ring buffer was half full); not a gap, counted so SweepAll can repeat;
+// PROGRESS_DEFERRED: progress records left for a later pass (the next
+// one carries the totals then, from the same prior: nothing is lost).
 #define UNTRACKED_CLOSE 0
 #define UNOWNED_ACCEPT 1
 #define UNIX_UNMATCHED 2
 #define SWEEP_DEFERRED 3
+#define PROGRESS_DEFERRED 4
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 4);
+	__uint(max_entries, 5);
 	__type(key, __u32);
 	__type(value, __u64);
 } untracked SEC(".maps");
@@ -565,6 +577,8 @@ static __always_inline void fill_tcp_hdr(struct tcp_event *e, struct owner *o, _
 	e->_pad = 0;
 	e->bytes_sent = 0;
 	e->bytes_received = 0;
+	e->prior_sent = o->rep_sent;
+	e->prior_received = o->rep_received;
 }
 
 static __always_inline void fill_tcp(struct tcp_event *e, const struct sock *sk, struct owner *o, __u8 phase, __s32 err, __u64 now, int oldstate, __u8 open_sent)
@@ -814,22 +828,83 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 // ring (live hooks would lose events): what it leaves is counted in
 // SWEEP_DEFERRED and sent by a later pass, or by the close.
 
-// sweep_age: how old (ns) an open connection must be for the sweep to
-// report it; set by user space before each sweep (0 at shutdown: all).
+// sweep_age: [0] how old (ns) an open connection must be for the sweep
+// to report it, [1] nonzero on a progress pass; set by user space before
+// each sweep (0 at shutdown: all, no progress).
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u64);
 } sweep_age SEC(".maps");
 
-// sweep_one reports o, the owner of the socket at *key, if it is due.
+// progress_one sends the byte totals so far of o, the owner of the
+// established socket at *key whose connect/accept was sent, when they
+// changed since its last progress record (RFC 4898 counters, as at close:
+// a client's SYN is not data; established, no FIN is counted yet). Its
+// totals are remembered in o only once the record is reserved, so the
+// next record's prior is what the last one carried. (A close racing this
+// pass on another CPU may read the totals before they are remembered:
+// then its prior is the older one, and the bytes between count twice.)
+static __always_inline void progress_one(__u64 *key, struct owner *o)
+{
+	__u64 addr = *key;
+	__u64 now_cookie, acked, recv;
+	__u8 state;
+	if (have_rdonly_cast) {
+		struct sock *sk = AS(struct sock, addr);
+		now_cookie = sk->__sk_common.skc_cookie.counter;
+		state = sk->__sk_common.skc_state;
+		acked = AS(struct tcp_sock, addr)->bytes_acked;
+		recv = AS(struct tcp_sock, addr)->bytes_received;
+	} else {
+		struct sock *sk = (struct sock *)addr;
+		now_cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		acked = BPF_CORE_READ((struct tcp_sock *)addr, bytes_acked);
+		recv = BPF_CORE_READ((struct tcp_sock *)addr, bytes_received);
+	}
+	if (!same_socket(o->cookie, now_cookie) || state != TCP_ESTABLISHED)
+		return;
+	if (o->role == ROLE_CLIENT && acked > 0)
+		acked--; // SYN
+	if (acked == o->rep_sent && recv == o->rep_received)
+		return;
+	struct tcp_event *e = NULL;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 2)
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(&untracked, PROGRESS_DEFERRED);
+		return;
+	}
+	fill_tcp_hdr(e, o, TCP_PHASE_PROGRESS, 0, bpf_ktime_get_ns(), 1);
+	e->bytes_sent = acked;
+	e->bytes_received = recv;
+	if (have_rdonly_cast) {
+		read_conn_btf(&e->conn, AS(struct sock, addr));
+		e->conn.lport = bpf_ntohs(AS(struct inet_sock, addr)->inet_sport);
+	} else {
+		read_conn_core(&e->conn, (struct sock *)addr);
+		e->conn.lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)addr, inet_sport));
+	}
+	o->rep_sent = acked;
+	o->rep_received = recv;
+	submit(e, sizeof(*e));
+}
+
+// sweep_one reports o, the owner of the socket at *key, if it is due: its
+// connect/accept once, then its progress on progress passes.
 static __always_inline void sweep_one(__u64 *key, struct owner *o)
 {
 	__u64 cookie = o->unsent;
-	if (!cookie)
-		return;
 	__u32 zero = 0;
+	if (!cookie) {
+		__u32 one = 1;
+		__u64 *prog = bpf_map_lookup_elem(&sweep_age, &one);
+		if (prog && *prog)
+			progress_one(key, o);
+		return;
+	}
 	__u64 *age = bpf_map_lookup_elem(&sweep_age, &zero);
 	if (!age || bpf_ktime_get_ns() - o->start_ns < *age)
 		return;

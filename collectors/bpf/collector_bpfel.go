@@ -46,13 +46,15 @@ type CollectorListenKey struct {
 }
 
 type CollectorOwner struct {
-	_       structs.HostLayout
-	Hdr     CollectorTaskHdr
-	StartNs uint64
-	Cookie  uint64
-	Unsent  uint64
-	Role    uint8
-	Pad     [7]uint8
+	_           structs.HostLayout
+	Hdr         CollectorTaskHdr
+	StartNs     uint64
+	Cookie      uint64
+	Unsent      uint64
+	RepSent     uint64
+	RepReceived uint64
+	Role        uint8
+	Pad         [7]uint8
 }
 
 type CollectorTaskHdr struct {
@@ -75,6 +77,8 @@ type CollectorTcpEvent struct {
 	StartNs       uint64
 	BytesSent     uint64
 	BytesReceived uint64
+	PriorSent     uint64
+	PriorReceived uint64
 	Err           int32
 	Phase         uint8
 	Role          uint8

@@ -41,11 +41,13 @@ type CollectorLegacyOwner struct {
 		Pad      uint32
 		Comm     [16]int8
 	}
-	StartNs uint64
-	Cookie  uint64
-	Unsent  uint64
-	Role    uint8
-	Pad     [7]uint8
+	StartNs     uint64
+	Cookie      uint64
+	Unsent      uint64
+	RepSent     uint64
+	RepReceived uint64
+	Role        uint8
+	Pad         [7]uint8
 }
 
 type CollectorLegacyWeftListener struct {

@@ -641,7 +641,7 @@ func testSweepRacesClose(t *testing.T, c *Collector) {
 				return
 			default:
 			}
-			if err := c.sweep(0); err != nil {
+			if err := c.sweep(0, false); err != nil {
 				sweeps <- err
 				return
 			}

@@ -63,6 +63,11 @@ type Options struct {
 	// (see OpenOf), unless it is still open this long after it opened;
 	// then Sweep sends its connect/accept record. Default 1s.
 	OpenAfter time.Duration
+	// ProgressEvery: how often Sweep also sends, for each connection
+	// whose connect/accept it sent, its byte totals so far (a progress
+	// record, with the totals of the previous one) when they changed.
+	// 0 sends none.
+	ProgressEvery time.Duration
 	// Partial keeps Open going when the kernel refuses a probe's
 	// program: that probe is left off and said in Failed. Without it,
 	// Open fails.
@@ -91,7 +96,9 @@ type Collector struct {
 	poll        time.Duration
 
 	openAfter time.Duration
+	progress  time.Duration
 	sweepMu   sync.Mutex // one sweep at a time: each sets sweep_age
+	lastProg  time.Time  // the last progress pass, under sweepMu
 	sweeper   *link.Iter // the sweep's iterator, made once
 
 	closeOnce  sync.Once
@@ -172,7 +179,7 @@ func Open(o Options) (*Collector, error) {
 		}
 	}
 
-	c := &Collector{poll: o.PollInterval, openAfter: o.OpenAfter, kernel: info}
+	c := &Collector{poll: o.PollInterval, openAfter: o.OpenAfter, progress: o.ProgressEvery, kernel: info}
 	if o.WakeupBytes == 0 {
 		c.poll = 0
 	}
@@ -386,7 +393,22 @@ func (c *Collector) scan() error {
 // longer than Options.OpenAfter that have not been reported yet: call it
 // every so often (the collector stage does, every OpenAfter/2). Safe to
 // call concurrently with Read.
-func (c *Collector) Sweep() error { return c.sweep(c.openAfter) }
+func (c *Collector) Sweep() error {
+	c.sweepMu.Lock()
+	// A pass at most a quarter OpenAfter early is this interval's: the
+	// ticker that calls Sweep runs every OpenAfter/2.
+	prog := c.progress > 0 && time.Since(c.lastProg) >= c.progress-c.openAfter/4
+	if prog {
+		c.lastProg = time.Now()
+	}
+	c.sweepMu.Unlock()
+	return c.sweep(c.openAfter, prog)
+}
+
+// Progress is a sweep that sends the connect/accept of connections open
+// longer than OpenAfter and the progress of every connection whose
+// connect/accept was sent and whose totals changed, now.
+func (c *Collector) Progress() error { return c.sweep(c.openAfter, true) }
 
 // SweepAll is Sweep for every open connection not reported yet, however
 // young: after Detach, while the records are still read, so none that was
@@ -399,7 +421,7 @@ func (c *Collector) SweepAll(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := c.sweep(0); err != nil {
+		if err := c.sweep(0, false); err != nil {
 			return err
 		}
 		after, err := sumPerCPUAt(c.objs.Untracked, slotSweepDeferred, "sweep")
@@ -420,10 +442,17 @@ func (c *Collector) SweepAll(ctx context.Context) error {
 // slotSweepDeferred is collector.c's SWEEP_DEFERRED in untracked.
 const slotSweepDeferred = 3
 
-func (c *Collector) sweep(age time.Duration) error {
+func (c *Collector) sweep(age time.Duration, progress bool) error {
 	c.sweepMu.Lock()
 	defer c.sweepMu.Unlock()
 	if err := c.objs.SweepAge.Put(uint32(0), uint64(age)); err != nil {
+		return fmt.Errorf("sweep: %w", err)
+	}
+	var prog uint64
+	if progress {
+		prog = 1
+	}
+	if err := c.objs.SweepAge.Put(uint32(1), prog); err != nil {
 		return fmt.Errorf("sweep: %w", err)
 	}
 	if c.objs.SweepRun != nil {
@@ -471,6 +500,7 @@ const (
 	PhaseAccept        uint8 = 2
 	PhaseClose         uint8 = 3
 	PhaseConnectFailed uint8 = 4
+	PhaseProgress      uint8 = 5
 
 	RoleClient uint8 = 1
 	RoleServer uint8 = 2

@@ -36,7 +36,7 @@ func TestVariants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	groundTruth := "^(TestTCPBytesExact|TestTaskHeader|TestListenerBeforeAttach|TestEstablishedBeforeAttach|TestSweep|TestSweepRacesClose|TestUntrackedCloses|TestConnectTimedOut|TestSelfConnect|TestReuseportSiblings|TestPauseResume|TestVariantIs)$"
+	groundTruth := "^(TestTCPBytesExact|TestTaskHeader|TestListenerBeforeAttach|TestEstablishedBeforeAttach|TestSweep|TestSweepRacesClose|TestProgress|TestUntrackedCloses|TestConnectTimedOut|TestSelfConnect|TestReuseportSiblings|TestPauseResume|TestVariantIs)$"
 	for _, v := range []string{"legacy", "nocasts"} {
 		t.Run(v, func(t *testing.T) {
 			cmd := exec.Command(self, "-test.run", groundTruth, "-test.v", "-test.count=1")

@@ -185,7 +185,7 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	}
 	coll, err := bpf.Open(bpf.Options{
 		Probes: s.cfg.probes(), RingBufferBytes: s.cfg.RingBufferBytes, MaxSockets: s.cfg.MaxSockets,
-		OpenAfter: s.openAfter(),
+		OpenAfter: s.openAfter(), ProgressEvery: s.cfg.ProgressInterval,
 		// One wakeup per batch: an eighth of the ring, or 20ms.
 		WakeupBytes: s.cfg.RingBufferBytes / 8, PollInterval: 20 * time.Millisecond,
 		// A program the kernel refuses fails a required collector; any

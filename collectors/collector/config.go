@@ -21,6 +21,7 @@ import (
 //	  ringBufferBytes: 8388608       # power of two, default 8 MiB
 //	  maxSockets: 65536              # TCP sockets tracked until close (LRU)
 //	  openAfter: 250ms               # connect/accept of longer connections sent while open
+//	  progressInterval: 1s           # their byte totals sent this often while they change (0: never)
 //	  namespaces: []                 # only pods in these namespaces (default all)
 //	  excludeNamespaces: [kube-system]
 //	  processes: []                  # only these comm/exe globs (default all)
@@ -40,7 +41,13 @@ type Config struct {
 	// when the ring buffer is half full). Keep OpenAfter × 1.5 well under
 	// the correlator's window (1s), which is how long one side of a
 	// connection that closed waits for the other side's open.
-	OpenAfter         time.Duration `yaml:"openAfter" json:"openAfter"`
+	OpenAfter time.Duration `yaml:"openAfter" json:"openAfter"`
+	// ProgressInterval: how often a connection reported open (see
+	// OpenAfter) has its byte totals so far published, when they
+	// changed, so its edge's bytes grow while it is open: they lag what
+	// was sent by at most this (and OpenAfter/4). 0 publishes none (its
+	// bytes come at its close).
+	ProgressInterval  time.Duration `yaml:"progressInterval" json:"progressInterval"`
 	Namespaces        []string      `yaml:"namespaces" json:"namespaces"`
 	ExcludeNamespaces []string      `yaml:"excludeNamespaces" json:"excludeNamespaces"`
 	Processes         []string      `yaml:"processes" json:"processes"`
@@ -100,12 +107,13 @@ func (c *Config) ownPod() string {
 // NewConfig returns the defaults.
 func NewConfig() *Config {
 	return &Config{
-		Probes:          []string{string(bpf.ProbeProcess), string(bpf.ProbeTCP), string(bpf.ProbeUnix)},
-		RingBufferBytes: 8 << 20,
-		MaxSockets:      65536,
-		OpenAfter:       250 * time.Millisecond,
-		HostProcesses:   true,
-		Metadata:        MetadataConfig{Provider: ProviderAuto},
+		Probes:           []string{string(bpf.ProbeProcess), string(bpf.ProbeTCP), string(bpf.ProbeUnix)},
+		RingBufferBytes:  8 << 20,
+		MaxSockets:       65536,
+		OpenAfter:        250 * time.Millisecond,
+		ProgressInterval: time.Second,
+		HostProcesses:    true,
+		Metadata:         MetadataConfig{Provider: ProviderAuto},
 	}
 }
 
@@ -125,6 +133,9 @@ func (c *Config) Validate() error {
 	}
 	if c.OpenAfter < 10*time.Millisecond || c.OpenAfter > time.Hour {
 		errs = append(errs, fmt.Errorf("openAfter %v: want 10ms to 1h", c.OpenAfter))
+	}
+	if p := c.ProgressInterval; p != 0 && (p < c.OpenAfter/2 || p > time.Hour) {
+		errs = append(errs, fmt.Errorf("progressInterval %v: want 0 (none) or openAfter/2 (the sweep's period) to 1h", p))
 	}
 	for _, g := range append(slices.Clone(c.Processes), c.ExcludeProcesses...) {
 		if _, err := path.Match(g, ""); err != nil {

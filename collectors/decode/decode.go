@@ -247,6 +247,12 @@ func (d *Decoder) fillTCP(t *schema.TCPEvent, r *bpf.CollectorTcpEvent) {
 	t.RemoteAddr = addr(&d.raddr, &r.Conn.Raddr, r.Conn.Family)
 	t.LocalPort, t.RemotePort = uint32(r.Conn.Lport), uint32(r.Conn.Rport)
 	t.BytesSent, t.BytesReceived = r.BytesSent, r.BytesReceived
+	t.PriorBytesSent, t.PriorBytesReceived = r.PriorSent, r.PriorReceived
+	// A connect/accept record of its own is the sweep's: the side was
+	// open when reported. One stood for by a close (OpenOf) was not.
+	t.StillOpen = (r.Phase == bpf.PhaseConnect || r.Phase == bpf.PhaseAccept) && r.OpenSent == 0
+	// A progress, or a close whose connect/accept the sweep sent.
+	t.OpenReported = r.Phase == bpf.PhaseProgress || (r.Phase == bpf.PhaseClose && r.OpenSent != 0)
 	t.DurationNs = 0
 	if r.Phase == uint8(schema.TCPPhase_TCP_PHASE_CLOSE) && r.Hdr.TsNs > r.StartNs {
 		t.DurationNs = r.Hdr.TsNs - r.StartNs

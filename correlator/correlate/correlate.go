@@ -3,8 +3,9 @@
 // publishes one Call per connection to CALLS.
 //
 // Exactly once, as far as a stream allows: an EVENTS message is acked only
-// when every close it carried has become a call and those calls are acked
-// by the server (publisher Flush). A message whose closes are still waiting
+// when every close it carried has become a call (and every connect/accept
+// or progress of a connection reported open is in its call) and those
+// calls are acked by the server (publisher Flush). A message whose closes are still waiting
 // for their partner stays unacked, so after a crash it is redelivered and
 // the state it fed is rebuilt. A call emitted but not acked upstream before
 // a crash is emitted again with the same id; the graph stage drops it.
@@ -160,7 +161,7 @@ func (s *Stage) Stats() join.Stats {
 	defer s.mu.Unlock()
 	st := s.past
 	for _, p := range s.parts {
-		st = addStats(st, p.stats())
+		st = st.Add(p.stats())
 	}
 	return st
 }
@@ -235,7 +236,7 @@ func (s *Stage) assign(ctx context.Context, owned []int) error {
 			}
 			st := p.stats()
 			st.Held = 0
-			s.past = addStats(s.past, st)
+			s.past = s.past.Add(st)
 			delete(s.parts, k)
 		}
 	}
@@ -314,7 +315,7 @@ func (s *Stage) Shutdown(ctx context.Context) error {
 			st := p.stats()
 			st.Held = 0
 			s.mu.Lock()
-			s.past = addStats(s.past, st)
+			s.past = s.past.Add(st)
 			s.mu.Unlock()
 		}
 		if g != nil {
@@ -326,22 +327,16 @@ func (s *Stage) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func addStats(a, b join.Stats) join.Stats {
-	a.Calls += b.Calls
-	a.Joined += b.Joined
-	a.Partial += b.Partial
-	a.Failed += b.Failed
-	a.Unix += b.Unix
-	a.Duplicates += b.Duplicates
-	a.LateCloses += b.LateCloses
-	a.EvictedOpen += b.EvictedOpen
-	a.EvictedEmit += b.EvictedEmit
-	a.Malformed += b.Malformed
-	a.Pods += b.Pods
-	a.Ignored += b.Ignored
-	a.Held += b.Held
-	a.EmitFailures += b.EmitFailures
-	return a
+// Gaps are what the joiner could not keep whole, by reason (exported as
+// weft_stage_gaps_total): open connection sides evicted by the
+// maxConnections bound (their call resumes from their next events) and
+// closed sides emitted early by it.
+func (s *Stage) Gaps() map[string]uint64 {
+	st := s.Stats()
+	return map[string]uint64{"evicted_open_side": st.EvictedOpen, "evicted_closed_side": st.EvictedEmit}
 }
 
-var _ stage.Stage = (*Stage)(nil)
+var (
+	_ stage.Stage       = (*Stage)(nil)
+	_ stage.GapReporter = (*Stage)(nil)
+)

@@ -273,15 +273,18 @@ func (f *Fold) edge(k EdgeKey, c *schema.Call) *EdgeDelta {
 	return d
 }
 
-// count adds c to d.
+// count adds c to d: a connection counts once, at its whole call or its
+// OPEN, and each emission adds the bytes since the connection's previous
+// one (schema.Counts), so an open connection's edge has its latest totals.
 func count(d *EdgeDelta, c *schema.Call) {
 	first, last := int64(c.GetStartUnixNano()), int64(c.GetEndUnixNano())
 	if last < first {
 		last = first
 	}
-	d.Count++
-	d.BytesSent += c.GetBytesSent()
-	d.BytesReceived += c.GetBytesReceived()
+	n, sent, recv := schema.Counts(c)
+	d.Count += n
+	d.BytesSent += sent
+	d.BytesReceived += recv
 	if c.GetErrno() != 0 {
 		d.Errors++
 	}

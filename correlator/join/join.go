@@ -1,8 +1,22 @@
 // Package join is the correlator's fold: it joins the client side of a
 // connection (connect) with its server side (accept) — on different nodes,
 // through a Service VIP — and the two ends of a unix-socket connection, and
-// turns each connection into one schema.Call with both endpoints resolved
-// to pod / container / process as of the event's time.
+// turns each connection into calls with both endpoints resolved to pod /
+// container / process as of the event's time.
+//
+// A connection closed by the time both its sides are known (the collector
+// reports it at close, or its connect/accept came in the same message as
+// its close) is one call, a whole connection. A connection still open
+// when its sides are known — the collector's sweep reported its
+// connect/accept while it was still open (TCPEvent.still_open) — is
+// emitted while it lives: OPEN as soon as both sides are in, or once the
+// window has passed for a side with no partner; PROGRESS each
+// time its bytes grow (the collector's periodic reads, from the side that
+// drives its bytes: the client's when the client is seen); CLOSE at its
+// close. Every emission carries the totals the connection's earlier
+// emissions carried (prior_bytes_*), so a consumer adds only the
+// difference and counts the OPEN: a connection counts once however long
+// it lives, with its latest totals. See docs/open-connections.md.
 //
 // Time is event time: a half waits for its partner until the watermark (the
 // latest event time seen, advanced by wall time only when the input is
@@ -61,9 +75,13 @@ type Stats struct {
 	Partial      uint64 // with one side seen (peer External or resolved by address)
 	Failed       uint64 // failed connects
 	Unix         uint64 // unix-socket calls
+	Opened       uint64 // connections emitted OPEN (counted while open)
+	Progress     uint64 // PROGRESS emissions
+	ClosedOpen   uint64 // CLOSE emissions (connections emitted OPEN before)
+	Resumed      uint64 // sides first seen by a progress or a close after their open was reported elsewhere (a restart, an eviction)
 	Duplicates   uint64 // events for a side already in that state (redelivery)
 	LateCloses   uint64 // closes of a side whose call was already emitted
-	EvictedOpen  uint64 // open sides evicted by the bound (their call is lost)
+	EvictedOpen  uint64 // open sides evicted by the bound (emitted OPEN first when they were not; later events resume them)
 	EvictedEmit  uint64 // closed sides evicted by the bound (emitted early)
 	Malformed    uint64 // events rejected by Feed
 	Pods         uint64 // pod events applied
@@ -72,12 +90,38 @@ type Stats struct {
 	EmitFailures uint64
 }
 
-// Hold counts the closes of one source message that are still parked in the
-// joiner: the message may be acked only once Pending is zero and the calls
-// emitted so far are durable. The caller owns it; the joiner only counts.
+// Add returns the sum of a and b (Held included): the figures of several
+// joiners, one per partition a replica reads.
+func (a Stats) Add(b Stats) Stats {
+	a.Calls += b.Calls
+	a.Joined += b.Joined
+	a.Partial += b.Partial
+	a.Failed += b.Failed
+	a.Unix += b.Unix
+	a.Opened += b.Opened
+	a.Progress += b.Progress
+	a.ClosedOpen += b.ClosedOpen
+	a.Resumed += b.Resumed
+	a.Duplicates += b.Duplicates
+	a.LateCloses += b.LateCloses
+	a.EvictedOpen += b.EvictedOpen
+	a.EvictedEmit += b.EvictedEmit
+	a.Malformed += b.Malformed
+	a.Pods += b.Pods
+	a.Ignored += b.Ignored
+	a.Held += b.Held
+	a.EmitFailures += b.EmitFailures
+	return a
+}
+
+// Hold counts the events of one source message that are still parked in
+// the joiner — closes waiting for their partner, connects/accepts and
+// progress of sides whose call is not out yet: the message may be acked
+// only once Pending is zero and the calls emitted so far are durable. The
+// caller owns it; the joiner only counts.
 type Hold struct{ pending int }
 
-// Pending is the number of the message's closes not yet turned into calls.
+// Pending is the number of the message's events not yet in a call.
 func (h *Hold) Pending() int {
 	if h == nil {
 		return 0
@@ -118,6 +162,20 @@ type side struct {
 	emitted   bool // its call is out; kept only to swallow a late close
 	candidate bool // listed in byClient
 	hold      *Hold
+
+	// An open connection's side. opened: its connect/accept was fed here,
+	// so its call's OPEN is this joiner's to send. resumed: first seen by
+	// a progress or a close whose open was reported before (its call was
+	// counted by an earlier run or before an eviction). live: its call
+	// is out as an open connection. drives: its totals are the call's
+	// bytes (the client's when the client is seen). base is what the
+	// call's emissions carried before this joiner saw the side, cur its
+	// latest totals (its own view: sent, received); last is the time of
+	// its latest event, emitEnd that of its call's latest emission.
+	opened, resumed, live, drives bool
+	base, cur                     [2]uint64
+	last, emitEnd                 uint64
+	holds                         []*Hold // its open and progress events' messages, until live
 
 	deadline uint64
 	hidx     int // index in the deadline heap, -1 when not in it
@@ -233,23 +291,27 @@ func (j *Joiner) tcp(node string, t uint64, task *schema.Task, e *schema.TCPEven
 		return err
 	}
 	role := e.GetRole()
-	switch e.GetPhase() {
+	phase := e.GetPhase()
+	switch phase {
 	case schema.TCPPhase_TCP_PHASE_CONNECT:
 		role = schema.Role_ROLE_CLIENT
 	case schema.TCPPhase_TCP_PHASE_ACCEPT:
 		role = schema.Role_ROLE_SERVER
-	case schema.TCPPhase_TCP_PHASE_CLOSE:
+	case schema.TCPPhase_TCP_PHASE_CLOSE, schema.TCPPhase_TCP_PHASE_PROGRESS:
 		if role != schema.Role_ROLE_CLIENT && role != schema.Role_ROLE_SERVER {
-			return fmt.Errorf("%w: tcp close without role", ErrMalformed)
+			return fmt.Errorf("%w: tcp %v without role", ErrMalformed, phase)
 		}
 	case schema.TCPPhase_TCP_PHASE_CONNECT_FAILED:
 		return j.failed(node, t, task, e, local, remote, h)
 	default:
-		return fmt.Errorf("%w: tcp phase %v", ErrMalformed, e.GetPhase())
+		return fmt.Errorf("%w: tcp phase %v", ErrMalformed, phase)
 	}
 	if e.GetSockCookie() == 0 {
-		return fmt.Errorf("%w: tcp %v without socket cookie", ErrMalformed, e.GetPhase())
+		return fmt.Errorf("%w: tcp %v without socket cookie", ErrMalformed, phase)
 	}
+	open := phase == schema.TCPPhase_TCP_PHASE_CONNECT || phase == schema.TCPPhase_TCP_PHASE_ACCEPT
+	totals := [2]uint64{e.GetBytesSent(), e.GetBytesReceived()}
+	prior := [2]uint64{e.GetPriorBytesSent(), e.GetPriorBytesReceived()}
 	key := sideKey{node, e.GetSockCookie()}
 	s := j.sides[key]
 	if s == nil {
@@ -257,7 +319,7 @@ func (j *Joiner) tcp(node string, t uint64, task *schema.Task, e *schema.TCPEven
 		if start == 0 {
 			start = t
 		}
-		s = &side{key: key, role: role, task: task, local: local, remote: remote, start: start, hidx: -1}
+		s = &side{key: key, role: role, task: task, local: local, remote: remote, start: start, hidx: -1, last: t}
 		s.ck = clientKey{ap: local}
 		if role == schema.Role_ROLE_SERVER {
 			s.ck.ap = remote
@@ -265,9 +327,27 @@ func (j *Joiner) tcp(node string, t uint64, task *schema.Task, e *schema.TCPEven
 		if s.ck.ap.Addr().IsLoopback() {
 			s.ck.node, s.ck.ns = node, e.GetNetNs()
 		}
+		s.opened = open && e.GetStillOpen()
+		if !open && (phase == schema.TCPPhase_TCP_PHASE_PROGRESS || e.GetOpenReported()) {
+			// Its open went by in an earlier message, which was acked
+			// only once its call was out: this side resumes that call.
+			s.resumed, s.base, s.cur = true, prior, prior
+			j.stats.Resumed++
+		}
 		j.sides[key] = s
 		j.pushLRU(s)
 		j.pair(s)
+		switch {
+		case s.partner == nil && s.opened:
+			// A side alone goes out as a partial call once the window
+			// has passed without a partner.
+			j.schedule(s, max(t, start)+j.window)
+		case s.partner == nil && s.resumed && phase == schema.TCPPhase_TCP_PHASE_PROGRESS:
+			// Resumed (after a restart or an eviction): its partner's
+			// next progress may come from a node whose messages lag by
+			// up to a progress interval, so it waits CloseWait for it.
+			j.schedule(s, t+j.wait)
+		}
 		if err := j.bound(); err != nil {
 			return err
 		}
@@ -276,12 +356,45 @@ func (j *Joiner) tcp(node string, t uint64, task *schema.Task, e *schema.TCPEven
 		if s.task == nil {
 			s.task = task
 		}
-	}
-	if e.GetPhase() != schema.TCPPhase_TCP_PHASE_CLOSE {
+		s.last = max(s.last, t)
 		if s.role != role {
 			return nil // a cookie reused with another role: keep the first
 		}
-		j.stats.Duplicates++ // a redelivered open
+		if open {
+			if s.opened || !e.GetStillOpen() {
+				j.stats.Duplicates++ // a redelivered open
+				return nil
+			}
+			// The open of a side first seen by its progress: its message
+			// came back, so the call's OPEN may not be durable. It goes
+			// out again (the same id: a consumer keeps one).
+			s.opened = true
+			if s.live && !s.emitted {
+				return j.open(s, s.partner, false)
+			}
+			return nil
+		}
+	}
+	if phase == schema.TCPPhase_TCP_PHASE_PROGRESS {
+		if err := j.progress(s, t, totals, h); err != nil {
+			return err
+		}
+		if p := s.partner; !s.live && !s.closed && p != nil && !p.closed && !p.live && (p.opened || p.resumed) {
+			return j.goLive(s, p)
+		}
+		return nil
+	}
+	if open {
+		if !s.opened {
+			return nil
+		}
+		if p := s.partner; p != nil && !p.closed && !p.live && (p.opened || p.resumed) {
+			return j.goLive(s, p)
+		}
+		if !s.live {
+			s.holds = append(s.holds, h)
+			h.pending++
+		}
 		return nil
 	}
 	switch {
@@ -295,8 +408,14 @@ func (j *Joiner) tcp(node string, t uint64, task *schema.Task, e *schema.TCPEven
 	}
 	s.closed, s.closeTime = true, t
 	s.sent, s.recv, s.dur = e.GetBytesSent(), e.GetBytesReceived(), e.GetDurationNs()
+	if s.live {
+		return j.closeLive(s, t, h)
+	}
 	if p := s.partner; p != nil && p.closed {
 		j.release(p)
+		if s.resumed || p.resumed {
+			return j.closeOpen(s, p)
+		}
 		return j.emit(s, p)
 	}
 	s.hold = h
@@ -307,6 +426,195 @@ func (j *Joiner) tcp(node string, t uint64, task *schema.Task, e *schema.TCPEven
 		j.schedule(s, t+j.window)
 	}
 	return nil
+}
+
+// progress takes a side's totals so far: the call's PROGRESS when the
+// side drives a call that is out, else they wait in the side (with the
+// message) for its call.
+func (j *Joiner) progress(s *side, t uint64, totals [2]uint64, h *Hold) error {
+	if s.closed || s.emitted {
+		j.stats.LateCloses++
+		return nil
+	}
+	if totals[0] < s.cur[0] || totals[1] < s.cur[1] || totals == s.cur {
+		j.stats.Duplicates++ // redelivered, or older than what is known
+		return nil
+	}
+	if !s.live {
+		s.cur = totals
+		s.holds = append(s.holds, h)
+		h.pending++
+		return nil
+	}
+	if !s.drives {
+		s.cur = totals
+		return nil
+	}
+	prior := s.cur
+	s.cur = totals
+	return j.emitOpen(s, s.partner, schema.CallState_CALL_STATE_PROGRESS, prior, t)
+}
+
+// ends returns s and p as client and server.
+func (j *Joiner) ends(s, p *side) (cli, srv *side) {
+	if s.role == schema.Role_ROLE_SERVER {
+		return p, s
+	}
+	return s, p
+}
+
+// goLive puts the call of open side s (and its partner p, nil if none)
+// out as an open connection: its OPEN, unless both sides resume a call
+// counted before (then what they read meanwhile, as PROGRESS).
+func (j *Joiner) goLive(s, p *side) error {
+	cli, srv := j.ends(s, p)
+	drive := cli
+	if drive == nil {
+		drive = srv
+	}
+	for _, x := range []*side{cli, srv} {
+		if x == nil {
+			continue
+		}
+		x.live = true
+		x.drives = x == drive
+		j.unlist(x)
+		if x.hidx >= 0 && !x.closed {
+			heap.Remove(&j.dl, x.hidx)
+		}
+		for _, h := range x.holds {
+			h.pending--
+		}
+		x.holds = nil
+	}
+	t := drive.last
+	if p != nil {
+		t = max(t, p.last)
+	}
+	if s.opened || (p != nil && p.opened) {
+		return j.open(s, p, true)
+	}
+	if drive.cur == drive.base {
+		return nil
+	}
+	return j.emitOpen(s, p, schema.CallState_CALL_STATE_PROGRESS, drive.base, t)
+}
+
+// open sends the OPEN of a live call: it counts the connection, with the
+// bytes its driving side read so far when withBytes (else none: they
+// went out as PROGRESS).
+func (j *Joiner) open(s, p *side, withBytes bool) error {
+	cli, srv := j.ends(s, p)
+	drive := cli
+	if drive == nil {
+		drive = srv
+	}
+	t := drive.last
+	if p != nil {
+		t = max(t, p.last)
+	}
+	prior := drive.base
+	if !withBytes {
+		prior = drive.cur
+	}
+	return j.emitOpen(s, p, schema.CallState_CALL_STATE_OPEN, prior, t)
+}
+
+// closeLive closes side s of a live call: its driving side's close is
+// the call's CLOSE; the other side's waits CloseWait for it.
+func (j *Joiner) closeLive(s *side, t uint64, h *Hold) error {
+	p := s.partner
+	if s.drives || p == nil {
+		return j.closeOpen(s, p)
+	}
+	if p.closed {
+		j.release(p)
+		return j.closeOpen(p, s)
+	}
+	s.hold = h
+	h.pending++
+	j.schedule(s, t+j.wait)
+	return nil
+}
+
+// closeOpen sends the CLOSE of a call emitted open, from closed side s's
+// totals, and forgets s (and p once it is closed; an open p stays only
+// to swallow its own close).
+func (j *Joiner) closeOpen(s, p *side) error {
+	drive := s
+	if !s.drives && p != nil && p.drives {
+		drive = p
+	}
+	prior := drive.cur
+	if s.role != drive.role {
+		prior[0], prior[1] = prior[1], prior[0]
+	}
+	s.cur = [2]uint64{s.sent, s.recv}
+	j.stats.ClosedOpen++
+	err := j.emitOpen(s, p, schema.CallState_CALL_STATE_CLOSE, prior, s.closeTime)
+	j.remove(s)
+	if p != nil {
+		if p.closed {
+			j.remove(p)
+		} else {
+			p.emitted = true
+		}
+	}
+	return err
+}
+
+// emitOpen sends one emission of an open connection's call: state, the
+// totals of s (in its role's view; a CLOSE's own, else its driving
+// side's) and the prior totals the call's earlier emissions carried, at
+// time t.
+func (j *Joiner) emitOpen(s, p *side, state schema.CallState, prior [2]uint64, t uint64) error {
+	drive := s
+	if state != schema.CallState_CALL_STATE_CLOSE && !s.drives && p != nil {
+		drive = p
+	}
+	c := j.build(s, p, state == schema.CallState_CALL_STATE_OPEN)
+	cli, srv := j.ends(s, p)
+	c.State = state
+	tot := drive.cur
+	if drive.role == schema.Role_ROLE_CLIENT {
+		c.BytesSent, c.BytesReceived = tot[0], tot[1]
+		c.PriorBytesSent, c.PriorBytesReceived = prior[0], prior[1]
+	} else {
+		c.BytesSent, c.BytesReceived = tot[1], tot[0]
+		c.PriorBytesSent, c.PriorBytesReceived = prior[1], prior[0]
+	}
+	start := drive.start
+	if cli != nil {
+		start = cli.start
+	} else if srv != nil {
+		start = srv.start
+	}
+	c.StartUnixNano = start
+	c.EndUnixNano = max(t, start)
+	c.SinceUnixNano = drive.emitEnd
+	if drive.emitEnd == 0 && state != schema.CallState_CALL_STATE_OPEN && !drive.resumed {
+		c.SinceUnixNano = start
+	}
+	drive.emitEnd = c.EndUnixNano
+	if p != nil {
+		p.emitEnd = c.EndUnixNano
+	}
+	switch state {
+	case schema.CallState_CALL_STATE_OPEN:
+		j.stats.Opened++
+	case schema.CallState_CALL_STATE_PROGRESS:
+		j.stats.Progress++
+		b := make([]byte, 0, len(c.Id)+36)
+		b = append(b, c.Id...)
+		b = append(b, "#p"...)
+		b = strconv.AppendUint(b, c.BytesSent, 16)
+		b = append(b, '.')
+		b = strconv.AppendUint(b, c.BytesReceived, 16)
+		c.Id, c.Halves = string(b), nil
+	case schema.CallState_CALL_STATE_CLOSE:
+		c.Id, c.Halves = c.Id+"#c", nil
+	}
+	return j.send(c)
 }
 
 // pair looks for s's other side among the unpaired sides with its client
@@ -338,6 +646,11 @@ func (j *Joiner) pair(s *side) {
 	// A closed partner waiting for a peer now waits for s's close instead.
 	if p.closed && p.hidx >= 0 {
 		j.schedule(p, p.closeTime+j.wait)
+	}
+	// An open partner no longer waits to go out alone: the pair goes out
+	// open now (see tcp), unless one of them is closed.
+	if !p.closed && p.hidx >= 0 {
+		heap.Remove(&j.dl, p.hidx)
 	}
 }
 
@@ -380,6 +693,10 @@ func (j *Joiner) release(s *side) {
 
 func (j *Joiner) remove(s *side) {
 	j.release(s)
+	for _, h := range s.holds {
+		h.pending--
+	}
+	s.holds = nil
 	j.unlist(s)
 	if p := s.partner; p != nil && p.partner == s {
 		p.partner = nil
@@ -413,10 +730,25 @@ func (j *Joiner) Advance(now uint64) error {
 	return nil
 }
 
-// finish emits the call of closed side s with what is known now.
+// finish emits the call of side s with what is known now: an open side
+// alone goes out open (partial), a closed one closes its call.
 func (j *Joiner) finish(s *side) error {
 	j.release(s)
 	p := s.partner
+	if !s.closed {
+		if s.live || (p != nil && !p.closed) {
+			return nil
+		}
+		if p != nil {
+			// Its partner closed, waiting for this side's close: the
+			// close decides (after CloseWait).
+			return nil
+		}
+		return j.goLive(s, nil)
+	}
+	if s.live || s.resumed || (p != nil && (p.live || p.resumed)) {
+		return j.closeOpen(s, p)
+	}
 	if p == nil {
 		return j.emit(s, nil)
 	}
@@ -426,16 +758,11 @@ func (j *Joiner) finish(s *side) error {
 	return j.emit(s, p)
 }
 
-// emit builds the call of s (and its partner p, nil if none), sends it and
-// forgets s (and p if it is closed too).
+// emit builds the whole call of closed side s (and its partner p, nil if
+// none), sends it and forgets s (and p if it is closed too).
 func (j *Joiner) emit(s, p *side) error {
-	cli, srv := s, p
-	if s.role == schema.Role_ROLE_SERVER {
-		cli, srv = p, s
-	}
-	c := &j.call
-	*c = schema.Call{Transport: schema.Transport_TRANSPORT_TCP, Client: &j.cli, Server: &j.srv}
-	j.cli, j.srv = schema.Endpoint{}, schema.Endpoint{}
+	cli, srv := j.ends(s, p)
+	c := j.build(s, p, true)
 	// Totals come from a closed side; the client's view first.
 	tot := cli
 	if tot == nil || !tot.closed {
@@ -451,6 +778,26 @@ func (j *Joiner) emit(s, p *side) error {
 	if tot.dur == 0 {
 		c.EndUnixNano = tot.closeTime
 	}
+	j.remove(s)
+	if p != nil && (p.closed || !p.emitted) {
+		j.remove(p)
+	}
+	return j.send(c)
+}
+
+// build fills the joiner's call with what every emission of the call of
+// s and p (nil if none) carries: its endpoints, id, port and halves;
+// count says it is the emission that counts the connection (stats).
+func (j *Joiner) build(s, p *side, count bool) *schema.Call {
+	cli, srv := j.ends(s, p)
+	c := &j.call
+	*c = schema.Call{Transport: schema.Transport_TRANSPORT_TCP, Client: &j.cli, Server: &j.srv}
+	j.cli, j.srv = schema.Endpoint{}, schema.Endpoint{}
+	n := func(x *uint64) {
+		if count {
+			*x++
+		}
+	}
 	switch {
 	case cli != nil && srv != nil:
 		j.local(&j.cli, cli)
@@ -460,7 +807,7 @@ func (j *Joiner) emit(s, p *side) error {
 		if cli.remote != srv.local {
 			c.DialedAddress, c.DialedPort = cli.remote.Addr().AsSlice(), uint32(cli.remote.Port())
 		}
-		j.stats.Joined++
+		n(&j.stats.Joined)
 	case cli != nil:
 		j.local(&j.cli, cli)
 		j.peer(&j.srv, cli.remote, cli.start)
@@ -470,16 +817,16 @@ func (j *Joiner) emit(s, p *side) error {
 		if cli.errno != 0 {
 			c.Errno = cli.errno
 			c.Id = "fail" + c.Id[3:]
-			j.stats.Failed++
+			n(&j.stats.Failed)
 		}
-		j.stats.Partial++
+		n(&j.stats.Partial)
 	default:
 		j.local(&j.srv, srv)
 		j.peer(&j.cli, srv.remote, srv.start)
 		c.Id = callID(srv)
 		c.Port = uint32(srv.local.Port())
 		c.Partial = true
-		j.stats.Partial++
+		n(&j.stats.Partial)
 	}
 	if cli != nil {
 		c.Halves = append(c.Halves, callID(cli))
@@ -487,11 +834,7 @@ func (j *Joiner) emit(s, p *side) error {
 	if srv != nil {
 		c.Halves = append(c.Halves, callID(srv))
 	}
-	j.remove(s)
-	if p != nil && (p.closed || !p.emitted) {
-		j.remove(p)
-	}
-	return j.send(c)
+	return c
 }
 
 func (j *Joiner) send(c *schema.Call) error {
@@ -665,7 +1008,9 @@ func (j *Joiner) touch(s *side) {
 }
 
 // bound evicts the least recently touched sides past MaxConnections: a
-// closed one is emitted with what is known, an open one is dropped.
+// closed one is emitted with what is known; an open one goes out open if
+// it was not (its later progress and close resume its call) and is
+// dropped with its partner.
 func (j *Joiner) bound() error {
 	for len(j.sides) > j.cfg.MaxConnections {
 		s := j.lru.next
@@ -678,6 +1023,15 @@ func (j *Joiner) bound() error {
 		}
 		if !s.emitted {
 			j.stats.EvictedOpen++
+			if p := s.partner; !s.live && (p == nil || !p.closed) {
+				if err := j.goLive(s, p); err != nil {
+					return err
+				}
+			}
+			if p := s.partner; s.live && p != nil && !p.closed {
+				j.stats.EvictedOpen++
+				j.remove(p)
+			}
 		}
 		if p := s.partner; p != nil && p.closed && !p.emitted {
 			// Its partner is parked waiting for this side: let it go now,

@@ -156,16 +156,24 @@ func (m *edgeMetrics) record(ctx context.Context, calls []*schema.Call) {
 	for _, c := range calls {
 		set := m.attributes(c)
 		opt := metric.WithAttributeSet(set)
-		m.calls.Add(ctx, 1, opt)
+		// A connection reported while open counts once (its OPEN) and
+		// adds its bytes since its previous emission (schema.Counts).
+		count, sent, received := schema.Counts(c)
+		if count > 0 {
+			m.calls.Add(ctx, int64(count), opt)
+		}
 		if c.GetErrno() != 0 {
 			m.errors.Add(ctx, 1, opt)
 			continue
 		}
-		if n := c.GetBytesSent(); n > 0 {
-			m.bytes.Add(ctx, int64(n), opt, metric.WithAttributeSet(dirTransmit))
+		if sent > 0 {
+			m.bytes.Add(ctx, int64(sent), opt, metric.WithAttributeSet(dirTransmit))
 		}
-		if n := c.GetBytesReceived(); n > 0 {
-			m.bytes.Add(ctx, int64(n), opt, metric.WithAttributeSet(dirReceive))
+		if received > 0 {
+			m.bytes.Add(ctx, int64(received), opt, metric.WithAttributeSet(dirReceive))
+		}
+		if st := c.GetState(); st == schema.CallState_CALL_STATE_OPEN || st == schema.CallState_CALL_STATE_PROGRESS {
+			continue // its duration is known at its close
 		}
 		if e, s := c.GetEndUnixNano(), c.GetStartUnixNano(); e >= s {
 			m.duration.Record(ctx, float64(e-s)/1e9, opt)

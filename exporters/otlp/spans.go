@@ -83,8 +83,34 @@ func NewSpanMapper() *SpanMapper { return &SpanMapper{res: newResources(1 << 14)
 // was not seen (the other end external or on an uninstrumented node) has
 // only the span of the side that was; a failed connect has only the
 // client's, since nothing accepted it.
+//
+// A connection reported while open (Call.state set) is one trace, with
+// one span pair per emission, each covering its interval: OPEN from the
+// connection's start to its open (the ids a whole call would have), then
+// each PROGRESS and the CLOSE from the previous emission's end to its
+// own, children of the OPEN's client span, with the bytes of that
+// interval (weft.connection.bytes_sent/received) and
+// weft.connection.state. A span is immutable once exported, so a long
+// connection shows from its open on, and its traffic over time, without
+// one span that would only be exported when it closes.
 func (m *SpanMapper) AppendSpans(dst []sdktrace.ReadOnlySpan, c *schema.Call) []sdktrace.ReadOnlySpan {
 	ids := IDsFor(c)
+	state := c.GetState()
+	var parent trace.SpanContext
+	var stateAttr []attribute.KeyValue
+	if state != schema.CallState_CALL_STATE_UNSPECIFIED {
+		conn := IDsFor(&schema.Call{Id: schema.ConnectionID(c)})
+		ids.Trace = conn.Trace
+		if state != schema.CallState_CALL_STATE_OPEN {
+			parent = trace.NewSpanContext(trace.SpanContextConfig{TraceID: conn.Trace, SpanID: conn.Client, TraceFlags: trace.FlagsSampled, Remote: true})
+		}
+		_, sent, received := schema.Counts(c)
+		stateAttr = []attribute.KeyValue{
+			attribute.String("weft.connection.state", connState(state)),
+			attribute.Int64("weft.connection.bytes_sent", int64(sent)),
+			attribute.Int64("weft.connection.bytes_received", int64(received)),
+		}
+	}
 	client, server := clientSeen(c), serverSeen(c)
 	if c.GetErrno() != 0 {
 		server = false
@@ -94,6 +120,9 @@ func (m *SpanMapper) AppendSpans(dst []sdktrace.ReadOnlySpan, c *schema.Call) []
 	}
 	name := spanName(c)
 	start, end := time.Unix(0, int64(c.GetStartUnixNano())), time.Unix(0, int64(c.GetEndUnixNano()))
+	if since := c.GetSinceUnixNano(); state > schema.CallState_CALL_STATE_OPEN && since > c.GetStartUnixNano() {
+		start = time.Unix(0, int64(since))
+	}
 	if end.Before(start) {
 		end = start
 	}
@@ -106,9 +135,9 @@ func (m *SpanMapper) AppendSpans(dst []sdktrace.ReadOnlySpan, c *schema.Call) []
 	clientSC := trace.NewSpanContext(trace.SpanContextConfig{TraceID: ids.Trace, SpanID: ids.Client, TraceFlags: trace.FlagsSampled})
 	if client {
 		dst = append(dst, tracetest.SpanStub{
-			Name: name, SpanContext: clientSC, SpanKind: trace.SpanKindClient,
+			Name: name, SpanContext: clientSC, Parent: parent, SpanKind: trace.SpanKindClient,
 			StartTime: start, EndTime: end, Status: status,
-			Attributes:           append(clientAttributes(c), errAttr...),
+			Attributes:           append(append(clientAttributes(c), errAttr...), stateAttr...),
 			Resource:             m.res.forEndpoint(c.GetClient()),
 			InstrumentationScope: scope,
 			ChildSpanCount:       boolInt(server),
@@ -120,19 +149,35 @@ func (m *SpanMapper) AppendSpans(dst []sdktrace.ReadOnlySpan, c *schema.Call) []
 			SpanContext: trace.NewSpanContext(trace.SpanContextConfig{TraceID: ids.Trace, SpanID: ids.Server, TraceFlags: trace.FlagsSampled}),
 			SpanKind:    trace.SpanKindServer,
 			StartTime:   start, EndTime: end, Status: status,
-			Attributes:           serverAttributes(c),
+			Attributes:           append(serverAttributes(c), stateAttr...),
 			Resource:             m.res.forEndpoint(c.GetServer()),
 			InstrumentationScope: scope,
 		}
-		if client {
+		switch {
+		case client:
 			// The parent is the client span whether or not this export
 			// carries it: a partial call's client may be exported by
 			// another node's correlator.
 			stub.Parent = clientSC.WithRemote(true)
+		case parent.IsValid():
+			stub.Parent = parent
 		}
 		dst = append(dst, stub.Snapshot())
 	}
 	return dst
+}
+
+// connState names a connection emission's state for the span attribute.
+func connState(s schema.CallState) string {
+	switch s {
+	case schema.CallState_CALL_STATE_OPEN:
+		return "open"
+	case schema.CallState_CALL_STATE_PROGRESS:
+		return "progress"
+	case schema.CallState_CALL_STATE_CLOSE:
+		return "close"
+	}
+	return "closed"
 }
 
 func boolInt(b bool) int {

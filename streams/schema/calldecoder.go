@@ -140,6 +140,12 @@ func (d *CallDecoder) callFields(data []byte, c *Call, cli, srv *Endpoint) bool 
 				c.DialedPort = uint32(v)
 			case 14:
 				c.Partial = protowire.DecodeBool(v)
+			case 16:
+				c.State = CallState(int32(v))
+			case 17:
+				c.PriorBytesSent = v
+			case 18:
+				c.PriorBytesReceived = v
 			case 20:
 				c.HalvesAfterId = protowire.DecodeBool(v)
 			default:
@@ -151,6 +157,8 @@ func (d *CallDecoder) callFields(data []byte, c *Call, cli, srv *Endpoint) bool 
 				c.StartUnixNano = v
 			case 10:
 				c.EndUnixNano = v
+			case 19:
+				c.SinceUnixNano = v
 			default:
 				return false
 			}

@@ -35,6 +35,9 @@ func decoderCalls(i int) []*schema.Call {
 			Server: &schema.Endpoint{Node: "node-a", Task: task, Pod: pod, Container: pod.Containers[1]}},
 		{Id: "host", Transport: schema.Transport(7), Client: &schema.Endpoint{Node: "h", Task: &schema.Task{}}, Server: &schema.Endpoint{}},
 		{},
+		{Id: id + "#p2a/40", Transport: schema.Transport_TRANSPORT_TCP, Port: 4222, State: schema.CallState_CALL_STATE_PROGRESS,
+			BytesSent: 42, BytesReceived: 64, PriorBytesSent: 10, PriorBytesReceived: 20, StartUnixNano: 1, EndUnixNano: 5, SinceUnixNano: 3,
+			Client: &schema.Endpoint{Node: "node-a", Task: task, Pod: pod}, Server: &schema.Endpoint{Node: "node-b", Task: task}},
 	}
 }
 

@@ -28,7 +28,7 @@ func TestCompactCallRoundTrip(t *testing.T) {
 			}
 		}
 		// What each shape leaves out, by its index in decoderCalls.
-		wantSmaller := []bool{true, true, false, true, false, false}
+		wantSmaller := []bool{true, true, false, true, false, false, false}
 		for j := range calls {
 			saved := proto.Size(orig[j]) - proto.Size(compact[j])
 			if wantSmaller[j] != (saved > 0) {

@@ -137,3 +137,36 @@ func checkVersion(v uint32) error {
 
 // TypeName is the value of HeaderType for m.
 func TypeName(m proto.Message) string { return string(m.ProtoReflect().Descriptor().FullName()) }
+
+// Counts is what one call adds to its edge: the connections it counts (1
+// for a whole connection or the first emission of an open one, 0 for its
+// later emissions) and the bytes exchanged since the connection's earlier
+// emissions (its totals less their prior totals, never negative), so
+// summing every emission of a connection counts it once with its latest
+// totals.
+func Counts(c *Call) (count, sent, received uint64) {
+	switch c.GetState() {
+	case CallState_CALL_STATE_UNSPECIFIED, CallState_CALL_STATE_OPEN:
+		count = 1
+	}
+	if s, p := c.GetBytesSent(), c.GetPriorBytesSent(); s > p {
+		sent = s - p
+	}
+	if r, p := c.GetBytesReceived(), c.GetPriorBytesReceived(); r > p {
+		received = r - p
+	}
+	return count, sent, received
+}
+
+// ConnectionID is the id of the connection a call is an emission of: its
+// id up to '#', which the emissions after the first add (so each emission
+// has an id of its own, and all share the connection's).
+func ConnectionID(c *Call) string {
+	id := c.GetId()
+	for i := 0; i < len(id); i++ {
+		if id[i] == '#' {
+			return id[:i]
+		}
+	}
+	return id
+}

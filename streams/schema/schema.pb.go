@@ -108,6 +108,9 @@ const (
 	TCPPhase_TCP_PHASE_ACCEPT         TCPPhase = 2 // server side established
 	TCPPhase_TCP_PHASE_CLOSE          TCPPhase = 3 // either side closed; carries the totals
 	TCPPhase_TCP_PHASE_CONNECT_FAILED TCPPhase = 4 // refused, timed out, unreachable
+	// TCP_PHASE_PROGRESS: the side is still open; its byte totals so far,
+	// read by the collector's periodic sweep when they changed.
+	TCPPhase_TCP_PHASE_PROGRESS TCPPhase = 5
 )
 
 // Enum value maps for TCPPhase.
@@ -118,6 +121,7 @@ var (
 		2: "TCP_PHASE_ACCEPT",
 		3: "TCP_PHASE_CLOSE",
 		4: "TCP_PHASE_CONNECT_FAILED",
+		5: "TCP_PHASE_PROGRESS",
 	}
 	TCPPhase_value = map[string]int32{
 		"TCP_PHASE_UNSPECIFIED":    0,
@@ -125,6 +129,7 @@ var (
 		"TCP_PHASE_ACCEPT":         2,
 		"TCP_PHASE_CLOSE":          3,
 		"TCP_PHASE_CONNECT_FAILED": 4,
+		"TCP_PHASE_PROGRESS":       5,
 	}
 )
 
@@ -308,6 +313,64 @@ func (Transport) EnumDescriptor() ([]byte, []int) {
 	return file_weft_schema_v1_schema_proto_rawDescGZIP(), []int{4}
 }
 
+// CallState is which emission of a connection a Call is.
+type CallState int32
+
+const (
+	// CALL_STATE_UNSPECIFIED: the whole connection, emitted once closed.
+	CallState_CALL_STATE_UNSPECIFIED CallState = 0
+	// CALL_STATE_OPEN: the connection is open; first emission, counts it.
+	CallState_CALL_STATE_OPEN CallState = 1
+	// CALL_STATE_PROGRESS: still open; bytes since the previous emission.
+	CallState_CALL_STATE_PROGRESS CallState = 2
+	// CALL_STATE_CLOSE: closed; the last emission of a connection that was
+	// reported open.
+	CallState_CALL_STATE_CLOSE CallState = 3
+)
+
+// Enum value maps for CallState.
+var (
+	CallState_name = map[int32]string{
+		0: "CALL_STATE_UNSPECIFIED",
+		1: "CALL_STATE_OPEN",
+		2: "CALL_STATE_PROGRESS",
+		3: "CALL_STATE_CLOSE",
+	}
+	CallState_value = map[string]int32{
+		"CALL_STATE_UNSPECIFIED": 0,
+		"CALL_STATE_OPEN":        1,
+		"CALL_STATE_PROGRESS":    2,
+		"CALL_STATE_CLOSE":       3,
+	}
+)
+
+func (x CallState) Enum() *CallState {
+	p := new(CallState)
+	*p = x
+	return p
+}
+
+func (x CallState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CallState) Descriptor() protoreflect.EnumDescriptor {
+	return file_weft_schema_v1_schema_proto_enumTypes[5].Descriptor()
+}
+
+func (CallState) Type() protoreflect.EnumType {
+	return &file_weft_schema_v1_schema_proto_enumTypes[5]
+}
+
+func (x CallState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CallState.Descriptor instead.
+func (CallState) EnumDescriptor() ([]byte, []int) {
+	return file_weft_schema_v1_schema_proto_rawDescGZIP(), []int{5}
+}
+
 type PodEvent_Op int32
 
 const (
@@ -341,11 +404,11 @@ func (x PodEvent_Op) String() string {
 }
 
 func (PodEvent_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_weft_schema_v1_schema_proto_enumTypes[5].Descriptor()
+	return file_weft_schema_v1_schema_proto_enumTypes[6].Descriptor()
 }
 
 func (PodEvent_Op) Type() protoreflect.EnumType {
-	return &file_weft_schema_v1_schema_proto_enumTypes[5]
+	return &file_weft_schema_v1_schema_proto_enumTypes[6]
 }
 
 func (x PodEvent_Op) Number() protoreflect.EnumNumber {
@@ -910,7 +973,23 @@ type TCPEvent struct {
 	// start_unix_nano is when the connection was established (or attempted).
 	StartUnixNano uint64 `protobuf:"fixed64,12,opt,name=start_unix_nano,json=startUnixNano,proto3" json:"start_unix_nano,omitempty"`
 	// net_ns is the network namespace inode of the socket.
-	NetNs         uint64 `protobuf:"varint,13,opt,name=net_ns,json=netNs,proto3" json:"net_ns,omitempty"`
+	NetNs uint64 `protobuf:"varint,13,opt,name=net_ns,json=netNs,proto3" json:"net_ns,omitempty"`
+	// prior_bytes_sent/received, on a progress or a close: the totals this
+	// side's previous progress event carried (0 when none), so the bytes
+	// the event adds are bytes_* - prior_bytes_*, whatever was lost or
+	// restarted downstream.
+	PriorBytesSent     uint64 `protobuf:"varint,14,opt,name=prior_bytes_sent,json=priorBytesSent,proto3" json:"prior_bytes_sent,omitempty"`
+	PriorBytesReceived uint64 `protobuf:"varint,15,opt,name=prior_bytes_received,json=priorBytesReceived,proto3" json:"prior_bytes_received,omitempty"`
+	// open_reported, on a close or a progress: the side's connect/accept was
+	// published before, in an earlier event (a connection open longer than
+	// the collector's openAfter). A close without it stands for the whole
+	// connection.
+	OpenReported bool `protobuf:"varint,16,opt,name=open_reported,json=openReported,proto3" json:"open_reported,omitempty"`
+	// still_open, on a connect/accept: the side was still open when the
+	// collector reported it (its sweep), so it is reported while open —
+	// progress and close follow. Without it, a connect/accept comes with
+	// its close (a connection reported once closed).
+	StillOpen     bool `protobuf:"varint,17,opt,name=still_open,json=stillOpen,proto3" json:"still_open,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1034,6 +1113,34 @@ func (x *TCPEvent) GetNetNs() uint64 {
 		return x.NetNs
 	}
 	return 0
+}
+
+func (x *TCPEvent) GetPriorBytesSent() uint64 {
+	if x != nil {
+		return x.PriorBytesSent
+	}
+	return 0
+}
+
+func (x *TCPEvent) GetPriorBytesReceived() uint64 {
+	if x != nil {
+		return x.PriorBytesReceived
+	}
+	return 0
+}
+
+func (x *TCPEvent) GetOpenReported() bool {
+	if x != nil {
+		return x.OpenReported
+	}
+	return false
+}
+
+func (x *TCPEvent) GetStillOpen() bool {
+	if x != nil {
+		return x.StillOpen
+	}
+	return false
 }
 
 // UnixEvent is one unix-socket connection event. Both peers are known to the
@@ -1552,6 +1659,21 @@ type Call struct {
 	// is the same connection seen twice (a correlator restarted between the
 	// two closes), so consumers count it once.
 	Halves []string `protobuf:"bytes,15,rep,name=halves,proto3" json:"halves,omitempty"`
+	// state tells a whole connection (UNSPECIFIED: closed when first
+	// emitted, as every call before this field) from one emission of a
+	// connection reported while open: OPEN counts it, PROGRESS and CLOSE
+	// carry the bytes it exchanged since the previous emission.
+	State CallState `protobuf:"varint,16,opt,name=state,proto3,enum=weft.schema.v1.CallState" json:"state,omitempty"`
+	// prior_bytes_sent/received are the totals the connection's earlier
+	// emissions carried: this emission adds bytes_* - prior_bytes_*. A
+	// consumer sums those differences and counts OPEN and UNSPECIFIED, so a
+	// connection counts once and its bytes are its latest totals.
+	PriorBytesSent     uint64 `protobuf:"varint,17,opt,name=prior_bytes_sent,json=priorBytesSent,proto3" json:"prior_bytes_sent,omitempty"`
+	PriorBytesReceived uint64 `protobuf:"varint,18,opt,name=prior_bytes_received,json=priorBytesReceived,proto3" json:"prior_bytes_received,omitempty"`
+	// since_unix_nano is when the previous emission of the same connection
+	// ended (0 when not known): the interval this emission reports is
+	// [since, end].
+	SinceUnixNano uint64 `protobuf:"fixed64,19,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
 	// halves_after_id is set when the first half is the call's id and was
 	// left out of halves: readers put it back in front (DecodeCallBatch and
 	// CallDecoder do). Writers since this field save the repeat on CALLS.
@@ -1693,6 +1815,34 @@ func (x *Call) GetHalves() []string {
 		return x.Halves
 	}
 	return nil
+}
+
+func (x *Call) GetState() CallState {
+	if x != nil {
+		return x.State
+	}
+	return CallState_CALL_STATE_UNSPECIFIED
+}
+
+func (x *Call) GetPriorBytesSent() uint64 {
+	if x != nil {
+		return x.PriorBytesSent
+	}
+	return 0
+}
+
+func (x *Call) GetPriorBytesReceived() uint64 {
+	if x != nil {
+		return x.PriorBytesReceived
+	}
+	return 0
+}
+
+func (x *Call) GetSinceUnixNano() uint64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
 }
 
 func (x *Call) GetHalvesAfterId() bool {
@@ -1883,7 +2033,7 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\rR\x06signal\x12\x1f\n" +
 	"\vlifetime_ns\x18\x03 \x01(\x04R\n" +
-	"lifetimeNs\"\xc1\x03\n" +
+	"lifetimeNs\"\xe1\x04\n" +
 	"\bTCPEvent\x12.\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x18.weft.schema.v1.TCPPhaseR\x05phase\x12(\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x14.weft.schema.v1.RoleR\x04role\x12\x1d\n" +
@@ -1905,7 +2055,12 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\vsock_cookie\x18\v \x01(\x06R\n" +
 	"sockCookie\x12&\n" +
 	"\x0fstart_unix_nano\x18\f \x01(\x06R\rstartUnixNano\x12\x15\n" +
-	"\x06net_ns\x18\r \x01(\x04R\x05netNs\"\x9b\x03\n" +
+	"\x06net_ns\x18\r \x01(\x04R\x05netNs\x12(\n" +
+	"\x10prior_bytes_sent\x18\x0e \x01(\x04R\x0epriorBytesSent\x120\n" +
+	"\x14prior_bytes_received\x18\x0f \x01(\x04R\x12priorBytesReceived\x12#\n" +
+	"\ropen_reported\x18\x10 \x01(\bR\fopenReported\x12\x1d\n" +
+	"\n" +
+	"still_open\x18\x11 \x01(\bR\tstillOpen\"\x9b\x03\n" +
 	"\tUnixEvent\x12/\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x19.weft.schema.v1.UnixPhaseR\x05phase\x12(\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x14.weft.schema.v1.RoleR\x04role\x12\x12\n" +
@@ -1958,7 +2113,7 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\tCallBatch\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12.\n" +
 	"\x06origin\x18\x02 \x01(\v2\x16.weft.schema.v1.OriginR\x06origin\x12*\n" +
-	"\x05calls\x18\x03 \x03(\v2\x14.weft.schema.v1.CallR\x05calls\"\xa5\x04\n" +
+	"\x05calls\x18\x03 \x03(\v2\x14.weft.schema.v1.CallR\x05calls\"\xda\x05\n" +
 	"\x04Call\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\ttransport\x18\x02 \x01(\x0e2\x19.weft.schema.v1.TransportR\ttransport\x120\n" +
@@ -1977,7 +2132,11 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\vdialed_port\x18\r \x01(\rR\n" +
 	"dialedPort\x12\x18\n" +
 	"\apartial\x18\x0e \x01(\bR\apartial\x12\x16\n" +
-	"\x06halves\x18\x0f \x03(\tR\x06halves\x12&\n" +
+	"\x06halves\x18\x0f \x03(\tR\x06halves\x12/\n" +
+	"\x05state\x18\x10 \x01(\x0e2\x19.weft.schema.v1.CallStateR\x05state\x12(\n" +
+	"\x10prior_bytes_sent\x18\x11 \x01(\x04R\x0epriorBytesSent\x120\n" +
+	"\x14prior_bytes_received\x18\x12 \x01(\x04R\x12priorBytesReceived\x12&\n" +
+	"\x0fsince_unix_nano\x18\x13 \x01(\x06R\rsinceUnixNano\x12&\n" +
 	"\x0fhalves_after_id\x18\x14 \x01(\bR\rhalvesAfterId\"\x98\x03\n" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
@@ -2000,13 +2159,14 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\x0fATTRIBUTION_POD\x10\x03\x12\x1e\n" +
 	"\x1aATTRIBUTION_UNKNOWN_CGROUP\x10\x04\x12\x1c\n" +
 	"\x18ATTRIBUTION_PROCESS_GONE\x10\x05\x12#\n" +
-	"\x1fATTRIBUTION_POD_NOT_IN_METADATA\x10\x06*\x85\x01\n" +
+	"\x1fATTRIBUTION_POD_NOT_IN_METADATA\x10\x06*\x9d\x01\n" +
 	"\bTCPPhase\x12\x19\n" +
 	"\x15TCP_PHASE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11TCP_PHASE_CONNECT\x10\x01\x12\x14\n" +
 	"\x10TCP_PHASE_ACCEPT\x10\x02\x12\x13\n" +
 	"\x0fTCP_PHASE_CLOSE\x10\x03\x12\x1c\n" +
-	"\x18TCP_PHASE_CONNECT_FAILED\x10\x04*>\n" +
+	"\x18TCP_PHASE_CONNECT_FAILED\x10\x04\x12\x16\n" +
+	"\x12TCP_PHASE_PROGRESS\x10\x05*>\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vROLE_CLIENT\x10\x01\x12\x0f\n" +
@@ -2019,7 +2179,12 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\tTransport\x12\x19\n" +
 	"\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rTRANSPORT_TCP\x10\x01\x12\x12\n" +
-	"\x0eTRANSPORT_UNIX\x10\x02B/Z-github.com/weftobs/weft/streams/schema;schemab\x06proto3"
+	"\x0eTRANSPORT_UNIX\x10\x02*k\n" +
+	"\tCallState\x12\x1a\n" +
+	"\x16CALL_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fCALL_STATE_OPEN\x10\x01\x12\x17\n" +
+	"\x13CALL_STATE_PROGRESS\x10\x02\x12\x14\n" +
+	"\x10CALL_STATE_CLOSE\x10\x03B/Z-github.com/weftobs/weft/streams/schema;schemab\x06proto3"
 
 var (
 	file_weft_schema_v1_schema_proto_rawDescOnce sync.Once
@@ -2033,7 +2198,7 @@ func file_weft_schema_v1_schema_proto_rawDescGZIP() []byte {
 	return file_weft_schema_v1_schema_proto_rawDescData
 }
 
-var file_weft_schema_v1_schema_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_weft_schema_v1_schema_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
 var file_weft_schema_v1_schema_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_weft_schema_v1_schema_proto_goTypes = []any{
 	(Attribution)(0),    // 0: weft.schema.v1.Attribution
@@ -2041,57 +2206,59 @@ var file_weft_schema_v1_schema_proto_goTypes = []any{
 	(Role)(0),           // 2: weft.schema.v1.Role
 	(UnixPhase)(0),      // 3: weft.schema.v1.UnixPhase
 	(Transport)(0),      // 4: weft.schema.v1.Transport
-	(PodEvent_Op)(0),    // 5: weft.schema.v1.PodEvent.Op
-	(*Origin)(nil),      // 6: weft.schema.v1.Origin
-	(*EventBatch)(nil),  // 7: weft.schema.v1.EventBatch
-	(*Event)(nil),       // 8: weft.schema.v1.Event
-	(*Task)(nil),        // 9: weft.schema.v1.Task
-	(*ProcessExec)(nil), // 10: weft.schema.v1.ProcessExec
-	(*ProcessExit)(nil), // 11: weft.schema.v1.ProcessExit
-	(*TCPEvent)(nil),    // 12: weft.schema.v1.TCPEvent
-	(*UnixEvent)(nil),   // 13: weft.schema.v1.UnixEvent
-	(*PodEvent)(nil),    // 14: weft.schema.v1.PodEvent
-	(*Pod)(nil),         // 15: weft.schema.v1.Pod
-	(*OwnerRef)(nil),    // 16: weft.schema.v1.OwnerRef
-	(*Container)(nil),   // 17: weft.schema.v1.Container
-	(*CallBatch)(nil),   // 18: weft.schema.v1.CallBatch
-	(*Call)(nil),        // 19: weft.schema.v1.Call
-	(*Endpoint)(nil),    // 20: weft.schema.v1.Endpoint
-	nil,                 // 21: weft.schema.v1.Pod.LabelsEntry
+	(CallState)(0),      // 5: weft.schema.v1.CallState
+	(PodEvent_Op)(0),    // 6: weft.schema.v1.PodEvent.Op
+	(*Origin)(nil),      // 7: weft.schema.v1.Origin
+	(*EventBatch)(nil),  // 8: weft.schema.v1.EventBatch
+	(*Event)(nil),       // 9: weft.schema.v1.Event
+	(*Task)(nil),        // 10: weft.schema.v1.Task
+	(*ProcessExec)(nil), // 11: weft.schema.v1.ProcessExec
+	(*ProcessExit)(nil), // 12: weft.schema.v1.ProcessExit
+	(*TCPEvent)(nil),    // 13: weft.schema.v1.TCPEvent
+	(*UnixEvent)(nil),   // 14: weft.schema.v1.UnixEvent
+	(*PodEvent)(nil),    // 15: weft.schema.v1.PodEvent
+	(*Pod)(nil),         // 16: weft.schema.v1.Pod
+	(*OwnerRef)(nil),    // 17: weft.schema.v1.OwnerRef
+	(*Container)(nil),   // 18: weft.schema.v1.Container
+	(*CallBatch)(nil),   // 19: weft.schema.v1.CallBatch
+	(*Call)(nil),        // 20: weft.schema.v1.Call
+	(*Endpoint)(nil),    // 21: weft.schema.v1.Endpoint
+	nil,                 // 22: weft.schema.v1.Pod.LabelsEntry
 }
 var file_weft_schema_v1_schema_proto_depIdxs = []int32{
-	6,  // 0: weft.schema.v1.EventBatch.origin:type_name -> weft.schema.v1.Origin
-	8,  // 1: weft.schema.v1.EventBatch.events:type_name -> weft.schema.v1.Event
-	9,  // 2: weft.schema.v1.Event.task:type_name -> weft.schema.v1.Task
-	10, // 3: weft.schema.v1.Event.exec:type_name -> weft.schema.v1.ProcessExec
-	11, // 4: weft.schema.v1.Event.exit:type_name -> weft.schema.v1.ProcessExit
-	12, // 5: weft.schema.v1.Event.tcp:type_name -> weft.schema.v1.TCPEvent
-	13, // 6: weft.schema.v1.Event.unix:type_name -> weft.schema.v1.UnixEvent
-	14, // 7: weft.schema.v1.Event.pod:type_name -> weft.schema.v1.PodEvent
+	7,  // 0: weft.schema.v1.EventBatch.origin:type_name -> weft.schema.v1.Origin
+	9,  // 1: weft.schema.v1.EventBatch.events:type_name -> weft.schema.v1.Event
+	10, // 2: weft.schema.v1.Event.task:type_name -> weft.schema.v1.Task
+	11, // 3: weft.schema.v1.Event.exec:type_name -> weft.schema.v1.ProcessExec
+	12, // 4: weft.schema.v1.Event.exit:type_name -> weft.schema.v1.ProcessExit
+	13, // 5: weft.schema.v1.Event.tcp:type_name -> weft.schema.v1.TCPEvent
+	14, // 6: weft.schema.v1.Event.unix:type_name -> weft.schema.v1.UnixEvent
+	15, // 7: weft.schema.v1.Event.pod:type_name -> weft.schema.v1.PodEvent
 	0,  // 8: weft.schema.v1.Task.attribution:type_name -> weft.schema.v1.Attribution
 	1,  // 9: weft.schema.v1.TCPEvent.phase:type_name -> weft.schema.v1.TCPPhase
 	2,  // 10: weft.schema.v1.TCPEvent.role:type_name -> weft.schema.v1.Role
 	3,  // 11: weft.schema.v1.UnixEvent.phase:type_name -> weft.schema.v1.UnixPhase
 	2,  // 12: weft.schema.v1.UnixEvent.role:type_name -> weft.schema.v1.Role
-	9,  // 13: weft.schema.v1.UnixEvent.peer:type_name -> weft.schema.v1.Task
-	5,  // 14: weft.schema.v1.PodEvent.op:type_name -> weft.schema.v1.PodEvent.Op
-	15, // 15: weft.schema.v1.PodEvent.pod:type_name -> weft.schema.v1.Pod
-	21, // 16: weft.schema.v1.Pod.labels:type_name -> weft.schema.v1.Pod.LabelsEntry
-	16, // 17: weft.schema.v1.Pod.owners:type_name -> weft.schema.v1.OwnerRef
-	17, // 18: weft.schema.v1.Pod.containers:type_name -> weft.schema.v1.Container
-	6,  // 19: weft.schema.v1.CallBatch.origin:type_name -> weft.schema.v1.Origin
-	19, // 20: weft.schema.v1.CallBatch.calls:type_name -> weft.schema.v1.Call
+	10, // 13: weft.schema.v1.UnixEvent.peer:type_name -> weft.schema.v1.Task
+	6,  // 14: weft.schema.v1.PodEvent.op:type_name -> weft.schema.v1.PodEvent.Op
+	16, // 15: weft.schema.v1.PodEvent.pod:type_name -> weft.schema.v1.Pod
+	22, // 16: weft.schema.v1.Pod.labels:type_name -> weft.schema.v1.Pod.LabelsEntry
+	17, // 17: weft.schema.v1.Pod.owners:type_name -> weft.schema.v1.OwnerRef
+	18, // 18: weft.schema.v1.Pod.containers:type_name -> weft.schema.v1.Container
+	7,  // 19: weft.schema.v1.CallBatch.origin:type_name -> weft.schema.v1.Origin
+	20, // 20: weft.schema.v1.CallBatch.calls:type_name -> weft.schema.v1.Call
 	4,  // 21: weft.schema.v1.Call.transport:type_name -> weft.schema.v1.Transport
-	20, // 22: weft.schema.v1.Call.client:type_name -> weft.schema.v1.Endpoint
-	20, // 23: weft.schema.v1.Call.server:type_name -> weft.schema.v1.Endpoint
-	9,  // 24: weft.schema.v1.Endpoint.task:type_name -> weft.schema.v1.Task
-	15, // 25: weft.schema.v1.Endpoint.pod:type_name -> weft.schema.v1.Pod
-	17, // 26: weft.schema.v1.Endpoint.container:type_name -> weft.schema.v1.Container
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	21, // 22: weft.schema.v1.Call.client:type_name -> weft.schema.v1.Endpoint
+	21, // 23: weft.schema.v1.Call.server:type_name -> weft.schema.v1.Endpoint
+	5,  // 24: weft.schema.v1.Call.state:type_name -> weft.schema.v1.CallState
+	10, // 25: weft.schema.v1.Endpoint.task:type_name -> weft.schema.v1.Task
+	16, // 26: weft.schema.v1.Endpoint.pod:type_name -> weft.schema.v1.Pod
+	18, // 27: weft.schema.v1.Endpoint.container:type_name -> weft.schema.v1.Container
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_weft_schema_v1_schema_proto_init() }
@@ -2111,7 +2278,7 @@ func file_weft_schema_v1_schema_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_schema_v1_schema_proto_rawDesc), len(file_weft_schema_v1_schema_proto_rawDesc)),
-			NumEnums:      6,
+			NumEnums:      7,
 			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,

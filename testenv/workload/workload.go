@@ -43,8 +43,52 @@ func Main() {
 //	server  network addr count up down   accept count conns; read up, write down, close
 //	client  network addr up down exit     connect, write up, read down, close, exit with code
 //	exit    code                          exit with code at once
+//	holdserver  network addr up down      accept one conn; per up bytes read, write down, until EOF
+//	holdclient  network addr up down      connect, print "local ADDR", then per stdin line "step": write up,
+//	                                      read down, print "sent S received R" (totals); at EOF: close
 func run(role string, a []string) (int, error) {
 	switch role {
+	case "holdserver":
+		up, down := atoi(a[2]), atoi(a[3])
+		ln, err := net.Listen(a[0], a[1])
+		if err != nil {
+			return 0, err
+		}
+		defer ln.Close()
+		fmt.Printf("listening %s\n", ln.Addr())
+		c, err := ln.Accept()
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		for {
+			if _, err := io.ReadFull(c, make([]byte, up)); err != nil {
+				return 0, nil // the client closed
+			}
+			if _, err := c.Write(make([]byte, down)); err != nil {
+				return 0, err
+			}
+		}
+	case "holdclient":
+		up, down := atoi(a[2]), atoi(a[3])
+		c, err := net.Dial(a[0], a[1])
+		if err != nil {
+			return 0, err
+		}
+		fmt.Printf("local %s\n", c.LocalAddr())
+		var sent, received int
+		in := bufio.NewScanner(os.Stdin)
+		for in.Scan() {
+			if _, err := c.Write(make([]byte, up)); err != nil {
+				return 0, err
+			}
+			if _, err := io.ReadFull(c, make([]byte, down)); err != nil {
+				return 0, err
+			}
+			sent, received = sent+up, received+down
+			fmt.Printf("sent %d received %d\n", sent, received)
+		}
+		return 0, c.Close()
 	case "server":
 		count, up, down := atoi(a[2]), atoi(a[3]), atoi(a[4])
 		ln, err := net.Listen(a[0], a[1])

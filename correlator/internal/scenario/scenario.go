@@ -175,6 +175,144 @@ func (s *Sim) TCP(c Conn) {
 	s.truth(Key{From: ident(c.Client), To: to, Transport: schema.Transport_TRANSPORT_TCP, Port: uint32(c.ServerAddr.Port())}, c.Sent, c.Received, 0)
 }
 
+// Long is a TCP connection held open, as the collector reports one: its
+// connect/accept by the sweep (OpenAfter after its start), a progress
+// event per side every Every while its totals changed, each carrying the
+// totals of the side's previous one, and its close (open reported).
+type Long struct {
+	Conn
+	OpenAfter, Every uint64
+	// Traffic is what the client sends and receives in each Every.
+	Traffic func(i int) (sent, received uint64)
+}
+
+// LongTCP adds a long connection's events and its truth. The server's
+// events come Skew after the client's (another node's sweep).
+func (s *Sim) LongTCP(l Long, skew uint64) {
+	c := l.Conn
+	dialed := c.Dialed
+	if !dialed.IsValid() {
+		dialed = c.ServerAddr
+	}
+	end := c.Start + c.Dur
+	type sideDef struct {
+		p            Proc
+		role         schema.Role
+		local, rem   netip.AddrPort
+		start, delay uint64
+		flip         bool
+		skip         bool
+	}
+	for _, d := range []sideDef{
+		{c.Client, schema.Role_ROLE_CLIENT, c.ClientAddr, dialed, c.Start, 0, false, c.NoClient},
+		{c.Server, schema.Role_ROLE_SERVER, c.ServerAddr, c.ClientAddr, c.Start + 40_000, skew, true, c.NoServer},
+	} {
+		if d.skip {
+			continue
+		}
+		ck := s.next()
+		ev := func(t uint64, ph schema.TCPPhase, fill func(*schema.TCPEvent)) {
+			e := &schema.TCPEvent{Phase: ph, Role: d.role,
+				LocalAddr: addr(d.local), LocalPort: uint32(d.local.Port()),
+				RemoteAddr: addr(d.rem), RemotePort: uint32(d.rem.Port()),
+				SockCookie: ck, StartUnixNano: d.start, NetNs: 4026531840}
+			if fill != nil {
+				fill(e)
+			}
+			s.add(d.p.Node, &schema.Event{TimeUnixNano: t, Task: d.p.Task(), Body: &schema.Event_Tcp{Tcp: e}})
+		}
+		open := schema.TCPPhase_TCP_PHASE_CONNECT
+		if d.role == schema.Role_ROLE_SERVER {
+			open = schema.TCPPhase_TCP_PHASE_ACCEPT
+		}
+		ev(d.start+l.OpenAfter+d.delay, open, func(e *schema.TCPEvent) { e.StillOpen = true })
+		var tot, prior [2]uint64
+		for i, t := 0, c.Start+l.Every; t < end; i, t = i+1, t+l.Every {
+			a, b := l.Traffic(i)
+			if d.flip {
+				a, b = b, a
+			}
+			tot[0], tot[1] = tot[0]+a, tot[1]+b
+			if tot == prior {
+				continue
+			}
+			p := prior
+			cur := tot
+			ev(t+d.delay, schema.TCPPhase_TCP_PHASE_PROGRESS, func(e *schema.TCPEvent) {
+				e.BytesSent, e.BytesReceived = cur[0], cur[1]
+				e.PriorBytesSent, e.PriorBytesReceived = p[0], p[1]
+				e.OpenReported = true
+			})
+			prior = tot
+		}
+		fin := [2]uint64{c.Sent, c.Received}
+		if d.flip {
+			fin[0], fin[1] = fin[1], fin[0]
+		}
+		p := prior
+		ev(end+d.delay, schema.TCPPhase_TCP_PHASE_CLOSE, func(e *schema.TCPEvent) {
+			e.BytesSent, e.BytesReceived, e.DurationNs = fin[0], fin[1], c.Dur
+			e.PriorBytesSent, e.PriorBytesReceived = p[0], p[1]
+			e.OpenReported = true
+		})
+	}
+	to := c.ServerTruth
+	if to == "" {
+		to = ident(c.Server)
+	}
+	s.truth(Key{From: ident(c.Client), To: to, Transport: schema.Transport_TRANSPORT_TCP, Port: uint32(c.ServerAddr.Port())}, c.Sent, c.Received, 0)
+}
+
+// Open is a connection OpenTCP reported open: its progress goes on from
+// here, both sides, each with the totals of its previous one.
+type Open struct {
+	s              *Sim
+	c              Conn
+	ck, sk         uint64
+	sent, received uint64
+	dialed         netip.AddrPort
+}
+
+// OpenTCP adds the connect and accept of a connection still open, as the
+// collector's sweep reports them, at time t; no truth (it is not over).
+func (s *Sim) OpenTCP(c Conn, t uint64) *Open {
+	o := &Open{s: s, c: c, ck: s.next(), sk: s.next(), dialed: c.Dialed}
+	if !o.dialed.IsValid() {
+		o.dialed = c.ServerAddr
+	}
+	o.ev(t, schema.TCPPhase_TCP_PHASE_CONNECT, schema.TCPPhase_TCP_PHASE_ACCEPT, nil)
+	return o
+}
+
+func (o *Open) ev(t uint64, cph, sph schema.TCPPhase, fill func(e *schema.TCPEvent, client bool)) {
+	c := o.c
+	cli := &schema.TCPEvent{Phase: cph, Role: schema.Role_ROLE_CLIENT, StillOpen: true,
+		LocalAddr: addr(c.ClientAddr), LocalPort: uint32(c.ClientAddr.Port()), RemoteAddr: addr(o.dialed), RemotePort: uint32(o.dialed.Port()),
+		SockCookie: o.ck, StartUnixNano: c.Start, NetNs: 4026531840}
+	srv := &schema.TCPEvent{Phase: sph, Role: schema.Role_ROLE_SERVER, StillOpen: true,
+		LocalAddr: addr(c.ServerAddr), LocalPort: uint32(c.ServerAddr.Port()), RemoteAddr: addr(c.ClientAddr), RemotePort: uint32(c.ClientAddr.Port()),
+		SockCookie: o.sk, StartUnixNano: c.Start + 40_000, NetNs: 4026531841}
+	if fill != nil {
+		fill(cli, true)
+		fill(srv, false)
+	}
+	o.s.add(c.Client.Node, &schema.Event{TimeUnixNano: t, Task: c.Client.Task(), Body: &schema.Event_Tcp{Tcp: cli}})
+	o.s.add(c.Server.Node, &schema.Event{TimeUnixNano: t, Task: c.Server.Task(), Body: &schema.Event_Tcp{Tcp: srv}})
+}
+
+// Progress adds both sides' progress at t: sent and received more bytes.
+func (o *Open) Progress(t, sent, received uint64) {
+	ps, pr := o.sent, o.received
+	o.sent, o.received = o.sent+sent, o.received+received
+	o.ev(t, schema.TCPPhase_TCP_PHASE_PROGRESS, schema.TCPPhase_TCP_PHASE_PROGRESS, func(e *schema.TCPEvent, client bool) {
+		e.OpenReported, e.StillOpen = true, false
+		e.BytesSent, e.BytesReceived, e.PriorBytesSent, e.PriorBytesReceived = o.sent, o.received, ps, pr
+		if !client {
+			e.BytesSent, e.BytesReceived, e.PriorBytesSent, e.PriorBytesReceived = o.received, o.sent, pr, ps
+		}
+	})
+}
+
 // Failed adds a refused connect from client to dialed.
 func (s *Sim) Failed(client Proc, from, dialed netip.AddrPort, t uint64, errno int32, truthTo string) {
 	e := &schema.TCPEvent{Phase: schema.TCPPhase_TCP_PHASE_CONNECT_FAILED, Role: schema.Role_ROLE_CLIENT,
@@ -300,9 +438,10 @@ func Fold(calls []*schema.Call) map[Key]*Totals {
 			t = &Totals{}
 			got[k] = t
 		}
-		t.Count++
-		t.Sent += c.GetBytesSent()
-		t.Received += c.GetBytesReceived()
+		n, sent, recv := schema.Counts(c)
+		t.Count += n
+		t.Sent += sent
+		t.Received += recv
 		if c.GetErrno() != 0 {
 			t.Errors++
 		}
