@@ -79,7 +79,7 @@ func newNatsAuthServeCmd() *cobra.Command {
 
 type natsAuthServeOptions struct {
 	dir, identities, topologyFile, jwksFile, listen string
-	nats                                    natsFlags
+	nats                                            natsFlags
 }
 
 func natsAuthServe(ctx context.Context, o natsAuthServeOptions) error {
