@@ -106,16 +106,11 @@ func stripComments(doc string) string {
 	return b.String()
 }
 
-// generatedLine matches what the chart generates afresh at each render
-// with no cluster to look up (CA, certificates, the API token) and what is
-// derived from it.
-var generatedLine = regexp.MustCompile(`(?m)^(\s+(?:ca\.crt|ca\.key|server\.crt|server\.key|client\.crt|client\.key|token|checksum/tls|weft\.dev/renew-after)): \S+$`)
-
 // golden compares got with testdata/golden/name, or rewrites it with -update.
 // Generated secrets are compared as <generated>.
 func golden(t *testing.T, name, got string) {
 	t.Helper()
-	got = generatedLine.ReplaceAllString(got, "$1: <generated>")
+	got = WithoutGenerated(got)
 	path := filepath.Join("testdata", "golden", name)
 	if *update {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
