@@ -128,6 +128,8 @@ func TestNotes(t *testing.T) {
 			want: []string{
 				"kubectl port-forward -n weft svc/weft-graph 7680:7680",
 				"http://127.0.0.1:7680/api/v1/graph",
+				// The API needs the release's token.
+				"kubectl get secret -n weft weft-api-token", `curl -H "Authorization: Bearer $TOKEN"`,
 				"--set neo4j.uri=", "neo4j.existingSecret", "neo4j.evaluation.enabled=true",
 				"--set otlp.endpoint=",
 				"otlp stage(s) otlp, node-otlp left out",
