@@ -28,7 +28,7 @@ func (i es256Issuer) jwks() []byte {
 	return b
 }
 
-func (i es256Issuer) sign(t *testing.T, claims map[string]any) string {
+func (i es256Issuer) sign(t testing.TB, claims map[string]any) string {
 	hdr, _ := json.Marshal(map[string]string{"alg": "ES256", "kid": "ec1"})
 	body, _ := json.Marshal(claims)
 	signed := base64.RawURLEncoding.EncodeToString(hdr) + "." + base64.RawURLEncoding.EncodeToString(body)

@@ -22,7 +22,7 @@ stages:
   - {name: node-otlp,  kind: sink, deploy: sidecar, sidecarOf: collector, inputs: [EVENTS]}
 `
 
-func testTopology(t *testing.T) *topology.Topology {
+func testTopology(t testing.TB) *topology.Topology {
 	t.Helper()
 	// The permissions read only a topology; kinds that build nothing do.
 	none := func(stage.Settings) (stage.Stage, error) { return nil, nil }
