@@ -10,6 +10,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
+// userSecrets are the Secrets rendered from values (a password given),
+// not the ones the chart generates (the NATS CA and certificates, the API
+// token).
+func userSecrets(objs []object) []*corev1.Secret {
+	var out []*corev1.Secret
+	for _, s := range ofType[*corev1.Secret](objs) {
+		if !strings.HasSuffix(s.Name, "-nats-ca") && !strings.HasSuffix(s.Name, "-nats-tls") && !strings.HasSuffix(s.Name, "-api-token") {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // TestNoValuesInstall checks what `helm install weft charts/weft` gives
 // with no values: the values pass the chart's schema and its checks (Render
 // runs both), every stage of the default layout has its workload, the
@@ -68,8 +81,16 @@ func TestNoValuesInstall(t *testing.T) {
 			t.Errorf("%v rendered with no OTLP endpoint", o)
 		}
 	}
-	if n := len(ofType[*corev1.Secret](objs)) + len(ofType[*batchv1.Job](objs)); n != 0 {
+	if n := len(userSecrets(objs)) + len(ofType[*batchv1.Job](objs)); n != 0 {
 		t.Errorf("%d Secrets and Jobs rendered; with no values there is no password and no migration", n)
+	}
+	var generated []string
+	for _, s := range ofType[*corev1.Secret](objs) {
+		generated = append(generated, s.Name)
+	}
+	slices.Sort(generated)
+	if want := []string{"weft-api-token", "weft-nats-ca", "weft-nats-tls"}; !slices.Equal(generated, want) {
+		t.Errorf("generated Secrets %v, want %v (the NATS CA and certificates, the API token)", generated, want)
 	}
 	var nats *appsv1.StatefulSet
 	for _, s := range ofType[*appsv1.StatefulSet](objs) {
@@ -107,6 +128,8 @@ func TestNotes(t *testing.T) {
 			want: []string{
 				"kubectl port-forward -n weft svc/weft-graph 7680:7680",
 				"http://127.0.0.1:7680/api/v1/graph",
+				// The API needs the release's token.
+				"kubectl get secret -n weft weft-api-token", `curl -H "Authorization: Bearer $TOKEN"`,
 				"--set neo4j.uri=", "neo4j.existingSecret", "neo4j.evaluation.enabled=true",
 				"--set otlp.endpoint=",
 				"otlp stage(s) otlp, node-otlp left out",

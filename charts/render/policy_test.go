@@ -1,8 +1,10 @@
 package render
 
 import (
+	"crypto/tls"
 	"fmt"
 	"maps"
+	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -506,7 +508,10 @@ func TestRBACReadOnly(t *testing.T) {
 							t.Errorf("ClusterRole %s grants %q: only get, list, watch", cr.Name, v)
 						}
 					}
-					if slices.Contains(rule.Resources, "*") || slices.Contains(rule.APIGroups, "*") || len(rule.NonResourceURLs) > 0 {
+					// The one non-resource rule: weft nats-auth reads the
+					// service-account issuer keys to verify stages' tokens.
+					jwks := slices.Equal(rule.NonResourceURLs, []string{"/openid/v1/jwks"}) && len(rule.Resources) == 0 && cr.Labels["app.kubernetes.io/component"] == "nats"
+					if slices.Contains(rule.Resources, "*") || slices.Contains(rule.APIGroups, "*") || (len(rule.NonResourceURLs) > 0 && !jwks) {
 						t.Errorf("ClusterRole %s has a wildcard or non-resource rule: %+v", cr.Name, rule)
 					}
 					resources = append(resources, rule.Resources...)
@@ -541,6 +546,15 @@ func TestRBACReadOnly(t *testing.T) {
 			}
 			for _, p := range pods(r.objs) {
 				token := p.spec.AutomountServiceAccountToken == nil || *p.spec.AutomountServiceAccountToken
+				for _, v := range p.spec.Volumes {
+					// A projected token for the API server (no audience) in
+					// one container only: weft nats-auth's.
+					if v.Projected != nil && slices.ContainsFunc(v.Projected.Sources, func(s corev1.VolumeProjection) bool {
+						return s.ServiceAccountToken != nil && s.ServiceAccountToken.Audience == ""
+					}) {
+						token = true
+					}
+				}
 				if token != bound[p.spec.ServiceAccountName] {
 					t.Errorf("%s: token mounted=%v but bound=%v: mount the token exactly where the API is read", p, token, bound[p.spec.ServiceAccountName])
 				}
@@ -862,17 +876,20 @@ func TestNATS(t *testing.T) {
 			if *sts.Spec.Replicas != 3 || len(sts.Spec.VolumeClaimTemplates) != 1 {
 				t.Errorf("NATS: %d replicas, %d claim templates; want 3 and a PVC", *sts.Spec.Replicas, len(sts.Spec.VolumeClaimTemplates))
 			}
-			var conf string
-			for _, cm := range ofType[*corev1.ConfigMap](r.objs) {
-				if c, ok := cm.Data["nats.conf"]; ok {
-					conf = c
-				}
-			}
-			// nats-server's own parser: the config must be one it runs.
+			// nats-server's own parser: the config must be one it runs,
+			// with the files the pod has (certificates, the include weft
+			// nats-auth keygen writes at pod start).
 			t.Setenv("SERVER_NAME", sts.Name+"-0")
-			opts := &natsserver.Options{}
-			if err := opts.ProcessConfigString(conf); err != nil {
+			pod := layOutNATSPod(t, r.objs)
+			opts, err := natsserver.ProcessConfigFile(pod.conf)
+			if err != nil {
+				conf, _ := os.ReadFile(pod.conf)
 				t.Fatalf("nats-server rejects nats.conf: %v\n%s", err, conf)
+			}
+			mutual := func(c *tls.Config) bool { return c != nil && c.ClientAuth == tls.RequireAndVerifyClientCert }
+			if !mutual(opts.TLSConfig) || !mutual(opts.Cluster.TLSConfig) || opts.AuthCallout == nil || opts.AuthCallout.Account != "AUTH" {
+				t.Errorf("nats.conf: client mutual TLS=%v, route mutual TLS=%v, auth callout %+v; want mutual TLS on both and weft nats-auth's callout",
+					mutual(opts.TLSConfig), mutual(opts.Cluster.TLSConfig), opts.AuthCallout)
 			}
 			if !opts.JetStream || opts.StoreDir != "/data" || len(opts.Routes) != 3 || opts.Cluster.Port != 6222 {
 				t.Errorf("nats.conf: jetstream=%v store=%q routes=%d cluster port=%d; want JetStream on /data, 3 routes on 6222",
@@ -1003,7 +1020,7 @@ func TestNeo4jAndMigrations(t *testing.T) {
 			if a := strings.Join(c.Args, " "); !strings.HasPrefix(a, "migrate up --neo4j-uri ") {
 				t.Errorf("migrations run %q, want migrate up --neo4j-uri …", a)
 			}
-			secrets := ofType[*corev1.Secret](r.objs)
+			secrets := userSecrets(r.objs)
 			password := valueAt(r.opts.Values, "neo4j", "password") != nil
 			if password != (len(secrets) == 1) {
 				t.Errorf("%d Secrets rendered; the chart creates one only from neo4j.password", len(secrets))

@@ -19,6 +19,8 @@ func (f *natsFlags) register(fs *pflag.FlagSet, defaultURL string) {
 	fs.StringVar(&f.User, "nats-user", os.Getenv("WEFT_NATS_USER"), "NATS user [$WEFT_NATS_USER]")
 	fs.StringVar(&f.Password, "nats-password", os.Getenv("WEFT_NATS_PASSWORD"), "NATS password [$WEFT_NATS_PASSWORD]")
 	fs.StringVar(&f.CredsFile, "nats-creds", os.Getenv("WEFT_NATS_CREDS"), "NATS creds file [$WEFT_NATS_CREDS]")
+	fs.StringVar(&f.TokenFile, "nats-token-file", os.Getenv("WEFT_NATS_TOKEN_FILE"), "file holding the NATS token, read at every (re)connect: a Kubernetes projected service-account token in the chart [$WEFT_NATS_TOKEN_FILE]")
+	fs.StringVar(&f.InboxPrefix, "nats-inbox-prefix", os.Getenv("WEFT_NATS_INBOX_PREFIX"), "prefix of this connection's reply subjects instead of _INBOX (weft run sets its stages' own) [$WEFT_NATS_INBOX_PREFIX]")
 	fs.StringVar(&f.TLSCA, "nats-tls-ca", os.Getenv("WEFT_NATS_TLS_CA"), "CA bundle for the NATS server's certificate [$WEFT_NATS_TLS_CA]")
 	fs.StringVar(&f.TLSCert, "nats-tls-cert", os.Getenv("WEFT_NATS_TLS_CERT"), "client certificate for mutual TLS [$WEFT_NATS_TLS_CERT]")
 	fs.StringVar(&f.TLSKey, "nats-tls-key", os.Getenv("WEFT_NATS_TLS_KEY"), "client key for mutual TLS [$WEFT_NATS_TLS_KEY]")

@@ -20,6 +20,7 @@ import (
 	"github.com/weftobs/weft/examples/topologies"
 	"github.com/weftobs/weft/exporters/otlp"
 	"github.com/weftobs/weft/streams/embedded"
+	"github.com/weftobs/weft/streams/natsauth"
 	"github.com/weftobs/weft/streams/natsconn"
 	"github.com/weftobs/weft/streams/provision"
 	"github.com/weftobs/weft/streams/runner"
@@ -44,6 +45,7 @@ type procOptions struct {
 	demo         bool   // up --demo: add a synthetic stage
 	demoRate     int    // at this rate
 	selfMetrics  bool   // push weft's own metrics over OTLP too
+	apiTokenFile string // run: the HTTP API needs this bearer token
 }
 
 func newUpCmd() *cobra.Command {
@@ -112,6 +114,7 @@ func newRunCmd() *cobra.Command {
 	fs.StringVar(&o.node, "node", nodeName(), "this node's name [$WEFT_NODE_NAME]")
 	fs.DurationVar(&o.statusEvery, "status-every", 0, "how often live counters are printed (0: never)")
 	fs.BoolVar(&o.selfMetrics, "self-metrics-otlp", false, "also push weft's own metrics over OTLP (OTEL_EXPORTER_OTLP_* settings)")
+	fs.StringVar(&o.apiTokenFile, "api-token-file", os.Getenv("WEFT_API_TOKEN_FILE"), "file holding the bearer token the HTTP API and service map require (/healthz, /readyz, /metrics stay open) [$WEFT_API_TOKEN_FILE]")
 	o.nats.register(fs, natsconn.DefaultURL)
 	return cmd
 }
@@ -200,6 +203,21 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 		o.nats.URL = natsURL
 	}
 	o.nats.Name = "weft " + topo.Metadata.Name
+	if len(o.stages) > 0 && o.nats.InboxPrefix == "" {
+		// Replies under this process's own inboxes: the chart's NATS
+		// lets a stage read no other inbox (natsauth.ForStages).
+		o.nats.InboxPrefix = natsauth.InboxPrefix(topo, o.stages, o.node)
+	}
+	apiToken := ""
+	if o.apiTokenFile != "" {
+		b, err := os.ReadFile(o.apiTokenFile)
+		if err != nil {
+			return fmt.Errorf("--api-token-file: %w", err)
+		}
+		if apiToken = strings.TrimSpace(string(b)); apiToken == "" {
+			return fmt.Errorf("--api-token-file %s is empty", o.apiTokenFile)
+		}
+	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	nc, js, err := natsconn.Connect(cctx, o.nats.Options, log.With("component", "nats-client"))
 	cancel()
@@ -228,7 +246,7 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 	r, err := runner.New(runner.Options{
 		Topology: topo, Registry: reg, Stages: o.stages, JS: js,
 		Node: o.node, DataDir: o.dataDir, Logger: log, Replay: o.replay,
-		MetricReaders: readers,
+		MetricReaders: readers, APIToken: apiToken,
 	})
 	if err != nil {
 		return err

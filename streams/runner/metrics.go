@@ -24,6 +24,8 @@ import (
 type Metrics struct {
 	reg      *prometheus.Registry
 	provider *sdkmetric.MeterProvider
+	// unauthorized counts HTTP requests refused for want of the API token.
+	unauthorized prometheus.Counter
 }
 
 func newMetrics(r *Runner) (*Metrics, error) {
@@ -125,7 +127,12 @@ func newMetrics(r *Runner) (*Metrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Metrics{reg: reg, provider: mp}, nil
+	unauthorized := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "weft_http_unauthorized_requests_total",
+		Help: "HTTP requests refused because they lacked the API token.",
+	})
+	reg.MustRegister(unauthorized)
+	return &Metrics{reg: reg, provider: mp, unauthorized: unauthorized}, nil
 }
 
 // MeterProvider is where stages may create their own instruments.

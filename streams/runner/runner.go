@@ -10,6 +10,7 @@ package runner
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +50,12 @@ type Options struct {
 	// MetricReaders are added to the process's MeterProvider beside the
 	// Prometheus one (an OTLP push of weft's own metrics, for one).
 	MetricReaders []sdkmetric.Reader
+	// APIToken, when set, is the bearer token every HTTP request needs
+	// except /healthz, /readyz and /metrics (probes and Prometheus): the
+	// graph API, the named queries and the service map are not for every
+	// pod that reaches the port. A refused request counts in
+	// weft_http_unauthorized_requests_total.
+	APIToken string
 }
 
 // Runner runs stages. Start, Shutdown and the HTTP handler may be called
@@ -113,7 +120,7 @@ func New(o Options) (*Runner, error) {
 		st, err := kind.New(stage.Settings{
 			Name: def.Name, Kind: def.Kind,
 			Inputs: t.StageStreams(def.Inputs), Outputs: t.StageStreams(def.Outputs),
-			Config: def.Config, Node: o.Node, NodeLocal: len(o.Stages) > 0 && nodeLocal(t, def), DataDir: dir,
+			Config: def.Config, Node: o.Node, NodeLocal: len(o.Stages) > 0 && t.NodeLocal(def), DataDir: dir,
 			Logger:   o.Logger.With("stage", def.Name),
 			Counters: n.counters,
 			Replay:   o.Replay,
@@ -135,22 +142,6 @@ func New(o Options) (*Runner, error) {
 	r.metrics = m
 	r.routes()
 	return r, nil
-}
-
-// nodeLocal tells whether def runs once per node: a DaemonSet, or a
-// sidecar in a DaemonSet's pods. Only a process that runs some stages of
-// a topology (weft run --stage, a cluster's workload) runs them so; one
-// that runs them all (weft up) runs each once for every node.
-func nodeLocal(t *topology.Topology, def *topology.Stage) bool {
-	switch def.Deploy {
-	case stage.DeployDaemonSet:
-		return true
-	case stage.DeploySidecar:
-		if host := t.Stage(def.SidecarOf); host != nil {
-			return host.Deploy == stage.DeployDaemonSet
-		}
-	}
-	return false
 }
 
 // Start starts every stage, sinks first. If one fails, the stages already
@@ -248,7 +239,26 @@ func (r *Runner) Counters() []StageCounters {
 }
 
 // Handler is the process's HTTP handler.
-func (r *Runner) Handler() http.Handler { return r.mux }
+func (r *Runner) Handler() http.Handler {
+	if r.o.APIToken == "" {
+		return r.mux
+	}
+	want := []byte("Bearer " + r.o.APIToken)
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		switch req.URL.Path {
+		case "/healthz", "/readyz", "/metrics":
+			r.mux.ServeHTTP(w, req)
+			return
+		}
+		if subtle.ConstantTimeCompare([]byte(req.Header.Get("Authorization")), want) != 1 {
+			r.metrics.unauthorized.Inc()
+			w.Header().Set("WWW-Authenticate", `Bearer realm="weft"`)
+			http.Error(w, "unauthorized: this needs the release's API token (Authorization: Bearer …; see the chart's README)", http.StatusUnauthorized)
+			return
+		}
+		r.mux.ServeHTTP(w, req)
+	})
+}
 
 func (r *Runner) routes() {
 	r.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

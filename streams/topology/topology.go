@@ -151,6 +151,22 @@ func (t *Topology) Stream(name string) *Stream {
 	return nil
 }
 
+// NodeLocal tells whether def runs once per node: a DaemonSet, or a
+// sidecar in a DaemonSet's pods. Only a process that runs some stages of
+// a topology (weft run --stage, a cluster's workload) runs them so; one
+// that runs them all (weft up) runs each once for every node.
+func (t *Topology) NodeLocal(def *Stage) bool {
+	switch def.Deploy {
+	case stage.DeployDaemonSet:
+		return true
+	case stage.DeploySidecar:
+		if host := t.Stage(def.SidecarOf); host != nil {
+			return host.Deploy == stage.DeployDaemonSet
+		}
+	}
+	return false
+}
+
 // StageStreams resolves a stage's stream names to stage.Streams.
 func (t *Topology) StageStreams(names []string) []stage.Stream {
 	out := make([]stage.Stream, 0, len(names))

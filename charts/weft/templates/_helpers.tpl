@@ -270,7 +270,7 @@ no workload: they join the user's pods.
 {{- if .Values.nats.url -}}
 {{- .Values.nats.url -}}
 {{- else -}}
-nats://{{ include "weft.componentName" (dict "root" . "name" "nats") }}.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}:4222
+{{ ternary "tls" "nats" (eq (include "weft.natsTLS" .) "true") }}://{{ include "weft.componentName" (dict "root" . "name" "nats") }}.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}:4222
 {{- end -}}
 {{- end }}
 
@@ -428,6 +428,8 @@ env:
         key: {{ .passwordKey }}
 {{- end }}
 {{- end }}
+{{- include "weft.natsClientEnv" $root }}
+{{- include "weft.apiTokenEnv" $root }}
 {{- range $s := $stages }}
 {{- if include "weft.stageNeedsNeo4j" $s }}
   - name: WEFT_NEO4J_URI
@@ -453,7 +455,7 @@ env:
 {{- end }}
 {{- range $n := .stages }}
 {{- with (get $root.Values.workloads $n | default dict).env }}
-{{ toYaml . | indent 2 }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
 readinessProbe:
@@ -490,6 +492,8 @@ volumeMounts:
   - name: weft-socket
     mountPath: {{ $root.Values.appSidecar.socketDir }}
 {{- end }}
+{{- include "weft.natsClientMounts" (dict "root" $root "prefix" $vp) }}
+{{- include "weft.apiTokenMount" (dict "root" $root "prefix" $vp) }}
 {{- if and $root.Values.nats.auth.existingSecret $root.Values.nats.auth.credsKey }}
   - name: {{ $vp }}nats-creds
     mountPath: /etc/weft/nats
@@ -564,6 +568,8 @@ volumes:
       sizeLimit: 1Gi
 {{- end }}
 {{- include "weft.natsCredsVolume" (dict "root" $root "prefix" "") }}
+{{- include "weft.natsClientVolumes" (dict "root" $root "prefix" "") }}
+{{- include "weft.apiTokenVolume" (dict "root" $root "prefix" "") }}
 {{- if $collector }}
   - name: btf
     hostPath:
@@ -681,6 +687,8 @@ volumes:
   - name: weft-socket
     emptyDir: {}
 {{- include "weft.natsCredsVolume" (dict "root" $root "prefix" "weft-") }}
+{{- include "weft.natsClientVolumes" (dict "root" $root "prefix" "weft-") }}
+{{- include "weft.apiTokenVolume" (dict "root" $root "prefix" "weft-") }}
 {{- if eq (toString $s.kind) "collector" }}
   - name: weft-btf
     hostPath:
@@ -715,5 +723,149 @@ volumes:
         - key: {{ .credsKey }}
           path: nats.creds
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* weft.natsTLS: "true" when the chart's own NATS speaks TLS. */}}
+{{- define "weft.natsTLS" -}}
+{{- if and (include "weft.deploysNats" .) .Values.nats.tls.enabled -}}true{{- end -}}
+{{- end }}
+
+{{/* weft.natsIdentities: "true" when the chart's own NATS admits stages by their service-account tokens (weft nats-auth). */}}
+{{- define "weft.natsIdentities" -}}
+{{- if and (include "weft.deploysNats" .) .Values.nats.identities.enabled -}}true{{- end -}}
+{{- end }}
+
+{{/* weft.apiTokenSecret: the Secret holding the HTTP API's bearer token. */}}
+{{- define "weft.apiTokenSecret" -}}
+{{- .Values.api.existingSecret | default (include "weft.componentName" (dict "root" . "name" "api-token")) -}}
+{{- end }}
+
+{{/*
+weft.tlsMaterial sets .Values._weftTLS once per render: the CA, and the
+NATS servers' and the stages' certificates, each PEM. The CA comes from
+Secret <release>-nats-ca when it exists (generated on install, kept
+forever: clients trust it). The certificates come from Secret
+<release>-nats-tls while they were signed by that CA and their renew-after
+date (two thirds of nats.tls.certDays) has not passed; otherwise they are
+issued again here, from the same CA. `helm template` (no cluster) issues
+fresh ones each time.
+*/}}
+{{- define "weft.tlsMaterial" -}}
+{{- if not (hasKey .Values "_weftTLS") -}}
+{{- $ns := .Release.Namespace -}}
+{{- $name := include "weft.componentName" (dict "root" . "name" "nats") -}}
+{{- $headless := printf "%s-headless" $name | trunc 63 | trimSuffix "-" -}}
+{{- $caSecret := lookup "v1" "Secret" $ns (printf "%s-ca" $name) -}}
+{{- $ca := dict -}}
+{{- if and $caSecret (index ($caSecret.data | default dict) "ca.key") -}}
+{{- $ca = buildCustomCert (index $caSecret.data "ca.crt") (index $caSecret.data "ca.key") -}}
+{{- else -}}
+{{- $ca = genCA (printf "%s-ca" $name) 3650 -}}
+{{- end -}}
+{{- $now := dateInZone "2006-01-02T15:04:05Z" now "UTC" -}}
+{{- $m := dict "caCert" $ca.Cert "caKey" $ca.Key -}}
+{{- $old := lookup "v1" "Secret" $ns (printf "%s-tls" $name) -}}
+{{- $oldData := ($old | default dict).data | default dict -}}
+{{- $renewAfter := (($old | default dict).metadata | default dict).annotations | default dict -}}
+{{- $renewAfter = get $renewAfter "weft.dev/renew-after" -}}
+{{- if and $oldData (eq (index $oldData "ca.crt" | default "" | b64dec) $ca.Cert) $renewAfter (lt $now $renewAfter) -}}
+{{- $_ := set $m "serverCert" (index $oldData "server.crt" | b64dec) -}}
+{{- $_ := set $m "serverKey" (index $oldData "server.key" | b64dec) -}}
+{{- $_ := set $m "clientCert" (index $oldData "client.crt" | b64dec) -}}
+{{- $_ := set $m "clientKey" (index $oldData "client.key" | b64dec) -}}
+{{- $_ := set $m "renewAfter" $renewAfter -}}
+{{- else -}}
+{{- $days := int .Values.nats.tls.certDays -}}
+{{- $dns := list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.%s" $name $ns .Values.clusterDomain) (printf "*.%s.%s.svc.%s" $headless $ns .Values.clusterDomain) (printf "*.%s.%s.svc" $headless $ns) "localhost" -}}
+{{- $srv := genSignedCert $name (list "127.0.0.1") $dns $days $ca -}}
+{{- $cli := genSignedCert "weft-stage" nil nil $days $ca -}}
+{{- $_ := set $m "serverCert" $srv.Cert -}}
+{{- $_ := set $m "serverKey" $srv.Key -}}
+{{- $_ := set $m "clientCert" $cli.Cert -}}
+{{- $_ := set $m "clientKey" $cli.Key -}}
+{{- $_ := set $m "renewAfter" (dateInZone "2006-01-02T15:04:05Z" (now | dateModify (printf "+%dh" (div (mul $days 48) 3))) "UTC") -}}
+{{- end -}}
+{{- $_ := set .Values "_weftTLS" $m -}}
+{{- end -}}
+{{- end }}
+
+{{/* weft.natsClientEnv: the env of a stage container for the chart's NATS identity and TLS. */}}
+{{- define "weft.natsClientEnv" -}}
+{{- if include "weft.natsIdentities" . }}
+  - name: WEFT_NATS_TOKEN_FILE
+    value: /var/run/secrets/weft/nats-token/token
+{{- end }}
+{{- if include "weft.natsTLS" . }}
+  - name: WEFT_NATS_TLS_CA
+    value: /var/run/secrets/weft/nats-tls/ca.crt
+  - name: WEFT_NATS_TLS_CERT
+    value: /var/run/secrets/weft/nats-tls/tls.crt
+  - name: WEFT_NATS_TLS_KEY
+    value: /var/run/secrets/weft/nats-tls/tls.key
+{{- end }}
+{{- end }}
+
+{{/* weft.natsClientMounts: (dict "root" $ "prefix" P) → volume mounts for weft.natsClientEnv. */}}
+{{- define "weft.natsClientMounts" -}}
+{{- if include "weft.natsIdentities" .root }}
+  - name: {{ .prefix }}nats-token
+    mountPath: /var/run/secrets/weft/nats-token
+    readOnly: true
+{{- end }}
+{{- if include "weft.natsTLS" .root }}
+  - name: {{ .prefix }}nats-tls
+    mountPath: /var/run/secrets/weft/nats-tls
+    readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* weft.natsClientVolumes: (dict "root" $ "prefix" P) → the volumes of weft.natsClientMounts. */}}
+{{- define "weft.natsClientVolumes" -}}
+{{- $root := .root -}}
+{{- if include "weft.natsIdentities" $root }}
+  - name: {{ .prefix }}nats-token
+    projected:
+      sources:
+        # The kubelet writes a token for this pod, naming its service
+        # account and node, and rewrites it before it expires; weft reads it
+        # at every (re)connect.
+        - serviceAccountToken:
+            audience: {{ $root.Values.nats.identities.audience }}
+            expirationSeconds: {{ int $root.Values.nats.identities.tokenExpirationSeconds }}
+            path: token
+{{- end }}
+{{- if include "weft.natsTLS" $root }}
+  - name: {{ .prefix }}nats-tls
+    secret:
+      secretName: {{ include "weft.componentName" (dict "root" $root "name" "nats") }}-tls
+      items:
+        - {key: ca.crt, path: ca.crt}
+        - {key: client.crt, path: tls.crt}
+        - {key: client.key, path: tls.key}
+{{- end }}
+{{- end }}
+
+{{/* weft.apiTokenEnv / weft.apiTokenMount / weft.apiTokenVolume: the HTTP API's bearer token in a stage container. */}}
+{{- define "weft.apiTokenEnv" -}}
+{{- if eq .Values.api.auth "token" }}
+  - name: WEFT_API_TOKEN_FILE
+    value: /var/run/secrets/weft/api-token/token
+{{- end }}
+{{- end }}
+{{- define "weft.apiTokenMount" -}}
+{{- if eq .root.Values.api.auth "token" }}
+  - name: {{ .prefix }}api-token
+    mountPath: /var/run/secrets/weft/api-token
+    readOnly: true
+{{- end }}
+{{- end }}
+{{- define "weft.apiTokenVolume" -}}
+{{- if eq .root.Values.api.auth "token" }}
+  - name: {{ .prefix }}api-token
+    secret:
+      secretName: {{ include "weft.apiTokenSecret" .root }}
+      items:
+        - {key: {{ .root.Values.api.tokenKey }}, path: token}
 {{- end }}
 {{- end }}

@@ -1,0 +1,85 @@
+package natsauth
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/weftobs/weft/streams/stage"
+	"github.com/weftobs/weft/streams/topology"
+)
+
+const hybrid = `apiVersion: weft.dev/v1
+kind: Topology
+metadata: {name: hybrid}
+streams:
+  EVENTS: {subjects: ["weft.events.>"]}
+  CALLS:  {subjects: ["weft.calls.>"]}
+  DLQ:    {subjects: ["weft.dlq.>"]}
+stages:
+  - {name: collector,  kind: src, deploy: daemonset, outputs: [EVENTS]}
+  - {name: correlator, kind: mid, deploy: deployment, inputs: [EVENTS], outputs: [CALLS]}
+  - {name: graph,      kind: sink, deploy: deployment, inputs: [CALLS]}
+  - {name: node-otlp,  kind: sink, deploy: sidecar, sidecarOf: collector, inputs: [EVENTS]}
+`
+
+func testTopology(t testing.TB) *topology.Topology {
+	t.Helper()
+	// The permissions read only a topology; kinds that build nothing do.
+	none := func(stage.Settings) (stage.Stage, error) { return nil, nil }
+	reg := stage.NewRegistry()
+	for _, k := range []stage.Kind{
+		{Name: "src", Source: true, Deploy: []stage.DeployMode{stage.DeployDaemonSet}, New: none},
+		{Name: "mid", Deploy: []stage.DeployMode{stage.DeployDeployment}, New: none},
+		{Name: "sink", Sink: true, Deploy: []stage.DeployMode{stage.DeployDeployment, stage.DeploySidecar}, New: none},
+	} {
+		reg.Register(k)
+	}
+	top, err := topology.Parse("hybrid.yaml", []byte(hybrid), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+// TestForStages: each identity gets its job's subjects and no other's,
+// compared with the whole expected list.
+func TestForStages(t *testing.T) {
+	top := testTopology(t)
+	info := []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.CALLS", "$JS.API.STREAM.INFO.DLQ", "$JS.API.STREAM.INFO.EVENTS"}
+	provision := []string{"$JS.API.STREAM.CREATE.CALLS", "$JS.API.STREAM.CREATE.DLQ", "$JS.API.STREAM.CREATE.EVENTS",
+		"$JS.API.STREAM.UPDATE.CALLS", "$JS.API.STREAM.UPDATE.DLQ", "$JS.API.STREAM.UPDATE.EVENTS"}
+	consume := func(s string) []string {
+		return []string{"$JS.ACK." + s + ".>", "$JS.API.CONSUMER.CREATE." + s + ".>", "$JS.API.CONSUMER.DELETE." + s + ".*",
+			"$JS.API.CONSUMER.DURABLE.CREATE." + s + ".*", "$JS.API.CONSUMER.INFO." + s + ".*", "$JS.API.CONSUMER.MSG.NEXT." + s + ".*"}
+	}
+	tests := []struct {
+		stages []string
+		node   string
+		pub    [][]string
+		sub    string
+	}{
+		{[]string{"collector", "node-otlp"}, "ip-10-0-0-1.ec2.internal",
+			[][]string{info, consume("EVENTS"), {"weft.dlq.collector", "weft.dlq.node-otlp", "weft.events.ip-10-0-0-1_ec2_internal", "weft.events.ip-10-0-0-1_ec2_internal.>"}},
+			"_INBOX.collector+node-otlp.ip-10-0-0-1_ec2_internal.>"},
+		{[]string{"correlator"}, "n1", [][]string{info, provision, consume("EVENTS"), {"weft.calls.>", "weft.dlq.correlator"}}, "_INBOX.correlator.>"},
+		{[]string{"graph"}, "n1", [][]string{info, provision, consume("CALLS"), {"weft.dlq.graph"}}, "_INBOX.graph.>"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.stages[0], func(t *testing.T) {
+			p, err := ForStages(top, tt.stages, tt.node)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := slices.Sorted(slices.Values(slices.Concat(tt.pub...)))
+			if !slices.Equal(p.Publish, want) {
+				t.Errorf("publish\n got %q\nwant %q", p.Publish, want)
+			}
+			if !slices.Equal(p.Subscribe, []string{tt.sub}) {
+				t.Errorf("subscribe %q, want [%q]", p.Subscribe, tt.sub)
+			}
+		})
+	}
+	if _, err := ForStages(top, []string{"nope"}, "n1"); err == nil {
+		t.Error("a stage the topology lacks has permissions")
+	}
+}
