@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/weftobs/weft/streams/group"
 	"github.com/weftobs/weft/streams/schema"
 	"github.com/weftobs/weft/streams/topology"
 )
@@ -93,7 +94,21 @@ func ForStages(t *topology.Topology, stages []string, node string) (Permissions,
 				"$JS.API.CONSUMER.DELETE."+in+".*",
 				"$JS.API.CONSUMER.MSG.NEXT."+in+".*",
 				"$JS.ACK."+in+".>",
+				// a message by sequence: the graph stage reads one whose
+				// delivery was lost, and its dedupe warm-up
+				"$JS.API.STREAM.MSG.GET."+in,
 			)
+		}
+		if def.Kind == "correlator" {
+			// Its replicas' group (streams/group): a KV bucket of live
+			// members, and the pin of each partition's consumer, released
+			// when a partition moves.
+			kv := group.Bucket(name)
+			pub = append(pub, "$JS.API.STREAM.INFO.KV_"+kv, "$JS.API.STREAM.CREATE.KV_"+kv,
+				"$JS.API.STREAM.UPDATE.KV_"+kv, "$JS.API.STREAM.PURGE.KV_"+kv, "$KV."+kv+".>")
+			for _, in := range def.Inputs {
+				pub = append(pub, "$JS.API.CONSUMER.UNPIN."+in+".*")
+			}
 		}
 	}
 	for _, s := range t.Streams {

@@ -17,7 +17,7 @@ streams:
   DLQ:    {subjects: ["weft.dlq.>"]}
 stages:
   - {name: collector,  kind: src, deploy: daemonset, outputs: [EVENTS]}
-  - {name: correlator, kind: mid, deploy: deployment, inputs: [EVENTS], outputs: [CALLS]}
+  - {name: correlator, kind: correlator, deploy: deployment, inputs: [EVENTS], outputs: [CALLS]}
   - {name: graph,      kind: sink, deploy: deployment, inputs: [CALLS]}
   - {name: node-otlp,  kind: sink, deploy: sidecar, sidecarOf: collector, inputs: [EVENTS]}
 `
@@ -29,7 +29,7 @@ func testTopology(t testing.TB) *topology.Topology {
 	reg := stage.NewRegistry()
 	for _, k := range []stage.Kind{
 		{Name: "src", Source: true, Deploy: []stage.DeployMode{stage.DeployDaemonSet}, New: none},
-		{Name: "mid", Deploy: []stage.DeployMode{stage.DeployDeployment}, New: none},
+		{Name: "correlator", Deploy: []stage.DeployMode{stage.DeployDeployment}, New: none},
 		{Name: "sink", Sink: true, Deploy: []stage.DeployMode{stage.DeployDeployment, stage.DeploySidecar}, New: none},
 	} {
 		reg.Register(k)
@@ -50,8 +50,14 @@ func TestForStages(t *testing.T) {
 		"$JS.API.STREAM.UPDATE.CALLS", "$JS.API.STREAM.UPDATE.DLQ", "$JS.API.STREAM.UPDATE.EVENTS"}
 	consume := func(s string) []string {
 		return []string{"$JS.ACK." + s + ".>", "$JS.API.CONSUMER.CREATE." + s + ".>", "$JS.API.CONSUMER.DELETE." + s + ".*",
-			"$JS.API.CONSUMER.DURABLE.CREATE." + s + ".*", "$JS.API.CONSUMER.INFO." + s + ".*", "$JS.API.CONSUMER.MSG.NEXT." + s + ".*"}
+			"$JS.API.CONSUMER.DURABLE.CREATE." + s + ".*", "$JS.API.CONSUMER.INFO." + s + ".*", "$JS.API.CONSUMER.MSG.NEXT." + s + ".*",
+			"$JS.API.STREAM.MSG.GET." + s}
 	}
+	// the correlator's replicas' group: their bucket, and the pins of
+	// their partitions' consumers
+	group := []string{"$JS.API.STREAM.INFO.KV_weft-group-correlator", "$JS.API.STREAM.CREATE.KV_weft-group-correlator",
+		"$JS.API.STREAM.UPDATE.KV_weft-group-correlator", "$JS.API.STREAM.PURGE.KV_weft-group-correlator",
+		"$KV.weft-group-correlator.>", "$JS.API.CONSUMER.UNPIN.EVENTS.*"}
 	tests := []struct {
 		stages []string
 		node   string
@@ -61,7 +67,7 @@ func TestForStages(t *testing.T) {
 		{[]string{"collector", "node-otlp"}, "ip-10-0-0-1.ec2.internal",
 			[][]string{info, consume("EVENTS"), {"weft.dlq.collector", "weft.dlq.node-otlp", "weft.events.ip-10-0-0-1_ec2_internal", "weft.events.ip-10-0-0-1_ec2_internal.>"}},
 			"_INBOX.collector+node-otlp.ip-10-0-0-1_ec2_internal.>"},
-		{[]string{"correlator"}, "n1", [][]string{info, provision, consume("EVENTS"), {"weft.calls.>", "weft.dlq.correlator"}}, "_INBOX.correlator.>"},
+		{[]string{"correlator"}, "n1", [][]string{info, provision, consume("EVENTS"), group, {"weft.calls.>", "weft.dlq.correlator"}}, "_INBOX.correlator.>"},
 		{[]string{"graph"}, "n1", [][]string{info, provision, consume("CALLS"), {"weft.dlq.graph"}}, "_INBOX.graph.>"},
 	}
 	for _, tt := range tests {
