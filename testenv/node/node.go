@@ -200,9 +200,12 @@ outer:
 				continue outer
 			}
 		}
+		// As on a cluster: a Deployment's pod is owned by its ReplicaSet,
+		// and the provider resolves the Deployment as its workload.
 		fp := metadata.FilePod{UID: p.UID, Name: p.Name, Namespace: p.Namespace, IPs: []string{p.IP},
 			HostNetwork: p.HostNetwork, Labels: p.Labels,
-			Owners: []metadata.FileOwner{{Kind: "Deployment", Name: p.Name, UID: uuid(), Controller: true}}}
+			Owners:   []metadata.FileOwner{{Kind: "ReplicaSet", Name: p.Name + "-5d8f7c9b4", UID: "rs-" + p.UID, Controller: true}},
+			Workload: &metadata.FileOwner{Kind: "Deployment", Name: p.Name, UID: "deploy-" + p.UID}}
 		for _, c := range p.Containers {
 			fp.Containers = append(fp.Containers, metadata.FileContainer{ID: c.ID, Name: c.Name, Image: "weft/testenv:" + c.Name})
 		}
