@@ -188,9 +188,7 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	if err != nil {
 		return fmt.Errorf("collector %s: %w", s.set.Name, err)
 	}
-	s.mu.Lock()
-	s.meta = meta
-	s.mu.Unlock()
+	s.meta = meta // under s.mu, held by Start
 	coll, err := bpf.Open(bpf.Options{
 		Probes: s.cfg.probes(), RingBufferBytes: s.cfg.RingBufferBytes, MaxSockets: s.cfg.MaxSockets,
 		OpenAfter: s.openAfter(),
