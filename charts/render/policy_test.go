@@ -491,10 +491,13 @@ func TestEveryWorkload(t *testing.T) {
 	}
 }
 
+// TestRBACReadOnly checks the roles grant exactly what the code reads:
+// the collector's metadata provider lists and watches pods (an informer)
+// and gets ReplicaSets and Jobs (collectors/metadata, owners.go); no other
+// stage reads the Kubernetes API.
 func TestRBACReadOnly(t *testing.T) {
 	want := map[string][]string{
-		"collector":  {"pods"},
-		"correlator": {"daemonsets", "deployments", "nodes", "pods", "replicasets", "services", "statefulsets"},
+		"collector": {"/pods:list,watch", "apps/replicasets:get", "batch/jobs:get"},
 	}
 	for _, r := range renderAll(t) {
 		t.Run(r.name, func(t *testing.T) {
@@ -514,7 +517,11 @@ func TestRBACReadOnly(t *testing.T) {
 					if slices.Contains(rule.Resources, "*") || slices.Contains(rule.APIGroups, "*") || (len(rule.NonResourceURLs) > 0 && !jwks) {
 						t.Errorf("ClusterRole %s has a wildcard or non-resource rule: %+v", cr.Name, rule)
 					}
-					resources = append(resources, rule.Resources...)
+					for _, g := range rule.APIGroups {
+						for _, res := range rule.Resources {
+							resources = append(resources, g+"/"+res+":"+strings.Join(slices.Sorted(slices.Values(rule.Verbs)), ","))
+						}
+					}
 				}
 				role := cr.Labels["app.kubernetes.io/component"]
 				for k, w := range want {

@@ -86,6 +86,10 @@ type Stats struct {
 	UnknownCgroup    uint64 `json:"unknown_cgroup"`
 	ProcessGone      uint64 `json:"process_gone"`
 	PodNotInMetadata uint64 `json:"pod_not_in_metadata"`
+	// OwnerUnresolved is the look-ups of a pod's ReplicaSet or Job that
+	// failed (forbidden, API server away): those pods were published with
+	// their controller as the workload until their next update.
+	OwnerUnresolved uint64 `json:"owner_unresolved"`
 	// Filtered and Undecodable records.
 	Filtered    uint64 `json:"filtered"`
 	Undecodable uint64 `json:"undecodable"`
@@ -109,6 +113,7 @@ type Stage struct {
 	node string
 
 	mu        sync.Mutex
+	meta      metadata.Provider
 	started   bool
 	stopped   bool
 	cancel    context.CancelFunc
@@ -183,6 +188,7 @@ func (s *Stage) Start(ctx context.Context, host stage.Host) error {
 	if err != nil {
 		return fmt.Errorf("collector %s: %w", s.set.Name, err)
 	}
+	s.meta = meta // under s.mu, held by Start
 	coll, err := bpf.Open(bpf.Options{
 		Probes: s.cfg.probes(), RingBufferBytes: s.cfg.RingBufferBytes, MaxSockets: s.cfg.MaxSockets,
 		OpenAfter: s.openAfter(), ProgressEvery: s.cfg.ProgressInterval,
@@ -387,6 +393,7 @@ func (s *Stage) Gaps() map[string]uint64 {
 		"unknown_cgroup":      st.UnknownCgroup,
 		"process_gone":        st.ProcessGone,
 		"pod_not_in_metadata": st.PodNotInMetadata,
+		"owner_unresolved":    st.OwnerUnresolved,
 	}
 }
 
@@ -422,6 +429,12 @@ func (s *Stage) Stats() Stats {
 		st.UnknownCgroup = enr.Gaps.UnknownCgroup.Load()
 		st.ProcessGone = enr.Gaps.ProcessGone.Load()
 		st.PodNotInMetadata = enr.Gaps.PodNotInMetadata.Load()
+	}
+	s.mu.Lock()
+	meta := s.meta
+	s.mu.Unlock()
+	if k, ok := meta.(interface{ OwnerLookupFailures() uint64 }); ok {
+		st.OwnerUnresolved = k.OwnerLookupFailures()
 	}
 	return st
 }

@@ -26,7 +26,8 @@ import (
 //	    ips: [10.88.0.2]
 //	    hostNetwork: false
 //	    labels: {app: shop}
-//	    owners: [{kind: Deployment, name: app, uid: …, controller: true}]
+//	    owners: [{kind: ReplicaSet, name: app-7d4f, uid: …, controller: true}]
+//	    workload: {kind: Deployment, name: app, uid: …}
 //	    containers: [{id: <64 hex>, name: app, image: shop:1.2}]
 type File struct {
 	Node string    `yaml:"node" json:"node"`
@@ -42,7 +43,11 @@ type FilePod struct {
 	HostNetwork bool              `yaml:"hostNetwork" json:"hostNetwork"`
 	Labels      map[string]string `yaml:"labels" json:"labels"`
 	Owners      []FileOwner       `yaml:"owners" json:"owners"`
-	Containers  []FileContainer   `yaml:"containers" json:"containers"`
+	// Workload is the top controller, as the Kubernetes provider resolves
+	// it (a ReplicaSet's Deployment); left out, it is the controller
+	// owner.
+	Workload   *FileOwner      `yaml:"workload" json:"workload"`
+	Containers []FileContainer `yaml:"containers" json:"containers"`
 }
 
 // FileOwner is an owner reference in a metadata file.
@@ -91,6 +96,12 @@ func (p FilePod) Pod(node string) *schema.Pod {
 	}
 	for _, o := range p.Owners {
 		sp.Owners = append(sp.Owners, &schema.OwnerRef{Kind: o.Kind, Name: o.Name, Uid: o.UID, Controller: o.Controller})
+		if o.Controller {
+			sp.Workload = &schema.OwnerRef{Kind: o.Kind, Name: o.Name, Uid: o.UID, Controller: true}
+		}
+	}
+	if w := p.Workload; w != nil {
+		sp.Workload = &schema.OwnerRef{Kind: w.Kind, Name: w.Name, Uid: w.UID, Controller: true}
 	}
 	for _, c := range p.Containers {
 		sp.Containers = append(sp.Containers, &schema.Container{Id: c.ID, Name: c.Name, Image: c.Image})

@@ -22,7 +22,8 @@ pods:
     namespace: shop
     ips: [10.88.0.2]
     labels: {app: shop}
-    owners: [{kind: Deployment, name: app, uid: d1, controller: true}]
+    owners: [{kind: ReplicaSet, name: app-7d4f, uid: rs1, controller: true}]
+    workload: {kind: Deployment, name: app, uid: d1}
     containers: [{id: c1, name: app, image: shop:1.2}]
   - uid: 66666666-2222-3333-4444-555555555555
     name: broker
@@ -73,7 +74,8 @@ func TestFileProvider(t *testing.T) {
 	p.Poll = 10 * time.Millisecond
 	pod, ok := p.Pod("11111111-2222-3333-4444-555555555555")
 	if !ok || pod.Name != "app-7d4f9" || pod.Namespace != "shop" || pod.Node != "node-a" ||
-		pod.Labels["app"] != "shop" || len(pod.Owners) != 1 || pod.Owners[0].Kind != "Deployment" ||
+		pod.Labels["app"] != "shop" || len(pod.Owners) != 1 || pod.Owners[0].Kind != "ReplicaSet" ||
+		pod.Workload.GetKind() != "Deployment" || pod.Workload.GetName() != "app" ||
 		len(pod.Containers) != 1 || pod.Containers[0].Image != "shop:1.2" || pod.Ips[0] != "10.88.0.2" {
 		t.Fatalf("pod = %v", pod)
 	}

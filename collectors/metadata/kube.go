@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
@@ -21,10 +22,12 @@ import (
 
 // KubeProvider serves the pods of one node from the Kubernetes API: an
 // informer with the field selector spec.nodeName=<node>, so a collector
-// watches its own node's pods only (RBAC: get/list/watch pods). Its tests
-// run it against client-go's fake clientset (there is no cluster here):
-// the informer wiring, the node selector and add/update/delete are
-// tested, a real API server is not.
+// watches its own node's pods only (RBAC: list and watch pods). Each pod's
+// workload is its top controller, read through its ReplicaSet or Job
+// (see owners; RBAC: get replicasets and jobs). Its tests run it against
+// client-go's fake clientsets and a fake API server (there is no cluster
+// here): the informer wiring, the node selector, add/update/delete and
+// the owner look-ups are tested, a real API server is not.
 //
 // It talks to the API with a core/v1 REST client of its own (podsClient)
 // rather than client-go's generated clientset and informer factory: those
@@ -33,10 +36,12 @@ import (
 type KubeProvider struct {
 	node     string
 	informer cache.SharedIndexInformer
+	owners   *owners
 
 	mu   sync.RWMutex
 	pods map[string]*schema.Pod
 	fn   func(Op, *schema.Pod)
+	ctx  context.Context // Run's, for the owner look-ups
 }
 
 var _ Watcher = (*KubeProvider)(nil)
@@ -56,7 +61,11 @@ func NewKubeProvider(node string) (*KubeProvider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes metadata: client: %w", err)
 	}
-	return newKubeProvider(pods, node)
+	meta, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes metadata: metadata client: %w", err)
+	}
+	return newKubeProvider(pods, meta, node)
 }
 
 // podLister is what the informer calls of a cluster-wide pods client:
@@ -70,8 +79,9 @@ type podLister interface {
 // newKubeProvider watches node's pods through pods, as client-go's
 // informer factory builds a pod informer: list and watch with the node's
 // field selector, a namespace index, the factory's resync period and, if
-// pods serves them, watch-list streams.
-func newKubeProvider(pods podLister, node string) (*KubeProvider, error) {
+// pods serves them, watch-list streams. meta reads the metadata of the
+// pods' ReplicaSets and Jobs (nil: a pod's workload is its controller).
+func newKubeProvider(pods podLister, meta metadata.Interface, node string) (*KubeProvider, error) {
 	selector := fields.OneTermEqualSelector("spec.nodeName", node).String()
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -85,7 +95,7 @@ func newKubeProvider(pods podLister, node string) (*KubeProvider, error) {
 	}
 	informer := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, pods), &corev1.Pod{},
 		cache.SharedIndexInformerOptions{ResyncPeriod: resync, Indexers: cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}})
-	p := &KubeProvider{node: node, informer: informer, pods: map[string]*schema.Pod{}}
+	p := &KubeProvider{node: node, informer: informer, owners: newOwners(meta), pods: map[string]*schema.Pod{}, ctx: context.Background()}
 	_, err := p.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { p.upsert(obj) },
 		UpdateFunc: func(_, obj any) { p.upsert(obj) },
@@ -174,6 +184,10 @@ func (p *KubeProvider) upsert(obj any) {
 		return
 	}
 	sp := PodFromAPI(pod)
+	p.mu.RLock()
+	ctx := p.ctx
+	p.mu.RUnlock()
+	sp.Workload = p.owners.top(ctx, pod.Namespace, controllerOf(pod.OwnerReferences))
 	p.mu.Lock()
 	p.pods[sp.Uid] = sp
 	fn := p.fn
@@ -188,11 +202,35 @@ func (p *KubeProvider) remove(uid string) {
 	sp, ok := p.pods[uid]
 	delete(p.pods, uid)
 	fn := p.fn
+	// The last pod of a controller takes what was known of it along.
+	for _, o := range sp.GetOwners() {
+		if !p.ownedLocked(o.GetUid()) {
+			p.owners.forget(o.GetUid())
+		}
+	}
 	p.mu.Unlock()
 	if ok && fn != nil {
 		fn(Delete, sp)
 	}
 }
+
+// ownedLocked reports whether a known pod has the owner uid.
+func (p *KubeProvider) ownedLocked(uid string) bool {
+	for _, sp := range p.pods {
+		for _, o := range sp.GetOwners() {
+			if o.GetUid() == uid {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// OwnerLookupFailures is how many look-ups of a pod's ReplicaSet or Job
+// failed for another reason than its being gone (forbidden, the API server
+// away): those pods were served with their controller as the workload
+// until their next update or resync.
+func (p *KubeProvider) OwnerLookupFailures() uint64 { return p.owners.failed.Load() }
 
 // Pod returns the pod with uid, if the informer has it.
 func (p *KubeProvider) Pod(uid string) (*schema.Pod, bool) {
@@ -206,7 +244,7 @@ func (p *KubeProvider) Pod(uid string) (*schema.Pod, bool) {
 // until ctx ends; it returns once the informer has stopped.
 func (p *KubeProvider) Run(ctx context.Context, fn func(Op, *schema.Pod)) error {
 	p.mu.Lock()
-	p.fn = fn
+	p.fn, p.ctx = fn, ctx
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() { p.informer.RunWithContext(ctx) })
@@ -219,7 +257,8 @@ func (p *KubeProvider) Run(ctx context.Context, fn func(Op, *schema.Pod)) error 
 }
 
 // PodFromAPI converts a Kubernetes pod. Container ids lose their runtime
-// prefix ("containerd://"), as cgroup paths carry them.
+// prefix ("containerd://"), as cgroup paths carry them. The workload is
+// the pod's controller; the provider resolves it further.
 func PodFromAPI(pod *corev1.Pod) *schema.Pod {
 	sp := &schema.Pod{
 		Uid: string(pod.UID), Name: pod.Name, Namespace: pod.Namespace, Node: pod.Spec.NodeName,
@@ -228,8 +267,11 @@ func PodFromAPI(pod *corev1.Pod) *schema.Pod {
 	for _, ip := range pod.Status.PodIPs {
 		sp.Ips = append(sp.Ips, ip.IP)
 	}
-	for _, o := range pod.OwnerReferences {
-		sp.Owners = append(sp.Owners, &schema.OwnerRef{Kind: o.Kind, Name: o.Name, Uid: string(o.UID), Controller: o.Controller != nil && *o.Controller})
+	for i := range pod.OwnerReferences {
+		sp.Owners = append(sp.Owners, refOf(&pod.OwnerReferences[i]))
+	}
+	if c := controllerOf(pod.OwnerReferences); c != nil {
+		sp.Workload = refOf(c)
 	}
 	images := map[string]string{}
 	for _, c := range pod.Spec.Containers {

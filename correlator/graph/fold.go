@@ -206,7 +206,9 @@ func (f *Fold) endpoint(e *schema.Endpoint, broker string) resolved {
 			f.upsert(n, nil, "")
 			f.link(RelRunsOn, out.top, n)
 		}
-		for _, o := range p.GetOwners() {
+		// The top controller owns the pod, never a ReplicaSet or Job in
+		// between, whose hashed names change at every rollout or run.
+		if o := schema.WorkloadOf(p); o != nil {
 			w := Ref{Label: LabelWorkload, K1: o.GetKind(), K2: p.GetNamespace(), K3: o.GetName()}
 			f.upsert(w, nil, "")
 			f.link(RelOwns, w, out.top)

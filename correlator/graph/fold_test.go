@@ -22,9 +22,10 @@ import (
 // correlator's mark, processes, external peers, unix sockets.
 func mixedCalls(n int, seed uint64) []*schema.Call {
 	r := rand.New(rand.NewPCG(seed, 1))
-	owners := []*schema.OwnerRef{{Kind: "Deployment", Name: "web"}, {Kind: "ReplicaSet", Name: "web-7d9f"}}
+	owners := []*schema.OwnerRef{{Kind: "ReplicaSet", Name: "web-7d9f", Uid: "rs-web", Controller: true}}
+	web := &schema.OwnerRef{Kind: "Deployment", Name: "web", Uid: "deploy-web", Controller: true}
 	pods := []*schema.Pod{
-		{Uid: "p1", Name: "web-1", Namespace: "shop", Node: "n1", Ips: []string{"10.0.0.1"}, Owners: owners, Labels: map[string]string{"a": "1", "b": "2", "c": "3"}},
+		{Uid: "p1", Name: "web-7d9f-x2x4z", Namespace: "shop", Node: "n1", Ips: []string{"10.0.0.1"}, Owners: owners, Workload: web, Labels: map[string]string{"a": "1", "b": "2", "c": "3"}},
 		{Uid: "p1"}, // known by uid only (no metadata yet)
 		{Uid: "p2", Name: "nats-0", Namespace: "infra", Node: "n2", Ips: []string{"10.0.0.2"}, Labels: map[string]string{"app.kubernetes.io/name": "nats", "x": "y"}},
 		{Uid: "p3", Name: "redis", Namespace: "infra", Node: "n1", Ips: []string{"192.168.0.1"}, HostNetwork: true},
@@ -209,5 +210,51 @@ func TestWrittenLeavesOutWhatTheStoreHolds(t *testing.T) {
 	f.SkipWritten(graph.NewWritten(0))
 	if got := rows(pod("10.0.0.2", "nats")); len(got) != 4 {
 		t.Errorf("after a new record: wrote %v, want every node", got)
+	}
+}
+
+// TestFoldWorkloads checks who owns each pod in the graph: the top
+// controller only (never the ReplicaSet or Job in between), one Workload
+// for every ReplicaSet of a Deployment across a rollout, the controller
+// of a pod written before workloads were resolved, and nothing for a bare
+// pod.
+func TestFoldWorkloads(t *testing.T) {
+	ref := func(kind, name string) *schema.OwnerRef {
+		return &schema.OwnerRef{Kind: kind, Name: name, Uid: "uid-" + name, Controller: true}
+	}
+	pods := []*schema.Pod{
+		{Uid: "p1", Name: "web-7d9f8c-aaaaa", Namespace: "shop", Owners: []*schema.OwnerRef{ref("ReplicaSet", "web-7d9f8c")}, Workload: ref("Deployment", "web")},
+		{Uid: "p2", Name: "web-5c6b4d-bbbbb", Namespace: "shop", Owners: []*schema.OwnerRef{ref("ReplicaSet", "web-5c6b4d")}, Workload: ref("Deployment", "web")},
+		{Uid: "p3", Name: "backup-29431200-ccccc", Namespace: "shop", Owners: []*schema.OwnerRef{ref("Job", "backup-29431200")}, Workload: ref("CronJob", "backup")},
+		{Uid: "p4", Name: "nats-0", Namespace: "infra", Owners: []*schema.OwnerRef{ref("StatefulSet", "nats")}, Workload: ref("StatefulSet", "nats")},
+		{Uid: "p5", Name: "old-0", Namespace: "infra", Owners: []*schema.OwnerRef{ref("DaemonSet", "old")}}, // no workload field
+		{Uid: "p6", Name: "debug", Namespace: "shop"},
+	}
+	f := graph.NewFold(nil, nil)
+	for i, p := range pods {
+		f.Add(&schema.Call{Id: fmt.Sprint(i), Transport: schema.Transport_TRANSPORT_TCP, Port: 80,
+			Client: &schema.Endpoint{Pod: p}, Server: &schema.Endpoint{Pod: pods[5]}})
+	}
+	st := memstore.New()
+	if err := st.Apply(context.Background(), f.Take(1)); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := st.Graph(context.Background())
+	var got []string
+	for _, e := range g.Edges {
+		if e.Type == graph.RelOwns {
+			got = append(got, e.From+" -> "+e.To)
+		}
+	}
+	sort.Strings(got)
+	want := []string{
+		"Workload:CronJob/shop/backup -> Pod:p3",
+		"Workload:DaemonSet/infra/old -> Pod:p5",
+		"Workload:Deployment/shop/web -> Pod:p1",
+		"Workload:Deployment/shop/web -> Pod:p2",
+		"Workload:StatefulSet/infra/nats -> Pod:p4",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("OWNS\n got %q\nwant %q", got, want)
 	}
 }

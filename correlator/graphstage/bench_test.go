@@ -234,7 +234,8 @@ func BenchmarkCloseToGraph(b *testing.B) {
 		ctr := &schema.Container{Id: fmt.Sprintf("ctr-%s-%d", role, i), Name: role, Image: "example/" + role + ":1"}
 		p := &schema.Pod{Uid: fmt.Sprintf("uid-%s-%d", role, i), Name: fmt.Sprintf("%s-%d", role, i), Namespace: "shop", Node: node,
 			Ips: []string{fmt.Sprintf("10.%d.0.%d", len(role), 10+i)}, Containers: []*schema.Container{ctr},
-			Owners: []*schema.OwnerRef{{Kind: "Deployment", Name: role}}}
+			Owners:   []*schema.OwnerRef{{Kind: "ReplicaSet", Name: role + "-7d9f8c", Controller: true}},
+			Workload: &schema.OwnerRef{Kind: "Deployment", Name: role, Controller: true}}
 		sim.PodUp(uint64(time.Now().UnixNano()), p)
 		return scenario.Proc{Node: node, Pod: p, Container: ctr, Pid: uint32(100 + i), Exe: "/" + role}
 	}

@@ -108,6 +108,7 @@ func trim(p *schema.Pod) *schema.Pod {
 	return &schema.Pod{
 		Uid: p.GetUid(), Name: p.GetName(), Namespace: p.GetNamespace(), Node: p.GetNode(),
 		Ips: p.GetIps(), HostNetwork: p.GetHostNetwork(), Labels: p.GetLabels(), Owners: p.GetOwners(),
+		Workload: p.GetWorkload(),
 	}
 }
 

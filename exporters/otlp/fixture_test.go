@@ -33,10 +33,10 @@ var (
 	shopPod = &schema.Pod{
 		Uid: "uid-shop", Name: "shop-7d9f-abcde", Namespace: "shop", Node: "node-a", Ips: []string{"10.0.1.5"},
 		Labels: map[string]string{"app": "shop"},
-		Owners: []*schema.OwnerRef{
-			{Kind: "ReplicaSet", Name: "shop-7d9f", Uid: "uid-rs-shop", Controller: true},
-			{Kind: "Deployment", Name: "shop", Uid: "uid-deploy-shop"},
-		},
+		// As the metadata provider resolves it: owned by its ReplicaSet,
+		// the Deployment its workload.
+		Owners:   []*schema.OwnerRef{{Kind: "ReplicaSet", Name: "shop-7d9f", Uid: "uid-rs-shop", Controller: true}},
+		Workload: &schema.OwnerRef{Kind: "Deployment", Name: "shop", Uid: "uid-deploy-shop", Controller: true},
 		Containers: []*schema.Container{
 			{Id: "cid-app", Name: "app", Image: "registry.local/shop:1.2"},
 			{Id: "cid-envoy", Name: "envoy", Image: "envoyproxy/envoy:v1.30"},
@@ -45,6 +45,7 @@ var (
 	brokerPod = &schema.Pod{
 		Uid: "uid-rabbit", Name: "rabbitmq-0", Namespace: "infra", Node: "node-b", Ips: []string{"10.0.2.7"},
 		Owners:     []*schema.OwnerRef{{Kind: "StatefulSet", Name: "rabbitmq", Uid: "uid-sts-rabbit", Controller: true}},
+		Workload:   &schema.OwnerRef{Kind: "StatefulSet", Name: "rabbitmq", Uid: "uid-sts-rabbit", Controller: true},
 		Containers: []*schema.Container{{Id: "cid-rabbit", Name: "rabbitmq", Image: "rabbitmq:3.13"}},
 	}
 	appTask    = &schema.Task{Pid: 100, Tid: 100, Ppid: 1, Comm: "shop", Exe: "/usr/bin/shop", ContainerId: "cid-app", PodUid: "uid-shop", Attribution: schema.Attribution_ATTRIBUTION_POD}

@@ -128,20 +128,29 @@ func endpointAttributes(node string, pod *schema.Pod, c *schema.Container, t *sc
 			attrs = append(attrs, semconv.ContainerImageTags(tag))
 		}
 	}
-	workload := ""
-	for _, o := range pod.GetOwners() {
+	// The pod's own controller (a ReplicaSet, a Job…) and its top
+	// controller (the ReplicaSet's Deployment, the Job's CronJob), each
+	// under its kind's attribute.
+	names := map[string]string{}
+	refs := append([]*schema.OwnerRef{}, pod.GetOwners()...)
+	if w := schema.WorkloadOf(pod); w != nil {
+		refs = append(refs, w)
+	}
+	for _, o := range refs {
 		kv, ok := workloadAttribute(o.GetKind(), o.GetName())
-		if !ok {
+		if !ok || names[o.GetKind()] != "" {
 			continue
 		}
+		names[o.GetKind()] = o.GetName()
 		attrs = append(attrs, kv)
 		if uid, ok := workloadUIDAttribute(o.GetKind(), o.GetUid()); ok {
 			attrs = append(attrs, uid)
 		}
-		// The top workload names the service: a Deployment over its
-		// ReplicaSet, a CronJob over its Job.
-		if workload == "" || o.GetKind() == "Deployment" || o.GetKind() == "CronJob" {
-			workload = o.GetName()
+	}
+	workload := ""
+	for _, kind := range serviceNameKinds {
+		if workload = names[kind]; workload != "" {
+			break
 		}
 	}
 	exeName := path.Base(t.GetExe())
@@ -166,9 +175,14 @@ func endpointAttributes(node string, pod *schema.Pod, c *schema.Container, t *sc
 	return attrs
 }
 
+// serviceNameKinds are the controllers whose name is service.name, in the
+// order of the OpenTelemetry semantic conventions ("Populating resource
+// attributes in Kubernetes": from the ancestor to the descendant).
+var serviceNameKinds = []string{"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "CronJob", "Job"}
+
 // serviceName follows the OpenTelemetry Kubernetes guidance: the
-// workload's name, else the pod's, else the container's; outside
-// Kubernetes unknown_service:<executable>.
+// workload's name (serviceNameKinds), else the pod's, else the
+// container's; outside Kubernetes unknown_service:<executable>.
 func serviceName(workload string, pod *schema.Pod, c *schema.Container, exeName string) string {
 	switch {
 	case workload != "":

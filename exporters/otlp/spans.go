@@ -217,13 +217,8 @@ func spanName(c *schema.Call) string {
 // address.
 func peerName(ep *schema.Endpoint) string {
 	pod := ep.GetPod()
-	for _, o := range pod.GetOwners() {
-		if o.GetKind() == "Deployment" || o.GetKind() == "StatefulSet" || o.GetKind() == "DaemonSet" || o.GetKind() == "CronJob" {
-			return o.GetName()
-		}
-	}
-	if len(pod.GetOwners()) > 0 {
-		return pod.GetOwners()[0].GetName()
+	if w := schema.WorkloadOf(pod); w != nil {
+		return w.GetName()
 	}
 	if pod.GetName() != "" {
 		return pod.GetName()

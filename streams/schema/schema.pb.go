@@ -1328,16 +1328,25 @@ func (x *PodEvent) GetPod() *Pod {
 
 // Pod is a pod's identity and metadata.
 type Pod struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Uid           string                 `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Namespace     string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Node          string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
-	Ips           []string               `protobuf:"bytes,5,rep,name=ips,proto3" json:"ips,omitempty"`
-	HostNetwork   bool                   `protobuf:"varint,6,opt,name=host_network,json=hostNetwork,proto3" json:"host_network,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Owners        []*OwnerRef            `protobuf:"bytes,8,rep,name=owners,proto3" json:"owners,omitempty"`
-	Containers    []*Container           `protobuf:"bytes,9,rep,name=containers,proto3" json:"containers,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Uid         string                 `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace   string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Node        string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	Ips         []string               `protobuf:"bytes,5,rep,name=ips,proto3" json:"ips,omitempty"`
+	HostNetwork bool                   `protobuf:"varint,6,opt,name=host_network,json=hostNetwork,proto3" json:"host_network,omitempty"`
+	Labels      map[string]string      `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// owners are the pod's own owner references, as the API gives them (a
+	// Deployment's pod is owned by a ReplicaSet, a CronJob's by a Job).
+	Owners     []*OwnerRef  `protobuf:"bytes,8,rep,name=owners,proto3" json:"owners,omitempty"`
+	Containers []*Container `protobuf:"bytes,9,rep,name=containers,proto3" json:"containers,omitempty"`
+	// workload is the pod's top controller, resolved by the metadata
+	// provider through its controller's own controller: a ReplicaSet's
+	// Deployment, a Job's CronJob; a StatefulSet, a DaemonSet or any other
+	// controller is its own top. Unset for a bare pod, and in pods written
+	// before this field existed, for which consumers take the controller
+	// owner reference (schema.WorkloadOf).
+	Workload      *OwnerRef `protobuf:"bytes,10,opt,name=workload,proto3" json:"workload,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1435,8 +1444,14 @@ func (x *Pod) GetContainers() []*Container {
 	return nil
 }
 
-// OwnerRef is a Kubernetes owner reference, resolved to the top workload
-// where the metadata provider can (a ReplicaSet's Deployment).
+func (x *Pod) GetWorkload() *OwnerRef {
+	if x != nil {
+		return x.Workload
+	}
+	return nil
+}
+
+// OwnerRef is a Kubernetes owner reference.
 type OwnerRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
@@ -2083,7 +2098,7 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tOP_UPSERT\x10\x01\x12\r\n" +
-	"\tOP_DELETE\x10\x02\"\xf3\x02\n" +
+	"\tOP_DELETE\x10\x02\"\xa9\x03\n" +
 	"\x03Pod\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -2095,7 +2110,9 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\x06owners\x18\b \x03(\v2\x18.weft.schema.v1.OwnerRefR\x06owners\x129\n" +
 	"\n" +
 	"containers\x18\t \x03(\v2\x19.weft.schema.v1.ContainerR\n" +
-	"containers\x1a9\n" +
+	"containers\x124\n" +
+	"\bworkload\x18\n" +
+	" \x01(\v2\x18.weft.schema.v1.OwnerRefR\bworkload\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"d\n" +
@@ -2245,20 +2262,21 @@ var file_weft_schema_v1_schema_proto_depIdxs = []int32{
 	22, // 16: weft.schema.v1.Pod.labels:type_name -> weft.schema.v1.Pod.LabelsEntry
 	17, // 17: weft.schema.v1.Pod.owners:type_name -> weft.schema.v1.OwnerRef
 	18, // 18: weft.schema.v1.Pod.containers:type_name -> weft.schema.v1.Container
-	7,  // 19: weft.schema.v1.CallBatch.origin:type_name -> weft.schema.v1.Origin
-	20, // 20: weft.schema.v1.CallBatch.calls:type_name -> weft.schema.v1.Call
-	4,  // 21: weft.schema.v1.Call.transport:type_name -> weft.schema.v1.Transport
-	21, // 22: weft.schema.v1.Call.client:type_name -> weft.schema.v1.Endpoint
-	21, // 23: weft.schema.v1.Call.server:type_name -> weft.schema.v1.Endpoint
-	5,  // 24: weft.schema.v1.Call.state:type_name -> weft.schema.v1.CallState
-	10, // 25: weft.schema.v1.Endpoint.task:type_name -> weft.schema.v1.Task
-	16, // 26: weft.schema.v1.Endpoint.pod:type_name -> weft.schema.v1.Pod
-	18, // 27: weft.schema.v1.Endpoint.container:type_name -> weft.schema.v1.Container
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	17, // 19: weft.schema.v1.Pod.workload:type_name -> weft.schema.v1.OwnerRef
+	7,  // 20: weft.schema.v1.CallBatch.origin:type_name -> weft.schema.v1.Origin
+	20, // 21: weft.schema.v1.CallBatch.calls:type_name -> weft.schema.v1.Call
+	4,  // 22: weft.schema.v1.Call.transport:type_name -> weft.schema.v1.Transport
+	21, // 23: weft.schema.v1.Call.client:type_name -> weft.schema.v1.Endpoint
+	21, // 24: weft.schema.v1.Call.server:type_name -> weft.schema.v1.Endpoint
+	5,  // 25: weft.schema.v1.Call.state:type_name -> weft.schema.v1.CallState
+	10, // 26: weft.schema.v1.Endpoint.task:type_name -> weft.schema.v1.Task
+	16, // 27: weft.schema.v1.Endpoint.pod:type_name -> weft.schema.v1.Pod
+	18, // 28: weft.schema.v1.Endpoint.container:type_name -> weft.schema.v1.Container
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_weft_schema_v1_schema_proto_init() }

@@ -58,6 +58,10 @@ type Pod struct {
 	NetNS      string
 	Labels     map[string]string
 	Containers []*Container
+	// Controller is the kind of the pod's top controller in its metadata:
+	// "" is a Deployment's pod (owned by its ReplicaSet), "DaemonSet" or
+	// "StatefulSet" own their pods directly, "Pod" is a bare pod.
+	Controller string
 	dir        string
 }
 
@@ -201,8 +205,17 @@ outer:
 			}
 		}
 		fp := metadata.FilePod{UID: p.UID, Name: p.Name, Namespace: p.Namespace, IPs: []string{p.IP},
-			HostNetwork: p.HostNetwork, Labels: p.Labels,
-			Owners: []metadata.FileOwner{{Kind: "Deployment", Name: p.Name, UID: uuid(), Controller: true}}}
+			HostNetwork: p.HostNetwork, Labels: p.Labels}
+		switch p.Controller {
+		case "":
+			// As on a cluster: a Deployment's pod is owned by its
+			// ReplicaSet, and the provider resolves the Deployment.
+			fp.Owners = []metadata.FileOwner{{Kind: "ReplicaSet", Name: p.Name + "-5d8f7c9b4", UID: "rs-" + p.UID, Controller: true}}
+			fp.Workload = &metadata.FileOwner{Kind: "Deployment", Name: p.Name, UID: "deploy-" + p.UID}
+		case "Pod":
+		default:
+			fp.Owners = []metadata.FileOwner{{Kind: p.Controller, Name: p.Name, UID: "owner-" + p.UID, Controller: true}}
+		}
 		for _, c := range p.Containers {
 			fp.Containers = append(fp.Containers, metadata.FileContainer{ID: c.ID, Name: c.Name, Image: "weft/testenv:" + c.Name})
 		}

@@ -59,6 +59,7 @@ func Pods(t testing.TB, n *node.Node) *Truth {
 	tr.App = n.AddPod("app", "shop", false, "app", "broker-sidecar")
 	tr.Broker = n.AddPod("broker", "shop", false, "broker")
 	tr.Daemon = n.AddPod("node-broker", "infra", true, "broker")
+	tr.Daemon.Controller = "DaemonSet" // a node-local daemon, as on a cluster
 	tr.MetadataPath = n.WriteMetadata(t.TempDir())
 	return tr
 }

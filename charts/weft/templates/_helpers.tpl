@@ -645,7 +645,6 @@ needs no Kubernetes API access.
 {{- $roles := list -}}
 {{- if .root.Values.rbac.create -}}
 {{- if has "collector" .w.allKinds -}}{{- $roles = append $roles "collector" -}}{{- end -}}
-{{- if has "correlator" .w.allKinds -}}{{- $roles = append $roles "correlator" -}}{{- end -}}
 {{- end -}}
 {{- join " " $roles -}}
 {{- end }}

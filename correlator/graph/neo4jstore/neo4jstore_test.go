@@ -48,7 +48,8 @@ func traffic(r int) []*schema.Call {
 	at := scenario.T0 + uint64(r)*1e9 + 123
 	app := &schema.Endpoint{Node: "node-a", Address: []byte{10, 0, 1, 5},
 		Pod: &schema.Pod{Uid: "uid-app", Name: "app-7d9f", Namespace: "shop", Node: "node-a", Ips: []string{"10.0.1.5"},
-			Owners: []*schema.OwnerRef{{Kind: "Deployment", Name: "app", Uid: "own-app", Controller: true}}},
+			Owners:   []*schema.OwnerRef{{Kind: "ReplicaSet", Name: "app-7d9f", Uid: "own-app-7d9f", Controller: true}},
+			Workload: &schema.OwnerRef{Kind: "Deployment", Name: "app", Uid: "own-app", Controller: true}},
 		Container: &schema.Container{Id: "c-app", Name: "app", Image: "example/app:1"}}
 	nats := &schema.Endpoint{Node: "node-b", Address: []byte{10, 0, 2, 7},
 		Pod: &schema.Pod{Uid: "uid-nats", Name: "nats-0", Namespace: "infra", Node: "node-b", Ips: []string{"10.0.2.7"},

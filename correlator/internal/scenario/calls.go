@@ -29,10 +29,16 @@ func NewFleet(edges int) *Fleet {
 		image := fmt.Sprintf("registry.example.com/shop/%s:1.%d.0", owner, i%7)
 		ctr := &schema.Container{Id: cid, Name: role, Image: image}
 		side := &schema.Container{Id: fmt.Sprintf("%s%058x", role[:1]+"51de0", i), Name: "envoy", Image: "envoyproxy/envoy:v1.30.1"}
+		// As on a cluster: a Deployment owns its pods through a
+		// ReplicaSet, a StatefulSet directly.
+		workload := &schema.OwnerRef{Kind: ownerKind, Name: owner, Uid: "own-" + owner, Controller: true}
+		direct := workload
+		if ownerKind == "Deployment" {
+			direct = &schema.OwnerRef{Kind: "ReplicaSet", Name: owner + "-7d9f8c", Uid: "own-rs-" + owner, Controller: true}
+		}
 		pod := &schema.Pod{Uid: uid, Name: fmt.Sprintf("%s-%d-7d9f8c-%05d", owner, i%10, i), Namespace: "shop", Node: node,
 			Ips: []string{netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}).String()}, Labels: labels,
-			Owners:     []*schema.OwnerRef{{Kind: ownerKind, Name: owner, Uid: "own-" + owner, Controller: true}},
-			Containers: []*schema.Container{ctr, side}}
+			Owners: []*schema.OwnerRef{direct}, Workload: workload, Containers: []*schema.Container{ctr, side}}
 		return Proc{Node: node, Pod: pod, Container: ctr, Pid: uint32(1000 + i), Exe: "/app/" + role}
 	}
 	for i := range edges {

@@ -19,12 +19,25 @@ type Cluster struct {
 	AppAddr, BrokerAddr, VIP, RedisAddr  netip.Addr
 }
 
-func pod(uid, name, ns, node, ip string, hostNet bool, labels map[string]string, owner string, containers ...*schema.Container) *schema.Pod {
+// pod is a pod as the metadata provider describes it: owned by ownerKind
+// ownerName (a ReplicaSet, a StatefulSet; none for a bare pod), whose top
+// controller is workload (a ReplicaSet's Deployment; nil: the owner).
+func pod(uid, name, ns, node, ip string, hostNet bool, labels map[string]string, ownerKind, ownerName string, workload *schema.OwnerRef, containers ...*schema.Container) *schema.Pod {
 	p := &schema.Pod{Uid: uid, Name: name, Namespace: ns, Node: node, Ips: []string{ip}, HostNetwork: hostNet, Labels: labels, Containers: containers}
-	if owner != "" {
-		p.Owners = []*schema.OwnerRef{{Kind: "Deployment", Name: owner, Uid: "own-" + owner, Controller: true}}
+	if ownerKind != "" {
+		owner := &schema.OwnerRef{Kind: ownerKind, Name: ownerName, Uid: "own-" + ownerName, Controller: true}
+		p.Owners = []*schema.OwnerRef{owner}
+		p.Workload = owner
+		if workload != nil {
+			p.Workload = workload
+		}
 	}
 	return p
+}
+
+// deployment is the top controller of a Deployment's pods.
+func deployment(name string) *schema.OwnerRef {
+	return &schema.OwnerRef{Kind: "Deployment", Name: name, Uid: "own-" + name, Controller: true}
 }
 
 // NewCluster returns the cluster; its pods are announced at T0 by Up.
@@ -38,10 +51,13 @@ func NewCluster() *Cluster {
 	scApp := &schema.Container{Id: "c-orders", Name: "orders", Image: "example/orders:1"}
 	scBroker := &schema.Container{Id: "c-signer", Name: "signer", Image: "example/crypto-broker:1"}
 	redisC := &schema.Container{Id: "c-redis", Name: "redis", Image: "redis:7"}
-	c.App = pod("uid-app", "app-7d9f", "shop", "node-a", "10.0.1.5", false, map[string]string{"app": "shop"}, "app", appC)
-	c.Broker = pod("uid-nats", "nats-0", "infra", "node-b", "10.0.2.7", false, map[string]string{"app.kubernetes.io/name": "nats"}, "nats", natsC)
-	c.SidecarPod = pod("uid-orders", "orders-5c8b", "shop", "node-a", "10.0.1.9", false, map[string]string{"app": "orders"}, "orders", scApp, scBroker)
-	c.Redis = pod("uid-redis", "redis-node-a", "infra", "node-a", "192.168.1.10", true, map[string]string{"app": "redis"}, "", redisC)
+	c.App = pod("uid-app", "app-7d9f-x2x4z", "shop", "node-a", "10.0.1.5", false, map[string]string{"app": "shop", "pod-template-hash": "7d9f"},
+		"ReplicaSet", "app-7d9f", deployment("app"), appC)
+	c.Broker = pod("uid-nats", "nats-0", "infra", "node-b", "10.0.2.7", false, map[string]string{"app.kubernetes.io/name": "nats"},
+		"StatefulSet", "nats", nil, natsC)
+	c.SidecarPod = pod("uid-orders", "orders-5c8b-q7w2p", "shop", "node-a", "10.0.1.9", false, map[string]string{"app": "orders", "pod-template-hash": "5c8b"},
+		"ReplicaSet", "orders-5c8b", deployment("orders"), scApp, scBroker)
+	c.Redis = pod("uid-redis", "redis-node-a", "infra", "node-a", "192.168.1.10", true, map[string]string{"app": "redis"}, "", "", nil, redisC)
 	c.AppProc = Proc{Node: "node-a", Pod: c.App, Container: appC, Pid: 100, Exe: "/app/shop"}
 	c.BrokerProc = Proc{Node: "node-b", Pod: c.Broker, Container: natsC, Pid: 200, Exe: "/nats-server"}
 	c.SidecarApp = Proc{Node: "node-a", Pod: c.SidecarPod, Container: scApp, Pid: 300, Exe: "/app/orders"}
