@@ -144,11 +144,14 @@ func compareDemoGraph(truth demoTruth, g apiGraph, want map[string]string) error
 		case runsOn[p.Name] != p.Node:
 			return fmt.Errorf("pod %s runs on %q in the graph, on %s in the demo", p.Name, runsOn[p.Name], p.Node)
 		}
-		// The workload is the owner reference as Kubernetes gives it,
-		// or the Deployment above a ReplicaSet once the metadata
-		// resolves the top controller: either, never another.
+		// The workload is the top controller: the Deployment above a
+		// ReplicaSet, else the owner reference as Kubernetes gives it.
+		want := p.Owner
+		if p.Deployment != "" {
+			want = "Deployment/" + p.Deployment
+		}
 		for _, o := range owners[p.Name] {
-			if o != p.Owner && o != "Deployment/"+p.Deployment {
+			if o != want {
 				return fmt.Errorf("pod %s owned by %s in the graph; the demo says %s (deployment %q)", p.Name, o, p.Owner, p.Deployment)
 			}
 		}

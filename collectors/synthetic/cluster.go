@@ -175,6 +175,12 @@ func NewGenerator(node string, opt Options) *Generator {
 			sp.pod = &schema.Pod{
 				Uid: uid, Name: name, Namespace: Namespace, Node: sn.name,
 				Ips: []string{ip.String()}, Labels: labels, Owners: []*schema.OwnerRef{owner},
+				// The top controller, as the metadata provider resolves it
+				// on a real cluster: a ReplicaSet's Deployment.
+				Workload: owner,
+			}
+			if d := Deployment(sp.role); d != "" {
+				sp.pod.Workload = &schema.OwnerRef{Kind: "Deployment", Name: d, Uid: "5e1f0000-0000-4000-9001-" + fmt.Sprintf("%012x", len(sp.role)), Controller: true}
 			}
 			sn.pods = append(sn.pods, sp)
 			if sp.role == RoleShop {
