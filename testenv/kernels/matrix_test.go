@@ -38,8 +38,8 @@ var notInVM = []string{"TestVariants"}
 // ───── end of expectations ─────
 
 const (
-	bootTimeout = 10 * time.Minute // per kernel: boot, the whole test binary, power off
-	testTimeout = "8m"             // the test binary's own -test.timeout in the VM
+	bootTimeout = 14 * time.Minute // per kernel: boot, the whole test binary, power off
+	testTimeout = "12m"            // the test binary's own -test.timeout in the VM
 )
 
 // TestKernelMatrix runs the collectors/bpf tests on each Debian kernel of
