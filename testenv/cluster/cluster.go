@@ -30,14 +30,14 @@ import (
 // the machine's).
 const (
 	NodeName = "weft-node"
-	// NodeIP is on the dummy interface NodeLink: the API server's
-	// advertised address, the kubelet's and kube-proxy's node address.
-	NodeIP   = "10.250.0.1"
-	NodeLink = "weft-node0"
 	// Bridge is the pods' bridge; BridgeIP its address, the pods'
 	// gateway, where CoreDNS answers (the kubelet's clusterDNS).
 	Bridge   = "weft0"
 	BridgeIP = "10.244.0.1"
+	// NodeIP is the node's address (the API server's advertised one, the
+	// kubelet's and kube-proxy's): the bridge's, so nothing of the
+	// cluster is on the uplink.
+	NodeIP = BridgeIP
 	PodCIDR  = "10.244.0.0/24"
 	// ServiceCIDR holds the Services' cluster IPs; the first is the API
 	// server's (kubernetes.default).
@@ -279,17 +279,14 @@ func (c *Cluster) hostSetup(ctx context.Context) error {
 	}
 	chain output {
 		type filter hook output priority 100; policy accept;
-		oifname "%[2]s" ip daddr { %[3]s, %[4]s, %[5]s/32 } drop
+		oifname "%[2]s" ip daddr { %[3]s, %[4]s } drop
 	}
 }
-`, nftTable, uplink, "10.244.0.0/16", ServiceCIDR, NodeIP)
+`, nftTable, uplink, "10.244.0.0/16", ServiceCIDR)
 	if err := runIn(ctx, rules, "nft", "-f", "-"); err != nil {
 		return fmt.Errorf("firewall: %w", err)
 	}
 	for _, args := range [][]string{
-		{"link", "add", NodeLink, "type", "dummy"},
-		{"addr", "add", NodeIP + "/32", "dev", NodeLink},
-		{"link", "set", NodeLink, "up"},
 		{"link", "add", Bridge, "type", "bridge"},
 		{"addr", "add", BridgeIP + "/24", "dev", Bridge},
 		{"link", "set", Bridge, "up"},

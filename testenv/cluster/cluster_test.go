@@ -54,7 +54,7 @@ func TestClusterServesPods(t *testing.T) {
 	if err := c.Stop(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
-	for _, l := range []string{cluster.Bridge, cluster.NodeLink} {
+	for _, l := range []string{cluster.Bridge} {
 		if _, err := os.Stat(filepath.Join("/sys/class/net", l)); err == nil {
 			t.Errorf("interface %s is left after Stop", l)
 		}

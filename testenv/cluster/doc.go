@@ -13,7 +13,7 @@
 // containerd; pods use imagePullPolicy: Never.
 //
 // Every packet stays inside the machine: pods live on a bridge made here,
-// the node's address is on a dummy interface, CoreDNS answers only the
+// the node's address is the bridge's, CoreDNS answers only the
 // cluster's names (it forwards nothing), and an nftables table drops
 // anything forwarded to or from the uplink and any packet the host sends
 // to a pod or Service address through the uplink.

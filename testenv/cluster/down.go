@@ -167,7 +167,7 @@ func Down(dir string) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, l := range []string{Bridge, NodeLink} {
+	for _, l := range []string{Bridge} {
 		if _, err := os.Stat(filepath.Join("/sys/class/net", l)); err == nil {
 			if out, err := exec.Command("ip", "link", "del", l).CombinedOutput(); err != nil {
 				errs = append(errs, fmt.Errorf("ip link del %s: %v: %s", l, err, out))
