@@ -37,8 +37,8 @@ const (
 	// NodeIP is the node's address (the API server's advertised one, the
 	// kubelet's and kube-proxy's): the bridge's, so nothing of the
 	// cluster is on the uplink.
-	NodeIP = BridgeIP
-	PodCIDR  = "10.244.0.0/24"
+	NodeIP  = BridgeIP
+	PodCIDR = "10.244.0.0/24"
 	// ServiceCIDR holds the Services' cluster IPs; the first is the API
 	// server's (kubernetes.default).
 	ServiceCIDR  = "10.96.0.0/16"
