@@ -277,8 +277,8 @@ func (c *Cluster) hostSetup(ctx context.Context) error {
 		iifname "%[2]s" drop
 		oifname "%[2]s" drop
 	}
-	chain output {
-		type filter hook output priority 100; policy accept;
+	chain postrouting {
+		type filter hook postrouting priority 100; policy accept;
 		oifname "%[2]s" ip daddr { %[3]s, %[4]s } drop
 	}
 }
