@@ -34,6 +34,11 @@ import (
 // Deployment through its Service, logging each answered call, and the
 // graph the chart serves must hold those calls.
 func TestWeftOnKubernetes(t *testing.T) {
+	// Not yet in CI: every step up to the graph check has run here, the
+	// graph check not yet in a clean run (see the branch's report).
+	if os.Getenv("WEFT_CLUSTER_E2E") != "1" {
+		t.Skip("set WEFT_CLUSTER_E2E=1 to run weft's chart on a real cluster")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
