@@ -10,8 +10,11 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
@@ -218,13 +221,40 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 			return fmt.Errorf("--api-token-file %s is empty", o.apiTokenFile)
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	nc, js, err := natsconn.Connect(cctx, o.nats.Options, log.With("component", "nats-client"))
-	cancel()
+	// Serve HTTP from now on: while NATS is waited for (a fresh install
+	// starts every pod at once), /healthz says alive and /readyz says
+	// what it waits for; the runner's handler takes over once it exists.
+	var handler atomic.Pointer[http.Handler]
+	var waitingFor atomic.Pointer[string]
+	var pre http.Handler = waitingMux(&waitingFor)
+	handler.Store(&pre)
+	httpSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		(*handler.Load()).ServeHTTP(w, req)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+	defer httpSrv.Close()
+	var nc *nats.Conn
+	var js jetstream.JetStream
+	if srv != nil {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		nc, js, err = natsconn.Connect(cctx, o.nats.Options, log.With("component", "nats-client"))
+		cancel()
+	} else {
+		nc, js, err = natsconn.ConnectWait(ctx, o.nats.Options, log.With("component", "nats-client"), func(n int, err error) {
+			msg := fmt.Sprintf("waiting for NATS (attempt %d): %v", n, err)
+			waitingFor.Store(&msg)
+		})
+	}
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	connected := "connected to NATS; provisioning streams"
+	waitingFor.Store(&connected)
 
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	maxReplicas := 0
@@ -251,12 +281,8 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{Handler: r.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "err", err)
-		}
-	}()
+	rh := r.Handler()
+	handler.Store(&rh)
 	if err := r.Start(ctx); err != nil {
 		httpSrv.Close() // before the listener goes, so Serve ends quietly
 		return err
@@ -520,4 +546,19 @@ func driftSummary(r provision.Result) string {
 		fields[i] = d.Field
 	}
 	return " (live differed from the topology: " + strings.Join(fields, ", ") + ")"
+}
+
+// waitingMux serves /healthz and /readyz while the process waits for NATS:
+// alive, and not ready with what it waits for.
+func waitingMux(what *atomic.Pointer[string]) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		msg := "starting"
+		if p := what.Load(); p != nil {
+			msg = *p
+		}
+		http.Error(w, "not ready: "+msg, http.StatusServiceUnavailable)
+	})
+	return mux
 }

@@ -1,0 +1,43 @@
+package cluster
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+)
+
+// ForTest starts a cluster for a test (see Start) and tears it down when
+// the test ends. It fails the test if the cluster cannot start; without
+// root it skips, except in CI (CI=true), which runs as root. On failure the logs stay in the
+// cluster's LogDir and the test says where.
+func ForTest(t testing.TB, o Options) *Cluster {
+	t.Helper()
+	if o.Log == nil {
+		o.Log = func(format string, args ...any) { t.Logf("cluster: "+format, args...) }
+	}
+	// Bounded: a cold build is some 10 minutes on two cores, a start
+	// well under one.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("testenv/cluster needs root, and CI runs as root")
+		}
+		t.Skip("testenv/cluster needs root (it runs containerd and the kubelet)")
+	}
+	c, err := Start(ctx, o)
+	if err != nil {
+		t.Fatalf("start a cluster: %v", err)
+	}
+	t.Logf("cluster up: build %s, start %s; KUBECONFIG=%s", c.BuildTime.Round(time.Second), c.StartTime.Round(time.Second), c.Kubeconfig)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cluster logs kept in %s", c.LogDir())
+		}
+		if err := c.Stop(); err != nil {
+			t.Errorf("tear the cluster down: %v", err)
+		}
+	})
+	return c
+}
