@@ -34,8 +34,10 @@ import (
 // Deployment through its Service, logging each answered call, and the
 // graph the chart serves must hold those calls.
 func TestWeftOnKubernetes(t *testing.T) {
-	// Not yet in CI: every step up to the graph check has run here, the
-	// graph check not yet in a clean run (see the branch's report).
+	// Not yet in CI: it passed in a clean run by hand (the chart with its
+	// NATS identities, mutual TLS and API token on; every pod Ready 23 s
+	// after install; the caller's 25 calls in the graph), once; the other
+	// workloads of the cluster issue are still to come.
 	if os.Getenv("WEFT_CLUSTER_E2E") != "1" {
 		t.Skip("set WEFT_CLUSTER_E2E=1 to run weft's chart on a real cluster")
 	}
@@ -173,6 +175,17 @@ func TestWeftOnKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := fmt.Sprintf("http://%s:7680/api/v1/graph", svc.Spec.ClusterIP)
+	// The API needs the release's bearer token, which the chart generated
+	// into a Secret (as its README tells a user to read it); without it,
+	// 401.
+	sec, err := c.Client.CoreV1().Secrets(ns).Get(ctx, "weft-api-token", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(sec.Data["token"]))
+	if _, err := getGraph(ctx, url, ""); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("the graph API without the token: %v, want 401", err)
+	}
 	bp, err := c.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=broker"})
 	if err != nil || len(bp.Items) != 1 {
 		t.Fatalf("the broker pod: %v (%d pods)", err, len(bp.Items))
@@ -185,7 +198,7 @@ func TestWeftOnKubernetes(t *testing.T) {
 	// lands: the caller's side is a Process of the node, not the caller
 	// pod, and owners are not named by their Deployment.
 	natstest.CheckFor(t, 2*time.Minute, time.Second, func() error {
-		g, err := getGraph(ctx, url)
+		g, err := getGraph(ctx, url, token)
 		if err != nil {
 			return err
 		}
@@ -207,10 +220,13 @@ func TestWeftOnKubernetes(t *testing.T) {
 	t.Logf("graph:\n%s", b)
 }
 
-func getGraph(ctx context.Context, url string) (*graph.Graph, error) {
+func getGraph(ctx context.Context, url, token string) (*graph.Graph, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
