@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 )
@@ -25,6 +26,18 @@ func ForTest(t testing.TB, o Options) *Cluster {
 			t.Fatal("testenv/cluster needs root, and CI runs as root")
 		}
 		t.Skip("testenv/cluster needs root (it runs containerd and the kubelet)")
+	}
+	var missing []string
+	for _, tool := range []string{"etcd", "containerd", "runc", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) > 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("testenv/cluster needs %v (Debian: etcd-server containerd runc containernetworking-plugins nftables; .ci/run installs them)", missing)
+		}
+		t.Skipf("skipped: testenv/cluster needs %v (Debian: etcd-server containerd runc containernetworking-plugins nftables; .ci/run installs them)", missing)
 	}
 	c, err := Start(ctx, o)
 	if err != nil {
