@@ -15,9 +15,13 @@ import (
 
 // Resolver maps the cgroup v2 id the kernel reports for a task (what
 // bpf_get_current_cgroup_id returns: the cgroup directory's inode number)
-// to its path and attribution. Results are cached by id; ids that resolve
-// to nothing are retried at most once per RetryEvery. Safe for concurrent
-// use.
+// to its path and attribution. Results are cached by id. An id that
+// resolves to nothing starts a walk of the cgroup tree unless a walk has
+// already looked for it (begun after it was first asked about) within
+// RetryEvery: a cgroup made since the last walk (a new pod whose first
+// process was gone before its event was read) is found at once, while a
+// removed cgroup's id costs at most one walk per RetryEvery. Safe for
+// concurrent use.
 type Resolver struct {
 	// Root is the cgroup v2 mount point ("" when the host has none).
 	Root string
@@ -30,6 +34,10 @@ type Resolver struct {
 	mu       sync.Mutex
 	byID     map[uint64]Result
 	lastWalk time.Time
+	// walks counts the walks begun; asked holds, for each id not yet
+	// found, how many had begun when it was first looked for.
+	walks int
+	asked map[uint64]int
 }
 
 // Result is a resolved cgroup.
@@ -149,11 +157,22 @@ func (r *Resolver) fromWalk(id uint64) Result {
 		every = time.Second
 	}
 	r.mu.Lock()
-	if time.Since(r.lastWalk) < every {
+	gen, ok := r.asked[id]
+	if !ok {
+		if r.asked == nil || len(r.asked) >= maxCached {
+			r.asked = map[uint64]int{}
+		}
+		gen = r.walks
+		r.asked[id] = gen
+	}
+	// Skip only when a walk has begun since id was first asked about (so
+	// it looked for id, and id was gone) and the last one is recent.
+	if r.walks > gen && time.Since(r.lastWalk) < every {
 		r.mu.Unlock()
 		return Result{}
 	}
 	r.lastWalk = time.Now()
+	r.walks++
 	r.mu.Unlock()
 
 	found := map[uint64]Result{}
@@ -178,6 +197,11 @@ func (r *Resolver) fromWalk(id uint64) Result {
 	for k, v := range found {
 		r.store(k, v)
 	}
+	r.mu.Lock()
+	for k := range found {
+		delete(r.asked, k)
+	}
+	r.mu.Unlock()
 	return found[id]
 }
 
