@@ -8,6 +8,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weftobs/weft/streams/topology"
 )
 
 // userSecrets are the Secrets rendered from values (a password given),
@@ -166,4 +168,70 @@ func TestNotes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOneNodeInstall checks that a cluster of one node can install every
+// shipped layout with one server of NATS in an emptyDir (no storage
+// provisioner): the layout's streams get as many replicas as there are
+// NATS servers, the ConfigMap says so, and the one server has no
+// anti-affinity that a single node could not meet. With an external NATS
+// (nats.url) the layout's replicas are the user's NATS's business.
+func TestOneNodeInstall(t *testing.T) {
+	oneNode := map[string]any{"replicas": 1, "storage": map[string]any{"emptyDir": true, "size": "1Gi"}, "maxFileStore": "900Mi"}
+	for _, layout := range []string{"hybrid", "daemonset", "sidecar", "local"} {
+		t.Run(layout, func(t *testing.T) {
+			out, err := Render(nil, Options{Values: map[string]any{"layout": layout, "nats": oneNode}})
+			if err != nil {
+				t.Fatalf("helm install --set layout=%s,nats.replicas=1 on one node: %v", layout, err)
+			}
+			objs := decode(t, out)
+			top := topologyOf(t, objs)
+			orig := map[string]int{}
+			for _, st := range topologyFromExample(t, layout).Streams {
+				orig[st.Name] = st.Replicas
+			}
+			var lowered []string
+			for _, st := range top.Streams {
+				if st.Replicas > 1 {
+					t.Errorf("stream %s: replicas %d with one NATS server", st.Name, st.Replicas)
+				}
+				if orig[st.Name] > 1 {
+					lowered = append(lowered, st.Name)
+				}
+			}
+			slices.Sort(lowered)
+			want := len(lowered) > 0
+			var text string
+			for _, cm := range ofType[*corev1.ConfigMap](objs) {
+				text += cm.Data["topology.yaml"]
+			}
+			note := "stream(s) " + strings.Join(lowered, ", ") + " have replicas: 1, as many as the chart's NATS servers (nats.replicas)"
+			if got := strings.Contains(text, note); got != want {
+				t.Errorf("the topology ConfigMap notes %q: %v, want %v:\n%s", note, got, want, text)
+			}
+			for _, s := range ofType[*appsv1.StatefulSet](objs) {
+				if s.Labels["app.kubernetes.io/component"] == "nats" {
+					checkNATSPod(t, s, 1)
+				}
+			}
+		})
+	}
+	out, err := Render(nil, Options{Values: map[string]any{"nats": map[string]any{"url": "nats://nats.messaging.svc:4222", "replicas": 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range topologyOf(t, decode(t, out)).Streams {
+		if st.Replicas != 3 {
+			t.Errorf("external NATS: stream %s has replicas %d, want the layout's 3", st.Name, st.Replicas)
+		}
+	}
+}
+
+func topologyFromExample(t *testing.T, name string) *topology.Topology {
+	t.Helper()
+	top, err := topology.Parse(name+".yaml", example(t, name), kindsForParse())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top
 }

@@ -28,10 +28,12 @@ Helm merges maps: a user's topology would inherit the default's streams.
 weft.fitLayout: (dict "root" $ "top" LAYOUT) → the layout fitted to the
 values, as JSON, so that an install with no values works: its graph stages
 keep the graph in Neo4j when Neo4j is set (neo4j.uri or
-neo4j.evaluation.enabled) and in the embedded store otherwise, and its
-otlp stages are left out while they have no endpoint (otlp.endpoint). A
-topology or topologyFile is the user's and is taken as it is. What was
-changed is noted in the ConfigMap (weft.topologyText).
+neo4j.evaluation.enabled) and in the embedded store otherwise, its
+otlp stages are left out while they have no endpoint (otlp.endpoint), and
+its streams have no more replicas than the chart's NATS has servers
+(nats.replicas: 1 on a one-node cluster). A topology or topologyFile is
+the user's and is taken as it is. What was changed is noted in the
+ConfigMap (weft.topologyText).
 */}}
 {{- define "weft.fitLayout" -}}
 {{- $root := .root -}}
@@ -57,7 +59,20 @@ changed is noted in the ConfigMap (weft.topologyText).
 {{- end -}}
 {{- end -}}
 {{- $_ := set $top "stages" $stages -}}
+{{- $fewer := list -}}
+{{- $servers := int $root.Values.nats.replicas -}}
+{{- if not $root.Values.nats.url -}}
+{{- range $name, $st := ($top.streams | default dict) -}}
+{{- if gt (int ($st.replicas | default 1)) $servers -}}
+{{- $_ := set $st "replicas" $servers -}}
+{{- $fewer = append $fewer $name -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- $notes := list -}}
+{{- if $fewer -}}
+{{- $notes = append $notes (printf "stream(s) %s have replicas: %d, as many as the chart's NATS servers (nats.replicas)" (join ", " $fewer) $servers) -}}
+{{- end -}}
 {{- if $graphs -}}
 {{- if eq $store "neo4j" -}}
 {{- $notes = append $notes (printf "graph stage(s) %s store the graph in Neo4j (neo4j.uri or neo4j.evaluation.enabled is set)" (join ", " $graphs)) -}}
