@@ -24,10 +24,12 @@ import (
 // informer with the field selector spec.nodeName=<node>, so a collector
 // watches its own node's pods only (RBAC: list and watch pods). Each pod's
 // workload is its top controller, read through its ReplicaSet or Job
-// (see owners; RBAC: get replicasets and jobs). Its tests run it against
-// client-go's fake clientsets and a fake API server (there is no cluster
-// here): the informer wiring, the node selector, add/update/delete and
-// the owner look-ups are tested, a real API server is not.
+// (see owners; RBAC: get replicasets and jobs). Its tests here run it
+// against client-go's fake clientsets and a fake API server (the informer
+// wiring, the node selector, add/update/delete, the owner look-ups);
+// testenv/cluster's TestKubeMetadataProvider runs it against a real API
+// server as the chart's collector ServiceAccount, with exactly the
+// chart's RBAC and with each of its rules missing in turn.
 //
 // It talks to the API with a core/v1 REST client of its own (podsClient)
 // rather than client-go's generated clientset and informer factory: those
@@ -42,6 +44,9 @@ type KubeProvider struct {
 	pods map[string]*schema.Pod
 	fn   func(Op, *schema.Pod)
 	ctx  context.Context // Run's, for the owner look-ups
+	// listErr is the last error listing or watching pods (forbidden: the
+	// service account lacks list or watch on pods).
+	listErr error
 }
 
 var _ Watcher = (*KubeProvider)(nil)
@@ -57,6 +62,13 @@ func NewKubeProvider(node string) (*KubeProvider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes metadata: in-cluster config: %w", err)
 	}
+	return NewKubeProviderForConfig(cfg, node)
+}
+
+// NewKubeProviderForConfig is NewKubeProvider with the API server and
+// credentials of cfg (a kubeconfig's, or a service account's token): how
+// the cluster tests run it with exactly the chart's RBAC.
+func NewKubeProviderForConfig(cfg *rest.Config, node string) (*KubeProvider, error) {
 	pods, err := newPodsClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes metadata: client: %w", err)
@@ -110,6 +122,15 @@ func newKubeProvider(pods podLister, meta metadata.Interface, node string) (*Kub
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes metadata: handler: %w", err)
+	}
+	err = p.informer.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		p.mu.Lock()
+		p.listErr = err
+		p.mu.Unlock()
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes metadata: error handler: %w", err)
 	}
 	return p, nil
 }
@@ -231,6 +252,17 @@ func (p *KubeProvider) ownedLocked(uid string) bool {
 // away): those pods were served with their controller as the workload
 // until their next update or resync.
 func (p *KubeProvider) OwnerLookupFailures() uint64 { return p.owners.failed.Load() }
+
+// HasSynced reports whether the informer has listed the node's pods once.
+func (p *KubeProvider) HasSynced() bool { return p.informer.HasSynced() }
+
+// ListError is the last error listing or watching the node's pods (the
+// informer retries with backoff), nil if there was none.
+func (p *KubeProvider) ListError() error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.listErr
+}
 
 // Pod returns the pod with uid, if the informer has it.
 func (p *KubeProvider) Pod(uid string) (*schema.Pod, bool) {

@@ -16,8 +16,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 const roleEnv = "WEFT_WORKLOAD_ROLE"
@@ -46,8 +48,81 @@ func Main() {
 //	holdserver  network addr up down      accept one conn; per up bytes read, write down, until EOF
 //	holdclient  network addr up down      connect, print "local ADDR", then per stdin line "step": write up,
 //	                                      read down, print "sent S received R" (totals); at EOF: close
+//	serve   network addr up down [ready]  accept for ever, each conn at once: read up, write down, close,
+//	                                      print "served N from ADDR"; after listening, create the file ready
+//	calls   network addr n up down [wait] n connections one after another: write up, read down, close,
+//	                                      print "call I sent S received R" (or "call I error …"), then
+//	                                      "done OK of N"; exit 1 if one failed, or with wait wait for SIGTERM
 func run(role string, a []string) (int, error) {
 	switch role {
+	case "serve":
+		up, down := atoi(a[2]), atoi(a[3])
+		if a[0] == "unix" {
+			_ = os.Remove(a[1])
+		}
+		ln, err := net.Listen(a[0], a[1])
+		if err != nil {
+			return 0, err
+		}
+		defer ln.Close()
+		if len(a) > 4 && a[4] != "" {
+			if err := os.WriteFile(a[4], nil, 0o644); err != nil {
+				return 0, err
+			}
+		}
+		fmt.Printf("listening %s\n", ln.Addr())
+		for n := 1; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return 0, err
+			}
+			go func() {
+				defer c.Close()
+				if _, err := io.ReadFull(c, make([]byte, up)); err != nil {
+					fmt.Printf("conn %d error %v\n", n, err)
+					return
+				}
+				if _, err := c.Write(make([]byte, down)); err != nil {
+					fmt.Printf("conn %d error %v\n", n, err)
+					return
+				}
+				fmt.Printf("served %d from %s\n", n, c.RemoteAddr())
+			}()
+		}
+	case "calls":
+		n, up, down := atoi(a[2]), atoi(a[3]), atoi(a[4])
+		ok := 0
+		for i := 1; i <= n; i++ {
+			c, err := net.Dial(a[0], a[1])
+			if err != nil {
+				fmt.Printf("call %d error %v\n", i, err)
+				continue
+			}
+			_, err = c.Write(make([]byte, up))
+			if err == nil {
+				_, err = io.ReadFull(c, make([]byte, down))
+			}
+			c.Close()
+			if err != nil {
+				fmt.Printf("call %d error %v\n", i, err)
+				continue
+			}
+			ok++
+			fmt.Printf("call %d sent %d received %d\n", i, up, down)
+		}
+		fmt.Printf("done %d of %d\n", ok, n)
+		if len(a) > 5 && a[5] == "wait" {
+			// Until stopped (a pod's SIGTERM), so a Deployment's pod
+			// does not start over.
+			stop := make(chan os.Signal, 1)
+			signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
+			<-stop
+			return 0, nil
+		}
+		if ok != n {
+			return 1, nil
+		}
+		return 0, nil
 	case "holdserver":
 		up, down := atoi(a[2]), atoi(a[3])
 		ln, err := net.Listen(a[0], a[1])
@@ -133,6 +208,10 @@ func run(role string, a []string) (int, error) {
 	}
 	return 0, fmt.Errorf("unknown role %q", role)
 }
+
+// Run runs a role with its arguments, as Main does from the environment:
+// what a command in an image (cmd/weft-workload) calls.
+func Run(role string, args []string) (int, error) { return run(role, args) }
 
 func atoi(s string) int {
 	n, _ := strconv.Atoi(s)
