@@ -3,6 +3,10 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -10,6 +14,7 @@ import (
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,6 +25,7 @@ import (
 
 	"github.com/weftobs/weft/testenv/cluster"
 	"github.com/weftobs/weft/testenv/natstest"
+	"github.com/weftobs/weft/testenv/neo4j"
 )
 
 // warnings collects the warnings an API server answers with.
@@ -79,9 +85,9 @@ func checkPodSecurity(ctx context.Context, t *testing.T, c *cluster.Cluster, ns 
 }
 
 // checkUninstall uninstalls the release and waits until nothing of it is
-// left but PersistentVolumeClaims and what the chart marks
+// left but PersistentVolumeClaims, what the chart marks
 // helm.sh/resource-policy: keep (its README: the NATS CA and the API
-// token): every namespaced resource the API server lists in ns (except
+// token) and hooks' objects (which Helm leaves, logged): every namespaced resource the API server lists in ns (except
 // what Kubernetes itself keeps there: the default ServiceAccount,
 // kube-root-ca.crt, events), and the release's cluster-scoped objects
 // (its ClusterRoles and bindings).
@@ -123,6 +129,7 @@ func checkUninstall(ctx context.Context, t *testing.T, c *cluster.Cluster, cfg *
 	}
 	keep := map[string]bool{"serviceaccounts/default": true, "configmaps/kube-root-ca.crt": true}
 	kept := map[string]bool{}
+	hooks := map[string]string{}
 	natstest.CheckFor(t, 3*time.Minute, time.Second, func() error {
 		var left []string
 		for _, r := range all {
@@ -149,6 +156,12 @@ func checkUninstall(ctx context.Context, t *testing.T, c *cluster.Cluster, cfg *
 					kept[r.gvr.Resource+"/"+o.GetName()] = true
 					continue
 				}
+				if h := o.GetAnnotations()["helm.sh/hook"]; h != "" {
+					// Helm never deletes a hook's objects at uninstall;
+					// their delete policy may have already.
+					hooks[r.gvr.Resource+"/"+o.GetName()] = h
+					continue
+				}
 				left = append(left, r.gvr.Resource+"/"+o.GetName())
 			}
 		}
@@ -162,7 +175,7 @@ func checkUninstall(ctx context.Context, t *testing.T, c *cluster.Cluster, cfg *
 		names = append(names, k)
 	}
 	slices.Sort(names)
-	t.Logf("after helm uninstall only what the chart marks helm.sh/resource-policy: keep is left: %v", names)
+	t.Logf("after helm uninstall only what the chart marks helm.sh/resource-policy: keep is left: %v, and hooks' objects Helm does not delete: %v", names, hooks)
 }
 
 // rolloutRestart restarts Deployment name of ns as `kubectl rollout
@@ -189,4 +202,85 @@ func rolloutRestart(ctx context.Context, t *testing.T, cs kubernetes.Interface, 
 		}
 		return nil
 	})
+}
+
+// checkUpgradeMigrations runs a Neo4j on the host (testenv/neo4j), reached
+// by the pods at the bridge's address through a proxy to its loopback
+// port, and `helm upgrade`s the release to store the graph there: the
+// upgrade's pre-upgrade hook must run the migrations Job (weft migrate up)
+// to success, which `weft migrate status` (bin) then shows, pending before
+// and applied after, and the graph stage must become Ready on Neo4j (it
+// stays not ready while migrations are pending).
+func checkUpgradeMigrations(ctx context.Context, t *testing.T, c *cluster.Cluster, cfg *action.Configuration, chrt *chart.Chart, values map[string]any, bin, ns string) {
+	t.Helper()
+	srv, err := neo4j.Start(ctx, neo4j.Options{})
+	if err != nil {
+		t.Fatalf("start Neo4j: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Stop(context.Background()); err != nil {
+			t.Logf("stop Neo4j: %v", err)
+		}
+		os.RemoveAll(srv.Dir)
+	})
+	ln, err := net.Listen("tcp", cluster.BridgeIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				out, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", srv.Port))
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go io.Copy(out, in)
+				io.Copy(in, out)
+			}()
+		}
+	}()
+	status := func() string {
+		cmd := exec.CommandContext(ctx, bin, "migrate", "status", "--neo4j-uri", srv.URI)
+		cmd.Env = append(os.Environ(), "WEFT_NEO4J_USER="+srv.User, "WEFT_NEO4J_PASSWORD="+srv.Password)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("weft migrate status: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if s := status(); !strings.Contains(s, "pending") || strings.Contains(s, "applied") {
+		t.Fatalf("a new Neo4j: want only pending migrations, got:\n%s", s)
+	}
+	v := map[string]any{}
+	for k, x := range values {
+		v[k] = x
+	}
+	v["neo4j"] = map[string]any{"uri": fmt.Sprintf("bolt://%s", ln.Addr()), "password": srv.Password}
+	up := action.NewUpgrade(cfg)
+	up.Namespace, up.Timeout = ns, 5*time.Minute
+	t0 := time.Now()
+	if _, err := up.RunWithContext(ctx, "weft", chrt, v); err != nil {
+		t.Fatalf("helm upgrade to Neo4j: %v", err)
+	}
+	if s := status(); strings.Contains(s, "pending") || !strings.Contains(s, "applied") {
+		t.Fatalf("after helm upgrade: want every migration applied, got:\n%s", s)
+	}
+	natstest.CheckFor(t, 3*time.Minute, time.Second, func() error {
+		d, err := c.Client.AppsV1().Deployments(ns).Get(ctx, "weft-graph", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if st := d.Status; st.ObservedGeneration < d.Generation || st.UpdatedReplicas != 1 || st.Replicas != 1 || st.AvailableReplicas != 1 {
+			return fmt.Errorf("the graph stage on Neo4j not Ready: %+v", st)
+		}
+		return nil
+	})
+	t.Logf("helm upgrade to Neo4j: the migrations hook ran, the graph stage Ready on Neo4j %s after", time.Since(t0).Round(time.Second))
 }

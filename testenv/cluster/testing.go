@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -41,6 +43,24 @@ func ForTest(t testing.TB, o Options) *Cluster {
 	}
 	c, err := Start(ctx, o)
 	if err != nil {
+		// The next cluster in the same Dir removes these logs: say the
+		// ends of the node's and keep them all beside Dir.
+		dir := o.Dir
+		if dir == "" {
+			dir = DefaultDir
+		}
+		logs := filepath.Join(dir, "logs")
+		for _, name := range []string{"kubelet", "containerd", "kube-apiserver", "kube-controller-manager"} {
+			if b, err := os.ReadFile(filepath.Join(logs, name+".log")); err == nil {
+				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+				t.Logf("the end of %s.log:\n%s", name, strings.Join(lines[max(0, len(lines)-25):], "\n"))
+			}
+		}
+		kept := dir + "-failed-logs"
+		_ = os.RemoveAll(kept)
+		if err := os.CopyFS(kept, os.DirFS(logs)); err == nil {
+			t.Logf("the cluster's logs are kept in %s", kept)
+		}
 		t.Fatalf("start a cluster: %v", err)
 	}
 	t.Logf("cluster up: build %s, start %s; KUBECONFIG=%s", c.BuildTime.Round(time.Second), c.StartTime.Round(time.Second), c.Kubeconfig)

@@ -202,6 +202,9 @@ func TestWeftOnKubernetes(t *testing.T) {
 	waitGraph("calls during a rollout restart of the correlator")
 	t.Logf("rollout restart checked in %s", time.Since(t4).Round(time.Second))
 
+	// helm upgrade to a Neo4j: the migrations hook runs.
+	checkUpgradeMigrations(ctx, t, c, cfg, chrt, values, bin, ns)
+
 	// Nothing of the release is left after helm uninstall but PVCs.
 	checkUninstall(ctx, t, c, cfg, "weft", ns)
 	t.Logf("the whole test took %s", time.Since(t0).Round(time.Second))
