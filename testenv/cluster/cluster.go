@@ -218,9 +218,13 @@ func (c *Cluster) start(ctx context.Context, o Options) error {
 		return err
 	}
 	c.log("waiting for the node to be Ready and the default service account")
-	return poll(ctx, 3*time.Minute, "the node to be Ready and the default service account to exist", func() (bool, error) {
+	// missing says what was still missing at the last look, for the
+	// error if it never comes.
+	missing := "the node"
+	err = poll(ctx, 3*time.Minute, "the node to be Ready and the default service account to exist", func() (bool, error) {
 		n, err := c.Client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 		if err != nil {
+			missing = fmt.Sprintf("the node (%v)", err)
 			return false, nil
 		}
 		ready := false
@@ -230,14 +234,27 @@ func (c *Cluster) start(ctx context.Context, o Options) error {
 			}
 		}
 		if !ready {
+			missing = fmt.Sprintf("the node's Ready condition (%v)", n.Status.Conditions)
+			return false, nil
+		}
+		if _, err := c.Client.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err != nil {
+			missing = fmt.Sprintf("namespace default (%v)", err)
 			return false, nil
 		}
 		_, err = c.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
+			missing = "ServiceAccount default/default (the node is Ready, namespace default exists)"
+			if l, err := c.Client.CoreV1().ServiceAccounts("").List(ctx, metav1.ListOptions{}); err == nil {
+				missing += fmt.Sprintf("; %d ServiceAccounts in the cluster", len(l.Items))
+			}
 			return false, nil
 		}
 		return err == nil, err
 	})
+	if err != nil {
+		return fmt.Errorf("%w; missing: %s", err, missing)
+	}
+	return nil
 }
 
 // hostSetup makes the node's interfaces, the firewall that keeps every
