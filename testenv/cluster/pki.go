@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -114,24 +115,37 @@ func writePEM(path, typ string, der []byte) error {
 	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
 }
 
-// kubeconfig writes a kubeconfig for the client certificate NAME.
+// kubeconfig writes a kubeconfig for the client certificate NAME, with
+// the CA, certificate and key inline: client-go caches TLS transports by
+// the file names a kubeconfig gives (to reload rotated files), so a
+// process that talked to an earlier cluster in the same Dir would reuse
+// that cluster's CA for a while and refuse the new API server's
+// certificate ("x509: ECDSA verification failure").
 func (p *pki) kubeconfig(path, name, server string) error {
+	var data [3]string
+	for i, f := range []string{"ca.crt", name + ".crt", name + ".key"} {
+		b, err := os.ReadFile(filepath.Join(p.dir, f))
+		if err != nil {
+			return err
+		}
+		data[i] = base64.StdEncoding.EncodeToString(b)
+	}
 	cfg := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
 - name: weft
   cluster:
     server: %s
-    certificate-authority: %s
+    certificate-authority-data: %s
 users:
 - name: %s
   user:
-    client-certificate: %s
-    client-key: %s
+    client-certificate-data: %s
+    client-key-data: %s
 contexts:
 - name: weft
   context: {cluster: weft, user: %s}
 current-context: weft
-`, server, filepath.Join(p.dir, "ca.crt"), name, filepath.Join(p.dir, name+".crt"), filepath.Join(p.dir, name+".key"), name)
+`, server, data[0], name, data[1], data[2], name)
 	return os.WriteFile(path, []byte(cfg), 0o600)
 }
