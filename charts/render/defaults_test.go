@@ -16,7 +16,7 @@ import (
 func userSecrets(objs []object) []*corev1.Secret {
 	var out []*corev1.Secret
 	for _, s := range ofType[*corev1.Secret](objs) {
-		if !strings.HasSuffix(s.Name, "-nats-ca") && !strings.HasSuffix(s.Name, "-nats-tls") && !strings.HasSuffix(s.Name, "-api-token") {
+		if !strings.HasSuffix(s.Name, "-nats-ca") && !strings.HasSuffix(s.Name, "-nats-tls") && !strings.HasSuffix(s.Name, "-nats-operator-tls") && !strings.HasSuffix(s.Name, "-api-token") {
 			out = append(out, s)
 		}
 	}
@@ -89,8 +89,8 @@ func TestNoValuesInstall(t *testing.T) {
 		generated = append(generated, s.Name)
 	}
 	slices.Sort(generated)
-	if want := []string{"weft-api-token", "weft-nats-ca", "weft-nats-tls"}; !slices.Equal(generated, want) {
-		t.Errorf("generated Secrets %v, want %v (the NATS CA and certificates, the API token)", generated, want)
+	if want := []string{"weft-api-token", "weft-nats-ca", "weft-nats-operator-tls", "weft-nats-tls"}; !slices.Equal(generated, want) {
+		t.Errorf("generated Secrets %v, want %v (the NATS CA and certificates, the operator's certificate, the API token)", generated, want)
 	}
 	var nats *appsv1.StatefulSet
 	for _, s := range ofType[*appsv1.StatefulSet](objs) {

@@ -2,6 +2,7 @@ package natsauth
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/weftobs/weft/streams/stage"
@@ -87,5 +88,32 @@ func TestForStages(t *testing.T) {
 	}
 	if _, err := ForStages(top, []string{"nope"}, "n1"); err == nil {
 		t.Error("a stage the topology lacks has permissions")
+	}
+}
+
+// TestForOperator: the operator reads every stream, publishes to their
+// subjects (replay --to, redrive), deletes from the DLQ only, and may
+// neither change a stream nor touch a stage's bucket; compared with the
+// whole expected list.
+func TestForOperator(t *testing.T) {
+	p := ForOperator(testTopology(t))
+	want := []string{"$JS.API.INFO", "$JS.API.STREAM.LIST", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.MSG.DELETE.DLQ",
+		"weft.events.>", "weft.calls.>", "weft.dlq.>"}
+	for _, s := range []string{"EVENTS", "CALLS", "DLQ"} {
+		want = append(want, "$JS.API.STREAM.INFO."+s, "$JS.API.STREAM.MSG.GET."+s, "$JS.API.CONSUMER.LIST."+s, "$JS.API.CONSUMER.NAMES."+s,
+			"$JS.API.CONSUMER.CREATE."+s, "$JS.API.CONSUMER.CREATE."+s+".>", "$JS.API.CONSUMER.DURABLE.CREATE."+s+".*",
+			"$JS.API.CONSUMER.INFO."+s+".*", "$JS.API.CONSUMER.DELETE."+s+".*", "$JS.API.CONSUMER.MSG.NEXT."+s+".*", "$JS.ACK."+s+".>")
+	}
+	slices.Sort(want)
+	if !slices.Equal(p.Publish, want) {
+		t.Errorf("publish\n got %q\nwant %q", p.Publish, want)
+	}
+	if !slices.Equal(p.Subscribe, []string{"_INBOX._operator.>"}) {
+		t.Errorf("subscribe %q", p.Subscribe)
+	}
+	for _, stage := range []string{"collector", "correlator", "graph", "node-otlp"} {
+		if s := InboxPrefix(testTopology(t), []string{stage}, "n1"); s == OperatorInboxPrefix || strings.HasPrefix(s, OperatorInboxPrefix+".") {
+			t.Errorf("stage %s's inbox %s is the operator's", stage, s)
+		}
 	}
 }
