@@ -151,9 +151,11 @@ const OperatorInboxPrefix = "_INBOX._operator"
 // ForOperator are the permissions of the operator identity on t's
 // streams: what weft streams, weft replay and weft dlq do, and no more.
 //
-//   - stream list, and per stream its info, a message by sequence, and the
-//     consumer API with acks (streams info lists consumers; replay and dlq
-//     read through temporary consumers);
+//   - stream list, and per stream its info, a message by sequence, the
+//     list of its consumers (streams info), and the consumer API with
+//     acks (replay and dlq read through temporary consumers; the
+//     consumer's name is a token of the subject, so it is granted per
+//     stream, as to the stages);
 //   - publish to every stream's subjects: replay --to runs a stage, which
 //     publishes its outputs and dead letters, and dlq redrive sends a
 //     letter back to the subject it came from (or, failing again, to the
@@ -165,7 +167,7 @@ const OperatorInboxPrefix = "_INBOX._operator"
 // stage's key-value buckets: the topology, applied by the stages, says
 // what the streams are.
 func ForOperator(t *topology.Topology) Permissions {
-	pub := []string{"$JS.API.INFO", "$JS.API.STREAM.LIST", "$JS.API.STREAM.NAMES"}
+	pub := []string{"$JS.API.INFO", "$JS.API.STREAM.LIST"}
 	for _, s := range t.Streams {
 		pub = append(pub, s.Subjects...)
 		n := s.Name
@@ -173,10 +175,7 @@ func ForOperator(t *topology.Topology) Permissions {
 			"$JS.API.STREAM.INFO."+n,
 			"$JS.API.STREAM.MSG.GET."+n,
 			"$JS.API.CONSUMER.LIST."+n,
-			"$JS.API.CONSUMER.NAMES."+n,
-			"$JS.API.CONSUMER.CREATE."+n,
 			"$JS.API.CONSUMER.CREATE."+n+".>",
-			"$JS.API.CONSUMER.DURABLE.CREATE."+n+".*",
 			"$JS.API.CONSUMER.INFO."+n+".*",
 			"$JS.API.CONSUMER.DELETE."+n+".*",
 			"$JS.API.CONSUMER.MSG.NEXT."+n+".*",

@@ -97,11 +97,11 @@ func TestForStages(t *testing.T) {
 // whole expected list.
 func TestForOperator(t *testing.T) {
 	p := ForOperator(testTopology(t))
-	want := []string{"$JS.API.INFO", "$JS.API.STREAM.LIST", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.MSG.DELETE.DLQ",
+	want := []string{"$JS.API.INFO", "$JS.API.STREAM.LIST", "$JS.API.STREAM.MSG.DELETE.DLQ",
 		"weft.events.>", "weft.calls.>", "weft.dlq.>"}
 	for _, s := range []string{"EVENTS", "CALLS", "DLQ"} {
-		want = append(want, "$JS.API.STREAM.INFO."+s, "$JS.API.STREAM.MSG.GET."+s, "$JS.API.CONSUMER.LIST."+s, "$JS.API.CONSUMER.NAMES."+s,
-			"$JS.API.CONSUMER.CREATE."+s, "$JS.API.CONSUMER.CREATE."+s+".>", "$JS.API.CONSUMER.DURABLE.CREATE."+s+".*",
+		want = append(want, "$JS.API.STREAM.INFO."+s, "$JS.API.STREAM.MSG.GET."+s, "$JS.API.CONSUMER.LIST."+s,
+			"$JS.API.CONSUMER.CREATE."+s+".>",
 			"$JS.API.CONSUMER.INFO."+s+".*", "$JS.API.CONSUMER.DELETE."+s+".*", "$JS.API.CONSUMER.MSG.NEXT."+s+".*", "$JS.ACK."+s+".>")
 	}
 	slices.Sort(want)
