@@ -133,6 +133,8 @@ func TestNotes(t *testing.T) {
 				"--set neo4j.uri=", "neo4j.existingSecret", "neo4j.evaluation.enabled=true",
 				"--set otlp.endpoint=",
 				"otlp stage(s) otlp, node-otlp left out",
+				// The streams, as the operator.
+				"kubectl create token weft-operator -n weft --audience weft-nats", "Secret weft-nats-operator-tls",
 			},
 		},
 		{
