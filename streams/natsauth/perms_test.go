@@ -117,3 +117,37 @@ func TestForOperator(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigValidate: an identities file names its namespace, audience,
+// account and stages, and no service account is both a stage's and the
+// operator's (the operator's rights would depend on which check runs
+// first).
+func TestConfigValidate(t *testing.T) {
+	ok := Config{Namespace: "weft", Audience: "weft-nats", Account: "WEFT",
+		ServiceAccounts: map[string][]string{"weft-graph": {"graph"}}, Operators: []string{"weft-operator"}}
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want []string // in the error; none: valid
+	}{
+		{"valid", func(*Config) {}, nil},
+		{"no operator", func(c *Config) { c.Operators = nil }, nil},
+		{"empty", func(c *Config) { *c = Config{} }, []string{"namespace is empty", "audience is empty", "account is empty", "serviceAccounts is empty"}},
+		{"operator runs a stage", func(c *Config) { c.Operators = []string{"weft-graph"} }, []string{"service account weft-graph is both an operator and a stage's"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ok
+			tt.edit(&c)
+			err := c.Validate()
+			if (err == nil) != (len(tt.want) == 0) {
+				t.Fatalf("Validate: %v, want errors %q", err, tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate: %v, want %q", err, w)
+				}
+			}
+		})
+	}
+}
