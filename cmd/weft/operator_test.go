@@ -27,7 +27,8 @@ import (
 // certificate from its Secret. The streams hold what the stages put there,
 // each with its own identity: the correlator provisioned them, a
 // collector published events, the correlator calls, and the graph stage
-// dead-lettered one. streams ls/info, replay (--out and --to a stage), dlq
+// dead-lettered one. streams ls/info, replay (--out, --to graph and --to
+// correlator, which publishes calls and dead letters), dlq
 // ls and redrive all work, and nothing they do is refused by NATS. A
 // stage's identity cannot do the operator's things; an operator token for
 // another audience, another namespace, a service account that is no
@@ -139,9 +140,11 @@ func TestOperatorIdentity(t *testing.T) {
 		{[]string{"replay", "--stream", "CALLS", "--start-seq", "1", "--out", out}, "replayed 3 messages of CALLS"},
 		{[]string{"replay", "--stream", "CALLS", "--start-seq", "1", "--to", "graph", "-f", env.topoFile, "--data-dir", dataDir, "--no-progress"},
 			"replayed CALLS sequences 1…3 into graph: 3 messages, 3 items, 0 to DLQ"},
+		{[]string{"replay", "--stream", "EVENTS", "--start-seq", "1", "--to", "correlator", "-f", env.topoFile, "--data-dir", t.TempDir(), "--no-progress"},
+			"replayed EVENTS sequences 1…"},
 		{[]string{"dlq", "ls"}, "graph store unavailable"},
 		{[]string{"dlq", "redrive", "--stage", "graph"}, "redriven 1 of 1 dead letters"},
-		{[]string{"dlq", "ls"}, "no dead letters"},
+		{[]string{"dlq", "show", "--stage", "graph"}, "no dead letters"},
 	}
 	for _, s := range steps {
 		stdout, stderr := weft(s.args...)
@@ -152,9 +155,10 @@ func TestOperatorIdentity(t *testing.T) {
 	if got := len(readNDJSON(t, out)); got != 3 {
 		t.Errorf("replay --out wrote %d lines, want 3 calls", got)
 	}
-	// The redriven letter is back in CALLS, as a fourth message.
-	if st := streamState(t, corJS, schema.StreamCalls); st.LastSeq != 4 {
-		t.Errorf("CALLS last sequence %d after redrive, want 4", st.LastSeq)
+	// The redriven letter is back in CALLS, after the calls the
+	// correlator's replay folded.
+	if st := streamState(t, corJS, schema.StreamCalls); st.LastSeq < 4 {
+		t.Errorf("CALLS last sequence %d after redrive, want 4 or more", st.LastSeq)
 	}
 	if v := grepAll(env.logs.lines(), "Violation"); len(v) != violationsBefore {
 		t.Errorf("the operator's commands were refused:\n%s", strings.Join(v[violationsBefore:], "\n"))
