@@ -28,8 +28,8 @@ import (
 // each with its own identity: the correlator provisioned them, a
 // collector published events, the correlator calls, and the graph stage
 // dead-lettered one. streams ls/info, replay (--out, --to graph and --to
-// correlator, which publishes calls and dead letters), dlq
-// ls and redrive all work, and nothing they do is refused by NATS. A
+// correlator, which publishes calls and dead letters), dlq ls and
+// redrive all work, and nothing they do is refused by NATS. A
 // stage's identity cannot do the operator's things; an operator token for
 // another audience, another namespace, a service account that is no
 // operator, or bound to a pod, is refused.
