@@ -48,17 +48,7 @@ func TestRunWaitsForNATS(t *testing.T) {
 		}
 		return nil
 	})
-	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Fatalf("weft run exited with %v after SIGINT; stderr:\n%s", err, p.stderr)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("weft run did not exit after SIGINT; stderr:\n%s", p.stderr)
-	}
+	p.stop(t, syscall.SIGINT)
 	if !strings.Contains(p.stderr.String(), "waiting for NATS") {
 		t.Errorf("the log does not say it waited for NATS:\n%s", p.stderr)
 	}

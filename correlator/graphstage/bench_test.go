@@ -210,23 +210,8 @@ func BenchmarkCloseToGraph(b *testing.B) {
 		servers = 5
 		poll    = 5 * time.Millisecond
 	)
-	s := natstest.Start(b)
-	stagetest.Streams(b, s)
-	host := stagetest.NewHost(s.JS)
-	cor, err := correlate.New(stage.Settings{Name: "correlator", Node: "ctl", Config: correlate.NewConfig(), Counters: &stage.Counters{},
-		Inputs: []stage.Stream{{Name: schema.StreamEvents}}, Outputs: []stage.Stream{{Name: schema.StreamCalls}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cor.Start(context.Background(), host); err != nil {
-		b.Fatal(err)
-	}
-	defer cor.Shutdown(context.Background())
-	gs := startGraph(b, host, stage.Settings{Name: "graph", Kind: "graph", Node: "ctl", DataDir: b.TempDir(),
-		Inputs: []stage.Stream{{Name: schema.StreamCalls}}, Config: graphstage.NewConfig(), Counters: &stage.Counters{}})
-	defer gs.Shutdown(context.Background())
-	web := httptest.NewServer(host.Mux)
-	defer web.Close()
+	p := startPipeline(b)
+	s, cor, web := p.s, p.cor, p.web
 
 	// The cluster, announced before any traffic.
 	sim := scenario.New()
@@ -252,7 +237,7 @@ func BenchmarkCloseToGraph(b *testing.B) {
 	}
 	stagetest.PublishEvents(b, s.JS, sim.Drain(1024))
 	natstest.CheckFor(b, 10*time.Second, 10*time.Millisecond, func() error {
-		if n := cor.(*correlate.Stage).Stats().Pods; n < clients+servers {
+		if n := cor.Stats().Pods; n < clients+servers {
 			return fmt.Errorf("correlator knows %d pods", n)
 		}
 		return nil
@@ -443,3 +428,35 @@ func reportTimes(b *testing.B, t neo4jstore.Times) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// pipeline is a correlator and an embedded-store graph stage on a fresh
+// embedded NATS, with the graph's API served.
+type pipeline struct {
+	s   *natstest.Server
+	cor *correlate.Stage
+	gs  *graphstage.Stage
+	web *httptest.Server
+}
+
+// startPipeline starts a pipeline, stopped when b ends.
+func startPipeline(b *testing.B) pipeline {
+	b.Helper()
+	s := natstest.Start(b)
+	stagetest.Streams(b, s)
+	host := stagetest.NewHost(s.JS)
+	cor, err := correlate.New(stage.Settings{Name: "correlator", Node: "ctl", Config: correlate.NewConfig(), Counters: &stage.Counters{},
+		Inputs: []stage.Stream{{Name: schema.StreamEvents}}, Outputs: []stage.Stream{{Name: schema.StreamCalls}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cor.Start(context.Background(), host); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cor.Shutdown(context.Background()) })
+	gs := startGraph(b, host, stage.Settings{Name: "graph", Kind: "graph", Node: "ctl", DataDir: b.TempDir(),
+		Inputs: []stage.Stream{{Name: schema.StreamCalls}}, Config: graphstage.NewConfig(), Counters: &stage.Counters{}})
+	b.Cleanup(func() { gs.Shutdown(context.Background()) })
+	web := httptest.NewServer(host.Mux)
+	b.Cleanup(web.Close)
+	return pipeline{s: s, cor: cor.(*correlate.Stage), gs: gs, web: web}
+}
