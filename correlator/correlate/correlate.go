@@ -240,16 +240,30 @@ func (s *Stage) assign(ctx context.Context, owned []int) error {
 			delete(s.parts, k)
 		}
 	}
+	var fresh []*part
 	for _, k := range owned {
-		if s.parts[k] != nil {
-			continue
+		if s.parts[k] == nil {
+			fresh = append(fresh, s.newPart(k))
 		}
-		p, err := s.startPart(ctx, k)
-		if err != nil {
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	// Every newly owned partition gets the pod history before its
+	// consumer delivers a connection event: one read for all of them.
+	r, err := s.rebuildPods(ctx, fresh)
+	if err != nil {
+		return err
+	}
+	ks := make([]int, len(fresh))
+	for i, p := range fresh {
+		if err := p.start(ctx, r.seq); err != nil {
 			return err
 		}
-		s.parts[k] = p
+		s.parts[p.k] = p
+		ks[i] = p.k
 	}
+	s.log.Info("partitions started", "partitions", ks, "pod_events_rebuilt", r.events, "pod_messages", r.msgs, "rebuilt_to_seq", r.seq, "rebuild_took", r.took)
 	return nil
 }
 
