@@ -350,7 +350,23 @@ func (s *Stage) Gaps() map[string]uint64 {
 	return map[string]uint64{"evicted_open_side": st.EvictedOpen, "evicted_closed_side": st.EvictedEmit}
 }
 
+// Degraded says when this replica owns no partition because the live
+// replicas outnumber the stream's partitions (stage.Degrader: /readyz
+// lists it and weft_stage_degraded{what="partitions"} is 1, while the
+// process stays ready, so a rollout is not held up by a spare).
+func (s *Stage) Degraded() []string {
+	g := s.grp.Load()
+	if g == nil {
+		return nil
+	}
+	if idle, members := g.Idle(); idle {
+		return []string{fmt.Sprintf("partitions: owns none of the %d of %s (%d replicas live): stands by until another replica leaves", s.n, s.input.Name, members)}
+	}
+	return nil
+}
+
 var (
 	_ stage.Stage       = (*Stage)(nil)
 	_ stage.GapReporter = (*Stage)(nil)
+	_ stage.Degrader    = (*Stage)(nil)
 )
