@@ -167,3 +167,49 @@ func TestPodMetadataAfterMove(t *testing.T) {
 		})
 	}
 }
+
+// TestPodEventsAppliedOnce: a replica started on a stream that already
+// holds pod events (a new durable delivers everything) gets them from the
+// rebuild and passes them over when its consumer delivers them; a pod
+// event published after the rebuild comes through the consumer, once per
+// partition.
+func TestPodEventsAppliedOnce(t *testing.T) {
+	const parts = 2
+	s := natstest.Start(t)
+	stagetest.Streams(t, s)
+	c := scenario.NewCluster()
+	sim := scenario.New()
+	c.Up(sim)
+	stagetest.PublishPartitioned(t, s.JS, sim.Drain(2), parts) // two messages per node
+	r := startReplica(t, s, parts, replicaConfig())
+	defer r.st.Shutdown(context.Background())
+	balanced(t, []*replica{r}, parts)
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error { return drained(s.JS, parts) })
+	if n := r.st.Stats().Pods; n != 0 {
+		t.Errorf("%d pod events applied from the consumer, want 0: the rebuild applied them", n)
+	}
+	late := &schema.Pod{Uid: "uid-late", Name: "late-0", Namespace: "shop", Node: "node-b", Ips: []string{"10.0.2.9"}}
+	sim.PodUp(scenario.T0+2e9, late)
+	stagetest.PublishPartitioned(t, s.JS, sim.Drain(16), parts)
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := r.st.Stats().Pods; n != parts {
+			return fmt.Errorf("%d pod events applied from the consumer, want %d (one per partition)", n, parts)
+		}
+		return drained(s.JS, parts)
+	})
+	// Both the rebuilt pods and the late one resolve by address.
+	for i := range 8 {
+		t0 := scenario.T0 + 3e9 + uint64(i)*3e6
+		sim.TCP(scenario.Conn{Client: c.AppProc, Server: c.BrokerProc, NoServer: true,
+			ClientAddr: netip.AddrPortFrom(c.AppAddr, uint16(40000+2*i)), ServerAddr: netip.AddrPortFrom(c.BrokerAddr, 4222),
+			Start: t0, Dur: 1e6, Sent: 1, Received: 2})
+		sim.TCP(scenario.Conn{Client: c.AppProc, Server: scenario.Proc{Node: "node-b", Pod: late, Pid: 9, Exe: "/late"}, NoServer: true,
+			ClientAddr: netip.AddrPortFrom(c.AppAddr, uint16(40001+2*i)), ServerAddr: netip.AddrPortFrom(netip.MustParseAddr("10.0.2.9"), 8080),
+			Start: t0 + 1e5, Dur: 1e6, Sent: 3, Received: 4})
+	}
+	stagetest.PublishPartitioned(t, s.JS, sim.Drain(8), parts)
+	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		calls, _ := stagetest.Dedupe(stagetest.ReadCalls(t, s.JS))
+		return scenario.Compare(sim.Truth, scenario.Fold(calls))
+	})
+}
