@@ -125,6 +125,10 @@ type Stage struct {
 	host  stage.Host
 	grp   atomic.Pointer[group.Group]
 
+	// noRebuild starts partitions without the pod index rebuild: the
+	// baseline of BenchmarkPartitionStart, never set otherwise.
+	noRebuild bool
+
 	mu      sync.Mutex // guards parts, past; held while partitions move
 	parts   map[int]*part
 	past    join.Stats // of parts stopped
@@ -251,9 +255,12 @@ func (s *Stage) assign(ctx context.Context, owned []int) error {
 	}
 	// Every newly owned partition gets the pod history before its
 	// consumer delivers a connection event: one read for all of them.
-	r, err := s.rebuildPods(ctx, fresh)
-	if err != nil {
-		return err
+	var r rebuild
+	if !s.noRebuild {
+		var err error
+		if r, err = s.rebuildPods(ctx, fresh); err != nil {
+			return err
+		}
 	}
 	ks := make([]int, len(fresh))
 	for i, p := range fresh {
