@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,11 +105,6 @@ func TestPodMetadataAfterMove(t *testing.T) {
 			c := scenario.NewCluster()
 			sim := scenario.New()
 			c.Up(sim)
-			pods := map[string]*schema.Pod{}
-			for _, p := range []*schema.Pod{c.App, c.Broker, c.SidecarPod, c.Redis} {
-				pods[p.GetUid()] = p
-			}
-
 			var rs []*replica
 			for range tc.replicas {
 				rs = append(rs, startReplica(t, s, tc.parts, replicaConfig()))
@@ -141,30 +137,71 @@ func TestPodMetadataAfterMove(t *testing.T) {
 			}()
 			balanced(t, rs, tc.parts)
 
-			// Traffic after the move: the usual rounds, and the app
-			// dialing the broker's pod IP and Redis's address with no
-			// collector on the server's side.
-			c.Traffic(sim, 40, 3e6)
-			for i := range 40 {
-				t0 := scenario.T0 + 1e9 + uint64(i)*3e6
-				port := uint16(50000 + 2*i)
-				sim.TCP(scenario.Conn{Client: c.AppProc, Server: c.BrokerProc, NoServer: true,
-					ClientAddr: netip.AddrPortFrom(c.AppAddr, port), ServerAddr: netip.AddrPortFrom(c.BrokerAddr, 4222),
-					Start: t0, Dur: 1e6, Sent: 10, Received: 20})
-				sim.TCP(scenario.Conn{Client: c.AppProc, Server: c.RedisProc, NoServer: true, ServerTruth: "ext:" + c.RedisAddr.String(),
-					ClientAddr: netip.AddrPortFrom(c.AppAddr, port+1), ServerAddr: netip.AddrPortFrom(c.RedisAddr, 6379),
-					Start: t0 + 1e5, Dur: 1e6, Sent: 3, Received: 4})
-			}
-			stagetest.PublishPartitioned(t, s.JS, sim.Drain(8), tc.parts)
-			natstest.CheckFor(t, 40*time.Second, 100*time.Millisecond, func() error {
-				calls, _ := stagetest.Dedupe(stagetest.ReadCalls(t, s.JS))
-				return scenario.Compare(sim.Truth, scenario.Fold(calls))
-			})
-			calls, _ := stagetest.Dedupe(stagetest.ReadCalls(t, s.JS))
-			if err := podMetaMatches(calls, pods); err != nil {
-				t.Error(err)
-			}
+			afterMove(t, s.JS, c, sim, tc.parts)
 		})
+	}
+}
+
+// clusterPods are the cluster's pods by uid.
+func clusterPods(c *scenario.Cluster) map[string]*schema.Pod {
+	pods := map[string]*schema.Pod{}
+	for _, p := range []*schema.Pod{c.App, c.Broker, c.SidecarPod, c.Redis} {
+		pods[p.GetUid()] = p
+	}
+	return pods
+}
+
+// afterMove publishes traffic after a partition moved — the usual rounds,
+// and the app dialing the broker's pod IP and Redis's address with no
+// collector on the server's side — and checks the calls against the
+// ground truth and every endpoint's pod against the metadata announced.
+func afterMove(t *testing.T, js jetstream.JetStream, c *scenario.Cluster, sim *scenario.Sim, parts int) {
+	t.Helper()
+	c.Traffic(sim, 40, 3e6)
+	for i := range 40 {
+		t0 := scenario.T0 + 1e9 + uint64(i)*3e6
+		port := uint16(50000 + 2*i)
+		sim.TCP(scenario.Conn{Client: c.AppProc, Server: c.BrokerProc, NoServer: true,
+			ClientAddr: netip.AddrPortFrom(c.AppAddr, port), ServerAddr: netip.AddrPortFrom(c.BrokerAddr, 4222),
+			Start: t0, Dur: 1e6, Sent: 10, Received: 20})
+		sim.TCP(scenario.Conn{Client: c.AppProc, Server: c.RedisProc, NoServer: true, ServerTruth: "ext:" + c.RedisAddr.String(),
+			ClientAddr: netip.AddrPortFrom(c.AppAddr, port+1), ServerAddr: netip.AddrPortFrom(c.RedisAddr, 6379),
+			Start: t0 + 1e5, Dur: 1e6, Sent: 3, Received: 4})
+	}
+	stagetest.PublishPartitioned(t, js, sim.Drain(8), parts)
+	natstest.CheckFor(t, 40*time.Second, 100*time.Millisecond, func() error {
+		calls, _ := stagetest.Dedupe(stagetest.ReadCalls(t, js))
+		return scenario.Compare(sim.Truth, scenario.Fold(calls))
+	})
+	calls, _ := stagetest.Dedupe(stagetest.ReadCalls(t, js))
+	if err := podMetaMatches(calls, clusterPods(c)); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestProcessPodMetadataAfterKill: as TestPodMetadataAfterMove, with
+// `weft run --stage correlator` processes and SIGKILL: two processes over
+// two partitions have acked the pod events when one is killed; the other
+// takes its partition and resolves by address as the killed one would
+// have.
+func TestProcessPodMetadataAfterKill(t *testing.T) {
+	const parts = 2
+	s := natstest.Start(t)
+	topo := processTopology(t, parts)
+	c := scenario.NewCluster()
+	sim := scenario.New()
+	c.Up(sim)
+	ps := []*corrProc{startCorrelator(t, s.URL(), topo, "corr-0"), startCorrelator(t, s.URL(), topo, "corr-1")}
+	procsBalanced(t, ps, parts)
+	stagetest.PublishPartitioned(t, s.JS, sim.Drain(16), parts)
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error { return drained(s.JS, parts) })
+	if err := ps[1].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	procsBalanced(t, ps[:1], parts)
+	afterMove(t, s.JS, c, sim, parts)
+	if !strings.Contains(ps[0].logs(), "pod_events_rebuilt=4") {
+		t.Errorf("corr-0 did not log a rebuild of the 4 pod events when it took corr-1's partition:\n%s", ps[0].logs())
 	}
 }
 
