@@ -213,14 +213,16 @@ func (p *part) flush(ctx context.Context, expire bool) {
 		return // never ack past a lost call; redelivery rebuilds it
 	}
 	if err := p.pub.Flush(ctx); err != nil {
-		if errors.Is(err, publish.ErrFenced) {
-			p.mu.Lock()
-			p.broken = err
-			p.mu.Unlock()
-		} else {
+		// Fenced, or cut short because the part is stopping (its context
+		// ended): a Flush cut short while it waited for buffer room has
+		// dropped the batches it sealed, so the calls of ready may be
+		// lost. Nothing more is acked; the messages go back (stop naks
+		// them) and the next owner emits their calls again, same ids.
+		if !errors.Is(err, publish.ErrFenced) {
 			p.s.log.Warn("flush calls", "partition", p.k, "err", err)
 		}
 		p.mu.Lock()
+		p.broken = err
 		p.held = append(ready, p.held...)
 		for _, h := range ready {
 			p.bySeq[h.seq] = h
