@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,4 +235,58 @@ func TestRollout(t *testing.T) {
 	})
 	_, dups := stagetest.Dedupe(stagetest.ReadCalls(t, s.JS))
 	t.Logf("calls emitted again during the rollout (dropped by id downstream): %d", dups)
+}
+
+// TestSpareReplica: of three replicas over two partitions, the one that
+// owns none says so (stage.Degrader: on /readyz and as
+// weft_stage_degraded{what="partitions"}); the two that own one say
+// nothing. When one of them leaves, the spare takes its partition and
+// stops saying it.
+func TestSpareReplica(t *testing.T) {
+	const parts = 2
+	s := natstest.Start(t)
+	stagetest.Streams(t, s)
+	var rs []*replica
+	for range 3 {
+		r := startReplica(t, s, parts, replicaConfig())
+		defer r.st.Shutdown(context.Background())
+		rs = append(rs, r)
+	}
+	spare := func() (int, error) {
+		idx := -1
+		for i, r := range rs {
+			d := r.st.Degraded()
+			switch {
+			case len(r.st.Owned()) == 0 && len(d) == 1 && strings.HasPrefix(d[0], "partitions: owns none of the 2 of EVENTS (3 replicas live)"):
+				if idx >= 0 {
+					return -1, fmt.Errorf("replicas %d and %d both stand by", idx, i)
+				}
+				idx = i
+			case len(r.st.Owned()) == 1 && len(d) == 0:
+			default:
+				return -1, fmt.Errorf("replica %d owns %v and says %q", i, r.st.Owned(), d)
+			}
+		}
+		if idx < 0 {
+			return -1, fmt.Errorf("no replica stands by")
+		}
+		return idx, nil
+	}
+	var idx int
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() (err error) {
+		idx, err = spare()
+		return err
+	})
+	t.Logf("replica %d stands by: %q", idx, rs[idx].st.Degraded())
+	left := (idx + 1) % 3
+	if err := rs[left].st.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rs = slices.Delete(rs, left, left+1)
+	balanced(t, rs, parts)
+	for i, r := range rs {
+		if d := r.st.Degraded(); len(d) > 0 {
+			t.Errorf("replica %d owns %v and says %q", i, r.st.Owned(), d)
+		}
+	}
 }
