@@ -48,7 +48,7 @@ type held struct {
 
 func (s *Stage) startPart(ctx context.Context, k int) (*part, error) {
 	p := &part{s: s, k: k, started: time.Now(), done: make(chan struct{}), bySeq: map[uint64]*held{}}
-	p.j = join.New(join.Config{Window: s.cfg.Window, CloseWait: s.cfg.CloseWait, MaxConnections: s.cfg.MaxConnections, Emit: p.emit})
+	p.j = join.New(join.Config{Window: s.cfg.Window, CloseWait: s.cfg.CloseWait, MaxConnections: s.cfg.MaxConnections, Emit: p.emit, Ended: p.ended})
 	pub, err := publish.New(s.js.Conn(), publish.Config{Stage: s.set.Name, Node: s.set.Node, Type: &schema.CallBatch{}, Fence: s.valid,
 		// What a call repeats of itself or of an earlier call of its
 		// message stays off the stream; every reader's decoder puts it back.

@@ -151,6 +151,39 @@ type resolved struct {
 	container *Ref // set when the endpoint is in a known container
 }
 
+// AddEnded folds a pod a delete ended: the pod as last announced (its
+// node, owner and containers, as a call's endpoint brings them) and its
+// end on the pod and each of its containers. A pod ended that no call
+// named is in the graph too, ended: the pods that ran, not only those
+// seen talking, stay queryable for as long as the graph keeps them.
+func (f *Fold) AddEnded(e *schema.PodEnded) {
+	p := e.GetPod()
+	if p.GetUid() == "" {
+		return
+	}
+	at := int64(e.GetEndedUnixNano())
+	ep := &schema.Endpoint{Node: p.GetNode(), Pod: p}
+	ctrs := p.GetContainers()
+	if len(ctrs) == 0 {
+		ctrs = []*schema.Container{nil}
+	}
+	for _, c := range ctrs {
+		ep.Container = c
+		r := f.endpoint(ep, "")
+		f.end(r.top, at)
+		if r.container != nil {
+			f.end(*r.container, at)
+		}
+	}
+}
+
+// end records that r ended at at, keeping the earliest end.
+func (f *Fold) end(r Ref, at int64) {
+	if e := f.entities[r]; e != nil && at != 0 && (e.EndedAt == 0 || at < e.EndedAt) {
+		e.EndedAt = at
+	}
+}
+
 func (f *Fold) upsert(r Ref, props map[string]string, broker string) {
 	e := f.entities[r]
 	if e == nil {
@@ -337,8 +370,9 @@ type Written struct {
 }
 
 type written struct {
-	props  map[string]string
-	broker string
+	props   map[string]string
+	broker  string
+	endedAt int64
 }
 
 // NewWritten returns an empty record of at most 2*size nodes and links;
@@ -358,8 +392,12 @@ func (w *Written) entity(e *Entity) bool {
 		return true
 	}
 	rec, ok := w.nodes.get(e.Ref)
-	if ok && (e.Props == nil || maps.Equal(e.Props, rec.props)) && (e.Broker == "" || e.Broker == rec.broker) {
+	if ok && (e.Props == nil || maps.Equal(e.Props, rec.props)) && (e.Broker == "" || e.Broker == rec.broker) &&
+		(e.EndedAt == 0 || e.EndedAt == rec.endedAt) {
 		return false
+	}
+	if e.EndedAt != 0 {
+		rec.endedAt = e.EndedAt
 	}
 	if e.Props != nil {
 		rec.props = e.Props // the batch's own map, never changed after Take

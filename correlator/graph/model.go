@@ -70,12 +70,23 @@ func (r Ref) Key() map[string]any {
 }
 
 // Entity is one node upsert: its key, its other properties (strings only),
-// and its broker kind if it matched a rule.
+// its broker kind if it matched a rule, and, for a pod deleted (and its
+// containers), when it ended.
 type Entity struct {
 	Ref    Ref
 	Props  map[string]string
 	Broker string
+	// EndedAt is when the pod was deleted (Unix nanoseconds), 0 while it
+	// runs. A store keeps the earliest end it is given: an end is never
+	// undone by a later upsert (a late call of the pod), and the same end
+	// given twice (a redelivery) changes nothing.
+	EndedAt int64
 }
+
+// PropEndedAt is the property an ended pod or container carries in every
+// store and in /api/v1/graph: its end in Unix nanoseconds, as first_seen
+// and last_seen of an edge.
+const PropEndedAt = "ended_at"
 
 // Link is a structural relationship (RUNS_ON, HAS_CONTAINER, OWNS): it is
 // merged, never counted.

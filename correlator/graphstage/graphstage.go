@@ -195,6 +195,7 @@ type heldMsg struct {
 type Stats struct {
 	Calls      uint64 // calls folded
 	Duplicates uint64 // calls dropped by id
+	PodsEnded  uint64 // ended pods folded
 	Batches    uint64 // batches written
 	Rows       uint64 // row upserts written
 	Skipped    uint64 // messages at or below the store's sequence
@@ -613,7 +614,7 @@ func (s *Stage) handle(ctx context.Context, m jetstream.Msg) error {
 	return consume.ErrAckLater
 }
 
-// add folds the calls of b; s.mu is held.
+// add folds the calls and the ended pods of b; s.mu is held.
 func (s *Stage) add(b *schema.CallBatch) {
 	for _, c := range b.GetCalls() {
 		if s.fold.Add(c) {
@@ -621,6 +622,10 @@ func (s *Stage) add(b *schema.CallBatch) {
 		} else {
 			s.stats.Duplicates++
 		}
+	}
+	for _, e := range b.GetPodsEnded() {
+		s.fold.AddEnded(e)
+		s.stats.PodsEnded++
 	}
 }
 

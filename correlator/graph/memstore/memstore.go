@@ -27,8 +27,9 @@ type Store struct {
 }
 
 type node struct {
-	props  map[string]string
-	broker string
+	props   map[string]string
+	broker  string
+	endedAt int64
 }
 
 var (
@@ -59,6 +60,9 @@ func (s *Store) Apply(_ context.Context, b *graph.Batch) error {
 		}
 		if e.Broker != "" {
 			n.broker = e.Broker
+		}
+		if e.EndedAt != 0 && (n.endedAt == 0 || e.EndedAt < n.endedAt) {
+			n.endedAt = e.EndedAt
 		}
 	}
 	for _, l := range b.Links {
@@ -107,6 +111,9 @@ func (s *Store) Graph(context.Context) (*graph.Graph, error) {
 		}
 		for k, v := range n.props {
 			props[k] = v
+		}
+		if n.endedAt != 0 {
+			props[graph.PropEndedAt] = n.endedAt
 		}
 		labels := []string{r.Label}
 		if n.broker != "" {
@@ -162,7 +169,7 @@ func (s *Store) Save(dir string) error {
 	}
 	snap := snapshot{Version: 1, LastSeq: s.lastSeq}
 	for r, n := range s.nodes {
-		snap.Entities = append(snap.Entities, graph.Entity{Ref: r, Props: n.props, Broker: n.broker})
+		snap.Entities = append(snap.Entities, graph.Entity{Ref: r, Props: n.props, Broker: n.broker, EndedAt: n.endedAt})
 	}
 	for l := range s.links {
 		snap.Links = append(snap.Links, l)

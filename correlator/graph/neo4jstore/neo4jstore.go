@@ -273,11 +273,12 @@ func (s *Store) Apply(ctx context.Context, b *graph.Batch) error {
 }
 
 // Render turns a batch into parameterised statements, in the order they
-// must run: nodes, broker labels, structural links, then CALLS.
+// must run: nodes, broker labels, ends, structural links, then CALLS.
 func Render(b *graph.Batch) []Statement {
 	var out []Statement
 	ents := map[string][]any{}
 	brokers := map[string][]any{}
+	ends := map[string][]any{}
 	for _, e := range b.Entities {
 		props := map[string]any{}
 		for k, v := range e.Props {
@@ -286,6 +287,9 @@ func Render(b *graph.Batch) []Statement {
 		ents[e.Ref.Label] = append(ents[e.Ref.Label], map[string]any{"key": refKey(e.Ref), "props": props})
 		if e.Broker != "" {
 			brokers[e.Ref.Label] = append(brokers[e.Ref.Label], map[string]any{"key": refKey(e.Ref), "broker": e.Broker})
+		}
+		if e.EndedAt != 0 {
+			ends[e.Ref.Label] = append(ends[e.Ref.Label], map[string]any{"key": refKey(e.Ref), "ended_at": e.EndedAt})
 		}
 	}
 	for _, l := range entityLabels {
@@ -296,6 +300,11 @@ func Render(b *graph.Batch) []Statement {
 	for _, l := range entityLabels {
 		if rows := brokers[l]; len(rows) > 0 {
 			out = append(out, Statement{Name: "broker " + l, Cypher: markBroker(l), Parameters: map[string]any{"rows": rows}})
+		}
+	}
+	for _, l := range endLabels {
+		if rows := ends[l]; len(rows) > 0 {
+			out = append(out, Statement{Name: "end " + l, Cypher: endEntity(l), Parameters: map[string]any{"rows": rows}})
 		}
 	}
 	links := map[linkShape][]any{}

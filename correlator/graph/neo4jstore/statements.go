@@ -40,6 +40,16 @@ func upsertEntity(label string) string {
 	return "UNWIND $rows AS r MERGE " + pattern("n", label, "r.key") + " SET n += r.props"
 }
 
+// endEntity sets ended_at on nodes of label, keeping the earliest end
+// (graph.Entity.EndedAt).
+func endEntity(label string) string {
+	return "UNWIND $rows AS r MATCH " + pattern("n", label, "r.key") +
+		" SET n.ended_at = CASE WHEN n.ended_at IS NULL OR r.ended_at < n.ended_at THEN r.ended_at ELSE n.ended_at END"
+}
+
+// endLabels are the labels that end: pods and their containers.
+var endLabels = []string{graph.LabelPod, graph.LabelContainer}
+
 // markBroker adds :Broker {kind} to nodes of label.
 func markBroker(label string) string {
 	return "UNWIND $rows AS r MATCH " + pattern("n", label, "r.key") + " SET n:Broker, n.kind = r.broker"
@@ -156,6 +166,10 @@ func Statements() []Statement {
 			Parameters: map[string]any{"rows": []any{map[string]any{"key": key(l), "props": map[string]any{"name": "x"}}}}})
 		out = append(out, Statement{Name: "broker " + l, Cypher: markBroker(l),
 			Parameters: map[string]any{"rows": []any{map[string]any{"key": key(l), "broker": "nats"}}}})
+	}
+	for _, l := range endLabels {
+		out = append(out, Statement{Name: "end " + l, Cypher: endEntity(l),
+			Parameters: map[string]any{"rows": []any{map[string]any{"key": key(l), "ended_at": 1}}}})
 	}
 	for _, s := range linkShapes {
 		out = append(out, Statement{Name: "link " + s.Type + " " + s.From + "->" + s.To, Cypher: mergeLink(s),
