@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/correlator/graph/neo4jstore/neo4jtest"
 	"github.com/weftobs/weft/correlator/graphstage"
 	"github.com/weftobs/weft/correlator/internal/stagetest"
 	"github.com/weftobs/weft/streams/schema"
@@ -154,7 +155,7 @@ func TestRetentionReplayEqualsLive(t *testing.T) {
 	g := startGraph(t, h, retentionSettings(dir, nil))
 
 	seqs, buckets := phases(t, s.JS)
-	waitSeqStage(t, g, seqs[3])
+	waitSeqStage(t, g, seqs[3], 10*time.Second)
 	full := fetch(t, h)
 	if st := g.Stats(); st.RetainedFrom > buckets[0] {
 		t.Fatalf("the graph cut at %d with the stream whole (first phase in bucket %d)", st.RetainedFrom, buckets[0])
@@ -203,12 +204,75 @@ func TestRetentionReplayEqualsLive(t *testing.T) {
 }
 
 // waitSeqStage waits until g has written CALLS up to seq.
-func waitSeqStage(t *testing.T, g *graphstage.Stage, seq uint64) {
+func waitSeqStage(t *testing.T, g *graphstage.Stage, seq uint64, timeout time.Duration) {
 	t.Helper()
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	natstest.CheckFor(t, timeout, 10*time.Millisecond, func() error {
 		if got := g.Stats().Applied; got < seq {
 			return fmt.Errorf("graph at CALLS %d, want %d", got, seq)
 		}
 		return nil
 	})
+}
+
+// TestNeo4jRetentionReplayEqualsLive is TestRetentionReplayEqualsLive
+// with the live graph in Neo4j: after the cut it holds the kept phase
+// alone (counts summed again from the buckets left), equals the embedded
+// store's replay from the cut, and a replay from the cut into an emptied
+// Neo4j.
+func TestNeo4jRetentionReplayEqualsLive(t *testing.T) {
+	cfg, st := neo4jtest.Migrated(t)
+	s := natstest.Start(t)
+	str := callsWithMaxAge(t, s)
+	neoSettings := func(replay *stage.Replay) stage.Settings {
+		set := neo4jSettings(t, cfg, replay)
+		set.Config.(*graphstage.Config).RetentionBucket = retentionBucket
+		return set
+	}
+	h := stagetest.NewHost(s.JS)
+	g := startGraph(t, h, neoSettings(nil))
+	defer g.Shutdown(context.Background())
+
+	seqs, buckets := phases(t, s.JS)
+	waitSeqStage(t, g, seqs[3], 60*time.Second) // Neo4j compiles each new statement at its first run
+	if err := str.Purge(context.Background(), jetstream.WithPurgeSequence(seqs[2]+1)); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if got := g.Stats().RetainedFrom; got != buckets[3] {
+			return fmt.Errorf("graph cut at %d, want %d (the fourth phase's bucket)", got, buckets[3])
+		}
+		return nil
+	})
+	checkRetained(t, fetch(t, h), endedNodes(t, h))
+	if err := g.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if from, err := st.RetainedFrom(context.Background()); err != nil || from != buckets[3] {
+		t.Fatalf("Neo4j records the cut %d (%v), want %d", from, err, buckets[3])
+	}
+	live := neo4jtest.Graph(t, st)
+	last, err := st.LastSeq(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay := func(durable string) *stage.Replay {
+		return &stage.Replay{Durable: durable, StartTime: time.Unix(0, buckets[3]), UntilSeq: last}
+	}
+
+	h2 := stagetest.NewHost(s.JS)
+	emb := startGraph(t, h2, retentionSettings(t.TempDir(), replay("replay-retained-embedded")))
+	defer emb.Shutdown(context.Background())
+	waitSeq(t, emb.Store(), last)
+	if err := neo4jtest.Compare(live, neo4jtest.Graph(t, emb.Store().(graph.Reader))); err != nil {
+		t.Errorf("the embedded replay from the cut is not the live Neo4j graph: %v", err)
+	}
+
+	neo4jtest.Reset(t, cfg)
+	neo4jtest.Migrate(t, st)
+	g3 := startGraph(t, stagetest.NewHost(s.JS), neoSettings(replay("replay-retained-neo4j")))
+	defer g3.Shutdown(context.Background())
+	waitSeq(t, st, last)
+	if err := neo4jtest.Compare(live, neo4jtest.Graph(t, st)); err != nil {
+		t.Errorf("the replay from the cut into an empty Neo4j is not the live graph: %v", err)
+	}
 }
