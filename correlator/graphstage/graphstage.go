@@ -543,16 +543,16 @@ func (s *Stage) enter(bk int64) {
 // retain drops from the store the buckets the graph no longer keeps: those
 // before now less the retention, and those the stream no longer holds
 // whole (its first message is later than their start), but never the
-// bucket of the last batch written or a later one, so every message still
-// to come folds into a bucket kept. It runs between writes, with nothing
-// pending, so no batch of a dropped bucket is written after the cut.
+// bucket of the last batch written or a later one: what is folded and
+// not written yet, and every message still to come, is of that bucket or
+// a later one (stream time grows with the sequence), so no batch of a
+// dropped bucket is written after the cut. It runs between writes.
 func (s *Stage) retain(ctx context.Context) error {
 	s.mu.Lock()
-	idle := s.pending == nil && len(s.ready) == 0 && s.fold.Empty()
 	last, from, w := s.appliedBucket, s.retainedFrom, int64(s.bucket)
 	s.mu.Unlock()
 	r, ok := s.store.(graph.Retainer)
-	if w <= 0 || !ok || !idle || last == 0 {
+	if w <= 0 || !ok || last == 0 {
 		return nil
 	}
 	info, err := s.str.Info(ctx)
