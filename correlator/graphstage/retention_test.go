@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -274,5 +275,29 @@ func TestNeo4jRetentionReplayEqualsLive(t *testing.T) {
 	waitSeq(t, st, last)
 	if err := neo4jtest.Compare(live, neo4jtest.Graph(t, st)); err != nil {
 		t.Errorf("the replay from the cut into an empty Neo4j is not the live graph: %v", err)
+	}
+}
+
+// TestRetentionLongerThanStreamRefused: a retention the stream does not
+// keep is refused at start, saying both and what to set; a bucket longer
+// than the retention is refused by Validate.
+func TestRetentionLongerThanStreamRefused(t *testing.T) {
+	s := natstest.Start(t)
+	callsWithMaxAge(t, s)
+	set := graphSettings(t.TempDir(), nil)
+	set.Config.(*graphstage.Config).Retention = 2 * time.Hour
+	st, err := graphstage.New(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Start(context.Background(), stagetest.NewHost(s.JS))
+	if err == nil || !strings.Contains(err.Error(), "retention 2h0m0s exceeds stream CALLS's max age 1h0m0s") || !strings.Contains(err.Error(), "set at most 1h0m0s") {
+		t.Fatalf("start with a retention longer than CALLS keeps: %v", err)
+	}
+	_ = st.Shutdown(context.Background())
+	cfg := graphstage.NewConfig()
+	cfg.Retention, cfg.RetentionBucket = time.Hour, 2*time.Hour
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "retentionBucket 2h0m0s") {
+		t.Fatalf("a bucket longer than the retention: %v", err)
 	}
 }
