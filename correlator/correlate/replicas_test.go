@@ -95,13 +95,16 @@ func callIDs(calls []*schema.Call) []string {
 // TestReplicasGroundTruth: 1, 2 and 3 replicas over 6 partitions give the
 // same calls, equal to the ground truth, none twice; the halves of each
 // cross-node connection met on one replica (no partial calls beyond the
-// truth's).
+// truth's). The app pod deleted after its traffic is ended on CALLS once
+// (every partition reads the delete; partition 0 alone publishes it).
 func TestReplicasGroundTruth(t *testing.T) {
 	const parts = 6
 	c := scenario.NewCluster()
 	sim := scenario.New()
 	c.Up(sim)
 	c.Traffic(sim, 200, 3e6)
+	appEnd := scenario.T0 + 200*3e6 + 10e6
+	sim.PodDown(appEnd, c.App)
 	batches := sim.Interleaved(16)
 	var first []string
 	for _, n := range []int{1, 2, 3} {
@@ -123,6 +126,14 @@ func TestReplicasGroundTruth(t *testing.T) {
 			if _, dups := stagetest.Dedupe(calls); dups > 0 {
 				t.Errorf("%d calls emitted twice", dups)
 			}
+			natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+				ended := stagetest.ReadPodsEnded(t, s.JS)
+				if len(ended) != 1 || ended[0].GetPod().GetUid() != c.App.GetUid() || ended[0].GetEndedUnixNano() != appEnd ||
+					len(ended[0].GetPod().GetContainers()) != 1 {
+					return fmt.Errorf("pods ended on CALLS: %v; want the app pod once, with its container, at %d", ended, appEnd)
+				}
+				return nil
+			})
 			for i, r := range rs {
 				if r.st.Stats().Calls == 0 {
 					t.Errorf("replica %d (partitions %v) emitted no call", i, r.st.Owned())

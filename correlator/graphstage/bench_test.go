@@ -338,7 +338,10 @@ func BenchmarkCloseToGraph(b *testing.B) {
 // replay --stream CALLS --to graph` does it (the graph stage, default
 // settings, under a replay durable) into an empty, migrated Neo4j
 // (neo4j), against the same replay into an empty embedded store
-// (embedded), same stream, same run. Each ends when the store holds the
+// (embedded), same stream, same run; and each again with a retention
+// (+retention: counts kept per retention bucket, in Neo4j a
+// WEFT_CALLS_BUCKET twin written with every CALLS relationship), for
+// what retention costs. Each ends when the store holds the
 // stream's last sequence; batches and rows/batch are the stage's.
 // WEFT_BENCH_CALLS sets how many calls (default 1,000,000). It skips,
 // as the Neo4j tests do, when no Neo4j can be had (package neo4jtest).
@@ -356,8 +359,15 @@ func BenchmarkReplayNeo4j(b *testing.B) {
 	stagetest.Streams(b, s)
 	last := publishCalls(b, s, calls, 1000)
 	runs := 0
-	for _, store := range []string{graphstage.StoreEmbedded, graphstage.StoreNeo4j} {
-		b.Run(store, func(b *testing.B) {
+	for _, v := range []struct {
+		store     string
+		retention bool
+	}{{graphstage.StoreEmbedded, false}, {graphstage.StoreEmbedded, true}, {graphstage.StoreNeo4j, false}, {graphstage.StoreNeo4j, true}} {
+		store, name := v.store, v.store
+		if v.retention {
+			name += "+retention"
+		}
+		b.Run(name, func(b *testing.B) {
 			var batches, rows uint64
 			if store == graphstage.StoreNeo4j {
 				neo4jtest.Fresh(b) // held until the benchmark ends
@@ -365,6 +375,9 @@ func BenchmarkReplayNeo4j(b *testing.B) {
 			for i := 0; b.Loop(); i++ {
 				runs++
 				cfg := graphstage.NewConfig()
+				if v.retention {
+					cfg.Retention = 24 * time.Hour
+				}
 				if store == graphstage.StoreNeo4j {
 					b.StopTimer()
 					if i > 0 {
