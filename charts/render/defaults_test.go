@@ -18,7 +18,7 @@ import (
 func userSecrets(objs []object) []*corev1.Secret {
 	var out []*corev1.Secret
 	for _, s := range ofType[*corev1.Secret](objs) {
-		if !strings.HasSuffix(s.Name, "-nats-ca") && !strings.HasSuffix(s.Name, "-nats-tls") && !strings.HasSuffix(s.Name, "-api-token") {
+		if !strings.HasSuffix(s.Name, "-nats-ca") && !strings.HasSuffix(s.Name, "-nats-tls") && !strings.HasSuffix(s.Name, "-nats-operator-tls") && !strings.HasSuffix(s.Name, "-api-token") {
 			out = append(out, s)
 		}
 	}
@@ -91,8 +91,8 @@ func TestNoValuesInstall(t *testing.T) {
 		generated = append(generated, s.Name)
 	}
 	slices.Sort(generated)
-	if want := []string{"weft-api-token", "weft-nats-ca", "weft-nats-tls"}; !slices.Equal(generated, want) {
-		t.Errorf("generated Secrets %v, want %v (the NATS CA and certificates, the API token)", generated, want)
+	if want := []string{"weft-api-token", "weft-nats-ca", "weft-nats-operator-tls", "weft-nats-tls"}; !slices.Equal(generated, want) {
+		t.Errorf("generated Secrets %v, want %v (the NATS CA and certificates, the operator's certificate, the API token)", generated, want)
 	}
 	var nats *appsv1.StatefulSet
 	for _, s := range ofType[*appsv1.StatefulSet](objs) {
@@ -135,6 +135,8 @@ func TestNotes(t *testing.T) {
 				"--set neo4j.uri=", "neo4j.existingSecret", "neo4j.evaluation.enabled=true",
 				"--set otlp.endpoint=",
 				"otlp stage(s) otlp, node-otlp left out",
+				// The streams, as the operator.
+				"kubectl create token weft-operator -n weft --audience weft-nats", "Secret weft-nats-operator-tls",
 			},
 		},
 		{

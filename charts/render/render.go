@@ -272,7 +272,7 @@ func capabilities(c *chart.Chart, opts Options) (*chartutil.Capabilities, chartu
 // generatedLine matches what the chart generates afresh at each render
 // when there is no cluster to look the kept Secrets up in (the NATS CA and
 // certificates, the API token), and what is derived from them.
-var generatedLine = regexp.MustCompile(`(?m)^(\s+(?:ca\.crt|ca\.key|server\.crt|server\.key|client\.crt|client\.key|token|checksum/tls|weft\.dev/renew-after)): \S+$`)
+var generatedLine = regexp.MustCompile(`(?m)^(\s+(?:ca\.crt|ca\.key|server\.crt|server\.key|client\.crt|client\.key|tls\.crt|tls\.key|token|checksum/tls|weft\.dev/renew-after)): \S+$`)
 
 // WithoutGenerated returns manifest with those generated values replaced
 // by <generated>, so that two renders of the same values compare equal.

@@ -168,6 +168,13 @@ stages:
 			want:     []string{"a graph stage cannot autoscale"},
 		},
 		{
+			name: "correlator autoscaled past its partitions",
+			topology: topo("  - {name: c, kind: collector, deploy: daemonset, outputs: [EVENTS]}\n" +
+				"  - {name: x, kind: correlator, deploy: deployment, inputs: [EVENTS], outputs: [CALLS], autoscale: {min: 1, max: 3}}\n"),
+			values: good,
+			want:   []string{"(x): autoscale.max 3 is above its input's partitions (1)", "lower autoscale.max to 1"},
+		},
+		{
 			name:     "undeclared stream",
 			topology: topo("  - {name: c, kind: collector, deploy: daemonset, outputs: [EVENT]}\n"),
 			values:   good,

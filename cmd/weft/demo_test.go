@@ -51,7 +51,8 @@ func getJSON(url string, v any) error {
 // own, a NATS StatefulSet; restarts and exec probes every few hundred
 // milliseconds) until it has published its total and ended, then compares
 // the graph on /api/v1/graph with the ground truth the demo serves on
-// /api/v1/demo/truth: every pod with its node, IP and owner, and per
+// /api/v1/demo/truth: every pod with its node, IP and owner, the pods
+// deleted (and replaced) ended at their delete and the others not, and per
 // pod-level edge the connections and bytes, exactly.
 func TestDemoGraphIsItsGroundTruth(t *testing.T) {
 	dir := t.TempDir()
@@ -83,8 +84,8 @@ stages:
 		}
 		return nil
 	})
-	if truth.Restarts == 0 || truth.Exits <= truth.Restarts || truth.Open != 0 || len(truth.Edges) == 0 {
-		t.Fatalf("the demo ran no restart, probe or call, or left connections open: %+v", truth.Truth)
+	if truth.Restarts == 0 || truth.Replaced == 0 || truth.Exits <= truth.Restarts || truth.Open != 0 || len(truth.Edges) == 0 {
+		t.Fatalf("the demo ran no restart, pod replacement, probe or call, or left connections open: %+v", truth.Truth)
 	}
 
 	want := map[string]string{}
@@ -157,6 +158,13 @@ func compareDemoGraph(truth demoTruth, g apiGraph, want map[string]string) error
 		}
 		if len(owners[p.Name]) == 0 {
 			return fmt.Errorf("pod %s has no owner in the graph", p.Name)
+		}
+		// A deleted pod is ended, at its delete; a running one is not.
+		// (Both sides through float64, as JSON decodes them.)
+		if end, ok := n.props["ended_at"].(float64); p.EndedAt == 0 && ok {
+			return fmt.Errorf("pod %s runs in the demo, ended at %v in the graph", p.Name, end)
+		} else if p.EndedAt != 0 && end != float64(p.EndedAt) {
+			return fmt.Errorf("pod %s ended at %d in the demo, ended_at %v in the graph", p.Name, p.EndedAt, n.props["ended_at"])
 		}
 	}
 	// Pod-level edges, and container-level ones folded to their pods,

@@ -29,7 +29,7 @@ weft.dlq.<stage>, with the reason and where it came from in headers
 ls counts them, show lists them, redrive republishes them to their
 original subject once the cause is fixed.`,
 	}
-	nf.register(cmd.PersistentFlags(), natsconn.DefaultURL)
+	nf.registerOperator(cmd.PersistentFlags())
 
 	ls := &cobra.Command{
 		Use:   "ls",

@@ -155,7 +155,7 @@ func natsAuthServe(ctx context.Context, o natsAuthServeOptions) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
-	log.Info("answering NATS authorization requests", "server", nc.ConnectedServerName(), "service_accounts", len(cfg.ServiceAccounts))
+	log.Info("answering NATS authorization requests", "server", nc.ConnectedServerName(), "service_accounts", len(cfg.ServiceAccounts), "operators", len(cfg.Operators))
 	<-ctx.Done()
 	_ = sub.Drain()
 	return nil

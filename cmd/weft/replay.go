@@ -90,7 +90,7 @@ writes every message's decoded batch as one JSON line ("-" for stdout).
 	fs.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "data dir for the stage's state [$WEFT_DATA_DIR]")
 	fs.StringVar(&o.node, "node", nodeName(), "node name [$WEFT_NODE_NAME]")
 	fs.BoolVar(&o.noProgress, "no-progress", false, "no progress bar")
-	o.nats.register(fs, natsconn.DefaultURL)
+	o.nats.registerOperator(fs)
 	return cmd
 }
 

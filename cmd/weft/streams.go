@@ -25,7 +25,7 @@ func newStreamsCmd() *cobra.Command {
 		Use:   "streams",
 		Short: "List and inspect weft's JetStream streams and their consumers",
 	}
-	nf.register(cmd.PersistentFlags(), natsconn.DefaultURL)
+	nf.registerOperator(cmd.PersistentFlags())
 	var asJSON bool
 	ls := &cobra.Command{
 		Use:   "ls",

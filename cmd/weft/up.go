@@ -253,24 +253,41 @@ func serve(ctx context.Context, out io.Writer, o procOptions) (err error) {
 		return err
 	}
 	defer nc.Close()
-	connected := "connected to NATS; provisioning streams"
-	waitingFor.Store(&connected)
-
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	maxReplicas := 0
-	if srv != nil {
-		maxReplicas = 1
-	}
-	results, err := provision.EnsureStreams(pctx, js, topo, provision.Options{MaxReplicas: maxReplicas})
-	cancel()
-	for _, r := range results {
-		for _, n := range r.Notes {
-			log.Info("stream "+r.Stream+": "+n, "stream", r.Stream)
+	var results []provision.Result
+	if creators := provision.Creators(topo); nodeLocalOnly(topo, o.stages) && len(creators) > 0 {
+		// A collector's DaemonSet does not create the streams (the
+		// chart's NATS does not let it): it waits for the stages that do,
+		// which may start after it on a fresh install.
+		streams := provision.StreamsOf(topo, o.stages)
+		err = provision.WaitStreams(ctx, js, streams, func(n int, missing []string) {
+			if n == 1 {
+				log.Info("waiting for streams to be created", "streams", missing, "by", creators)
+			}
+			msg := fmt.Sprintf("waiting for streams %s to be created by stage %s (attempt %d)", strings.Join(missing, ", "), strings.Join(creators, ", "), n)
+			waitingFor.Store(&msg)
+		})
+		if err != nil {
+			return err
 		}
-		logDrift(log, r)
-	}
-	if err != nil {
-		return err
+	} else {
+		connected := "connected to NATS; provisioning streams"
+		waitingFor.Store(&connected)
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		maxReplicas := 0
+		if srv != nil {
+			maxReplicas = 1
+		}
+		results, err = provision.EnsureStreams(pctx, js, topo, provision.Options{MaxReplicas: maxReplicas})
+		cancel()
+		for _, r := range results {
+			for _, n := range r.Notes {
+				log.Info("stream "+r.Stream+": "+n, "stream", r.Stream)
+			}
+			logDrift(log, r)
+		}
+		if err != nil {
+			return err
+		}
 	}
 
 	r, err := runner.New(runner.Options{
@@ -546,6 +563,20 @@ func driftSummary(r provision.Result) string {
 		fields[i] = d.Field
 	}
 	return " (live differed from the topology: " + strings.Join(fields, ", ") + ")"
+}
+
+// nodeLocalOnly: stages (weft run --stage) are all node-local; weft up
+// (no stages named) runs every stage.
+func nodeLocalOnly(t *topology.Topology, stages []string) bool {
+	if len(stages) == 0 {
+		return false
+	}
+	for _, n := range stages {
+		if def := t.Stage(n); def == nil || !t.NodeLocal(def) {
+			return false
+		}
+	}
+	return true
 }
 
 // waitingMux serves /healthz and /readyz while the process waits for NATS:

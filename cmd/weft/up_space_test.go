@@ -42,17 +42,7 @@ func TestUpFitsSmallDisk(t *testing.T) {
 		}
 		return nil
 	})
-	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Fatalf("weft up exited with %v after SIGINT; stderr:\n%s", err, p.stderr)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("weft up did not exit after SIGINT; stderr:\n%s", p.stderr)
-	}
+	p.stop(t, syscall.SIGINT)
 	out := p.stdout.String()
 	for _, want := range []string{"storage    EVENTS ", "CALLS ", "reserved of ", "shrunk to fit", "maxBytes", "weft up -f"} {
 		if !strings.Contains(out, want) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -19,7 +18,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -58,86 +56,20 @@ stages:
   - {name: node-otlp,  kind: otlp,       deploy: sidecar, sidecarOf: collector, inputs: [EVENTS]}
 `
 
-// TestZeroTrust runs a NATS server in process on the chart's rendered
-// nats.conf (mutual TLS with the chart's generated CA, weft nats-auth's
-// auth callout, the rendered identities), with `weft nats-auth serve` as
-// the chart runs it, and a Kubernetes service-account issuer of the
-// test's own (its JWKS, and tokens in the kubelet's format). It then
-// tries to get in the ways an attacker in the cluster would, and each
+// TestZeroTrust runs the chart's NATS (startChartNATS). It tries to get in the ways an attacker in the cluster would, and each
 // attempt must be refused and show in NATS's log or nats-auth's; and runs
 // the real stages, each as `weft run` with its own token, through the
 // permissions end to end: nothing they do is refused.
 func TestZeroTrust(t *testing.T) {
-	const ns = "weft"
 	recv := otlprecv.Start(t)
-	out, err := render.Render([]byte(ztTopology), render.Options{Values: map[string]any{
+	env := startChartNATS(t, map[string]any{
 		"nats": map[string]any{"replicas": 1},
 		"otlp": map[string]any{"endpoint": recv.GRPCEndpoint()},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pod := layOutChartNATS(t, out)
-	topo, err := topology.Parse("topology.yaml", []byte(pod.topology), registry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	topoFile := filepath.Join(pod.dir, "topology.yaml")
-	writeFile(t, topoFile, []byte(pod.topology))
-
-	// NATS on the chart's configuration, its log kept for the operator's
-	// view of each refusal.
-	t.Setenv("SERVER_NAME", "weft-nats-0") // the pod's name, in the chart
-	opts, err := server.ProcessConfigFile(pod.conf)
-	if err != nil {
-		t.Fatalf("nats.conf: %v", err)
-	}
-	_, port, _ := net.SplitHostPort(freePort(t))
-	opts.Port, _ = parsePort(port)
-	// What the pod has that this test does not: /data, /var/run/nats.
-	opts.HTTPPort, opts.StoreDir, opts.NoSigs = 0, t.TempDir(), true
-	opts.PidFile = filepath.Join(t.TempDir(), "nats.pid")
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &serverLog{}
-	srv.SetLoggerV2(logs, false, false, false)
-	go srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatalf("nats-server not ready:\n%s", logs)
-	}
-	url := fmt.Sprintf("tls://localhost:%d", opts.Port)
-
-	// The cluster's service-account issuer.
-	iss := newIssuer(t)
-	jwks := filepath.Join(pod.dir, "jwks.json")
-	writeFile(t, jwks, iss.jwks(t))
-
-	auth := start(t, "nats-auth", "serve", "--dir", filepath.Join(pod.dir, "auth"),
-		"--identities", filepath.Join(pod.dir, "identities", "identities.json"), "-f", topoFile,
-		"--jwks-file", jwks, "--listen", freePort(t), "--nats-url", url,
-		"--nats-tls-ca", pod.file("tls/ca.crt"), "--nats-tls-cert", pod.file("tls/server.crt"), "--nats-tls-key", pod.file("tls/server.key"))
-	natstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		if !strings.Contains(auth.stderr.String(), "answering NATS authorization requests") {
-			return fmt.Errorf("nats-auth not serving; stderr:\n%s", auth.stderr)
-		}
-		return nil
 	})
-
-	tokenFile := func(sa, node, aud string) string {
-		f := filepath.Join(t.TempDir(), "token")
-		writeFile(t, f, []byte(iss.token(t, ns, sa, node, aud)))
-		return f
-	}
-	stageOpts := func(sa, node string, stages ...string) natsconn.Options {
-		return natsconn.Options{
-			URL: url, TokenFile: tokenFile(sa, node, "weft-nats"),
-			TLSCA: pod.file("client/ca.crt"), TLSCert: pod.file("client/tls.crt"), TLSKey: pod.file("client/tls.key"),
-			InboxPrefix: natsauth.InboxPrefix(topo, stages, node), ConnectTimeout: 3 * time.Second,
-		}
-	}
+	pod, url, logs, auth, topoFile := env.pod, env.url, env.logs, env.auth, env.topoFile
+	tokenFile := func(sa, node, aud string) string { return env.tokenFile(t, sa, node, aud) }
+	stageOpts := func(sa, node string, stages ...string) natsconn.Options { return env.stageOpts(t, sa, node, stages...) }
+	const ns = chartNamespace
 	ctx := context.Background()
 
 	// Getting in at all.
@@ -316,6 +248,101 @@ func TestZeroTrust(t *testing.T) {
 	}
 }
 
+// chartNamespace is the namespace the chart is rendered into in these
+// tests (the render's default).
+const chartNamespace = "weft"
+
+// chartEnv is a NATS server in process on the chart's rendered
+// nats.conf (mutual TLS with the chart's generated CA, weft nats-auth's
+// auth callout, the rendered identities), with `weft nats-auth serve` as
+// the chart runs it, and a Kubernetes service-account issuer of the
+// test's own (its JWKS, and tokens in the kubelet's format).
+type chartEnv struct {
+	pod      chartNATS
+	topo     *topology.Topology
+	topoFile string
+	url      string
+	logs     *serverLog // NATS's
+	auth     *proc      // weft nats-auth serve
+	iss      saIssuer
+}
+
+// startChartNATS renders ztTopology with values and starts its NATS and
+// nats-auth.
+func startChartNATS(t *testing.T, values map[string]any) *chartEnv {
+	t.Helper()
+	out, err := render.Render([]byte(ztTopology), render.Options{Values: values})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := layOutChartNATS(t, out)
+	topo, err := topology.Parse("topology.yaml", []byte(pod.topology), registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	topoFile := filepath.Join(pod.dir, "topology.yaml")
+	writeFile(t, topoFile, []byte(pod.topology))
+
+	// NATS on the chart's configuration, its log kept for the operator's
+	// view of each refusal.
+	t.Setenv("SERVER_NAME", "weft-nats-0") // the pod's name, in the chart
+	opts, err := server.ProcessConfigFile(pod.conf)
+	if err != nil {
+		t.Fatalf("nats.conf: %v", err)
+	}
+	_, port, _ := net.SplitHostPort(freePort(t))
+	opts.Port, _ = parsePort(port)
+	// What the pod has that this test does not: /data, /var/run/nats.
+	opts.HTTPPort, opts.StoreDir, opts.NoSigs = 0, t.TempDir(), true
+	opts.PidFile = filepath.Join(t.TempDir(), "nats.pid")
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &serverLog{}
+	srv.SetLoggerV2(logs, false, false, false)
+	go srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatalf("nats-server not ready:\n%s", logs)
+	}
+	url := fmt.Sprintf("tls://localhost:%d", opts.Port)
+
+	// The cluster's service-account issuer.
+	iss := newIssuer(t)
+	jwks := filepath.Join(pod.dir, "jwks.json")
+	writeFile(t, jwks, iss.jwks(t))
+
+	auth := start(t, "nats-auth", "serve", "--dir", filepath.Join(pod.dir, "auth"),
+		"--identities", filepath.Join(pod.dir, "identities", "identities.json"), "-f", topoFile,
+		"--jwks-file", jwks, "--listen", freePort(t), "--nats-url", url,
+		"--nats-tls-ca", pod.file("tls/ca.crt"), "--nats-tls-cert", pod.file("tls/server.crt"), "--nats-tls-key", pod.file("tls/server.key"))
+	natstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(auth.stderr.String(), "answering NATS authorization requests") {
+			return fmt.Errorf("nats-auth not serving; stderr:\n%s", auth.stderr)
+		}
+		return nil
+	})
+	return &chartEnv{pod: pod, topo: topo, topoFile: topoFile, url: url, logs: logs, auth: auth, iss: iss}
+}
+
+// tokenFile writes a pod's projected token for sa on node with aud.
+func (e *chartEnv) tokenFile(t *testing.T, sa, node, aud string) string {
+	f := filepath.Join(t.TempDir(), "token")
+	writeFile(t, f, []byte(e.iss.token(t, chartNamespace, sa, node, aud)))
+	return f
+}
+
+// stageOpts are the connection options of a stage pod of sa on node
+// running stages.
+func (e *chartEnv) stageOpts(t *testing.T, sa, node string, stages ...string) natsconn.Options {
+	return natsconn.Options{
+		URL: e.url, TokenFile: e.tokenFile(t, sa, node, "weft-nats"),
+		TLSCA: e.pod.file("client/ca.crt"), TLSCert: e.pod.file("client/tls.crt"), TLSKey: e.pod.file("client/tls.key"),
+		InboxPrefix: natsauth.InboxPrefix(e.topo, stages, node), ConnectTimeout: 3 * time.Second,
+	}
+}
+
 func withToken(o natsconn.Options, file string) natsconn.Options { o.TokenFile = file; return o }
 
 func parsePort(s string) (int, error) { var p int; _, err := fmt.Sscan(s, &p); return p, err }
@@ -350,34 +377,11 @@ func writeFile(t *testing.T, path string, data []byte) {
 	}
 }
 
-// startEnv is start with extra environment variables.
-func startEnv(t *testing.T, env []string, args ...string) *proc {
-	t.Helper()
-	p := &proc{cmd: exec.Command(weftBin, args...), stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	p.cmd.Env = append(os.Environ(), env...)
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-p.done:
-			case <-time.After(20 * time.Second):
-				_ = p.cmd.Process.Kill()
-				<-p.done
-			}
-		}
-	})
-	return p
-}
-
 // chartNATS is what a NATS pod of the chart has under /etc/nats, laid
 // out in a directory: nats.conf (its /etc/nats/ paths pointing there),
-// tls/ and client/ from the rendered Secret, auth/ as `weft nats-auth
-// keygen` writes it, identities/ from its ConfigMap; and the topology.
+// tls/ and client/ from the rendered Secret, operator/ from the
+// operator's, auth/ as `weft nats-auth keygen` writes it, identities/
+// from its ConfigMap; and the topology.
 type chartNATS struct {
 	dir, conf, topology string
 }
@@ -404,6 +408,10 @@ func layOutChartNATS(t *testing.T, manifest string) chartNATS {
 			writeFile(t, c.file("identities/identities.json"), []byte(o.Data["identities.json"]))
 		case o.Kind == "ConfigMap" && o.Data["topology.yaml"] != "":
 			c.topology = o.Data["topology.yaml"]
+		case o.Kind == "Secret" && strings.HasSuffix(o.Metadata.Name, "-nats-operator-tls"):
+			for _, k := range []string{"ca.crt", "tls.crt", "tls.key"} {
+				writeFile(t, c.file("operator/"+k), b64(t, o.Data[k]))
+			}
 		case o.Kind == "Secret" && strings.HasSuffix(o.Metadata.Name, "-nats-tls"):
 			for k, dst := range map[string]string{"ca.crt": "tls/ca.crt", "server.crt": "tls/server.crt", "server.key": "tls/server.key"} {
 				writeFile(t, c.file(dst), b64(t, o.Data[k]))
@@ -460,17 +468,28 @@ func (i saIssuer) jwks(t *testing.T) []byte {
 }
 
 func (i saIssuer) token(t *testing.T, ns, sa, node, aud string) string {
+	return i.sign(t, aud, map[string]any{
+		"namespace":      ns,
+		"node":           map[string]string{"name": node, "uid": "1"},
+		"pod":            map[string]string{"name": sa + "-pod", "uid": "2"},
+		"serviceaccount": map[string]string{"name": sa, "uid": "3"},
+	})
+}
+
+// personToken is what `kubectl create token SA --audience AUD` gets: a
+// token bound to no pod and no node.
+func (i saIssuer) personToken(t *testing.T, ns, sa, aud string) string {
+	return i.sign(t, aud, map[string]any{"namespace": ns, "serviceaccount": map[string]string{"name": sa, "uid": "3"}})
+}
+
+func (i saIssuer) sign(t *testing.T, aud string, k8s map[string]any) string {
 	now := time.Now()
+	sa := k8s["serviceaccount"].(map[string]string)["name"]
 	hdr, _ := json.Marshal(map[string]string{"alg": "RS256", "kid": i.kid})
 	claims, _ := json.Marshal(map[string]any{
 		"aud": []string{aud}, "exp": now.Add(time.Hour).Unix(), "iat": now.Unix(), "nbf": now.Unix(),
-		"iss": "https://kubernetes.default.svc.cluster.local", "sub": "system:serviceaccount:" + ns + ":" + sa,
-		"kubernetes.io": map[string]any{
-			"namespace":      ns,
-			"node":           map[string]string{"name": node, "uid": "1"},
-			"pod":            map[string]string{"name": sa + "-pod", "uid": "2"},
-			"serviceaccount": map[string]string{"name": sa, "uid": "3"},
-		},
+		"iss": "https://kubernetes.default.svc.cluster.local", "sub": "system:serviceaccount:" + k8s["namespace"].(string) + ":" + sa,
+		"kubernetes.io": k8s,
 	})
 	signed := base64.RawURLEncoding.EncodeToString(hdr) + "." + base64.RawURLEncoding.EncodeToString(claims)
 	h := sha256.Sum256([]byte(signed))

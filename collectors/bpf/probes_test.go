@@ -59,6 +59,62 @@ func testTCPBytes(t *testing.T, network, address string, serverFirst bool, famil
 	}
 	defer c.Close()
 
+	// An interrupt in the middle of a hook run makes the kernel skip the
+	// same hook on that CPU (counted: Gaps.MissedRuns); under emulation
+	// the hooks are slow enough for that to hit a test's connection now
+	// and then. An attempt that lost events is tried again only when the
+	// kernel counted a skipped run during it; otherwise it fails.
+	const attempts = 3
+	for i := 1; ; i++ {
+		before, err := c.Gaps()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := exchangeTCP(t, c, network, address, serverFirst)
+		after, err := c.Gaps()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if skipped := after.MissedRuns - before.MissedRuns; len(got) < 4 && skipped > 0 && i < attempts {
+			t.Logf("attempt %d: %d of 4 events, %d hook runs the kernel skipped meanwhile: again", i, len(got), skipped)
+			continue
+		}
+		checkTCPBytes(t, got, family)
+		break
+	}
+	if lost, err := c.Lost(); err != nil || lost != 0 {
+		t.Errorf("lost %d (%v), want 0", lost, err)
+	}
+
+	linkIDs := attachedLinks(t, c)
+	progIDs := c.ProgramIDs()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkDetached(t, linkIDs, "Close")
+	// Programs are freed after an RCU grace period: poll.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, id := range progIDs {
+		for {
+			p, err := ebpf.NewProgramFromID(id)
+			if err != nil {
+				break
+			}
+			p.Close()
+			if time.Now().After(deadline) {
+				t.Errorf("program %d still loaded after Close", id)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// exchangeTCP makes one loopback connection on network at address (the
+// server or the client closing first), sends up bytes and answers down,
+// and returns its events by (phase, role).
+func exchangeTCP(t *testing.T, c *Collector, network, address string, serverFirst bool) map[[2]uint8]CollectorTcpEvent {
+	t.Helper()
 	ln, err := net.Listen(network, address)
 	if err != nil {
 		t.Skipf("skipping: %v", err)
@@ -117,6 +173,14 @@ func testTCPBytes(t *testing.T, network, address string, serverFirst bool, famil
 		}
 		return len(got) == 4
 	})
+	return got
+}
+
+// checkTCPBytes wants got to be exchangeTCP's four events with its
+// exact byte counts.
+func checkTCPBytes(t *testing.T, got map[[2]uint8]CollectorTcpEvent, family uint16) {
+	t.Helper()
+	const up, down = 12345, 54321
 	for k, e := range got {
 		if e.Conn.Family != family {
 			t.Errorf("event %v: family %d, want %d", k, e.Conn.Family, family)
@@ -144,32 +208,6 @@ func testTCPBytes(t *testing.T, network, address string, serverFirst bool, famil
 		t.Errorf("no accept event")
 	} else if int(acc.Hdr.Pid) != os.Getpid() {
 		t.Errorf("accept pid %d, want %d", acc.Hdr.Pid, os.Getpid())
-	}
-	if lost, err := c.Lost(); err != nil || lost != 0 {
-		t.Errorf("lost %d (%v), want 0", lost, err)
-	}
-
-	linkIDs := attachedLinks(t, c)
-	progIDs := c.ProgramIDs()
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	checkDetached(t, linkIDs, "Close")
-	// Programs are freed after an RCU grace period: poll.
-	deadline := time.Now().Add(5 * time.Second)
-	for _, id := range progIDs {
-		for {
-			p, err := ebpf.NewProgramFromID(id)
-			if err != nil {
-				break
-			}
-			p.Close()
-			if time.Now().After(deadline) {
-				t.Errorf("program %d still loaded after Close", id)
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
 	}
 }
 

@@ -27,9 +27,14 @@ import (
 //     short calls to the broker (4222), each open a few milliseconds;
 //   - every probeEvery one pod runs an exec probe: a short process, exec
 //     then exit, as the kubelet's exec probes do;
-//   - every restartEvery one app pod's process crashes (exit code 1): its
-//     broker connection closes, and after a back-off the kubelet starts a
-//     new container (new id, new pid) that connects again.
+//   - every restartEvery one app pod restarts, in turn one of two ways:
+//     its process crashes (exit code 1), its broker connection closes,
+//     and after a back-off the kubelet starts a new container (new id,
+//     new pid) that connects again; or the pod is deleted (as a rollout
+//     or an eviction does: its process exits 0, its connections close,
+//     the node announces the delete) and after the back-off its
+//     ReplicaSet's new pod (new uid, name and container, the freed IP
+//     again) takes its place. The deleted pod stays in the truth, ended.
 //
 // Every event carries the wall-clock time it stands for, and the generator
 // keeps the ground truth of what it emitted (Truth): what a correct
@@ -84,6 +89,8 @@ type simPod struct {
 	pod      *schema.Pod
 	ip       netip.Addr
 	restarts int
+	gen      int      // pods this one replaced (deleted, then made anew)
+	pending  bool     // deleted, its replacement not started yet
 	proc     *simProc // the running main process; nil between crash and restart
 	long     *simConn // the open broker connection of an app pod
 }
@@ -154,7 +161,7 @@ func NewGenerator(node string, opt Options) *Generator {
 			sp := &simPod{node: n, index: i, ip: ip, role: RoleBroker}
 			var owner *schema.OwnerRef
 			name := fmt.Sprintf("%s-%d", RoleBroker, n)
-			uid := fmt.Sprintf("%s%04x%08x", PodUIDPrefix, n, i)
+			uid := podUID(n, i, 0)
 			switch {
 			case i == 0:
 				owner = &schema.OwnerRef{Kind: "StatefulSet", Name: RoleBroker, Uid: "5e1f0000-0000-4000-9000-000000000001", Controller: true}
@@ -164,7 +171,7 @@ func NewGenerator(node string, opt Options) *Generator {
 					sp.role = RoleShop
 				}
 				rs := replicaSet(sp.role)
-				name = rs + "-" + podSuffix(n, i)
+				name = rs + "-" + podSuffix(n, i, 0)
 				owner = &schema.OwnerRef{Kind: "ReplicaSet", Name: rs, Uid: "5e1f0000-0000-4000-9000-" + fmt.Sprintf("%012x", len(sp.role)), Controller: true}
 				g.apps = append(g.apps, sp)
 			}
@@ -212,11 +219,15 @@ func Deployment(role string) string {
 	return role
 }
 
+// podUID is the uid of the gen-th pod in slot i of node n.
+func podUID(n, i, gen int) string { return fmt.Sprintf("%s%04x%08x", PodUIDPrefix, n, gen<<16|i) }
+
 // podSuffix is the five characters Kubernetes appends to a ReplicaSet's
-// pod names (from its alphabet without vowels).
-func podSuffix(n, i int) string {
+// pod names (from its alphabet without vowels), for the gen-th pod in slot
+// i of node n.
+func podSuffix(n, i, gen int) string {
 	const alphabet = "bcdfghjklmnpqrstvwxz2456789"
-	v := uint32(n*7919+i*104729) * 2654435761
+	v := uint32(n*7919+i*104729+gen*15485863) * 2654435761
 	b := make([]byte, 5)
 	for k := range b {
 		b[k] = alphabet[v%uint32(len(alphabet))]
@@ -255,6 +266,9 @@ func (g *Generator) startContainer(p *simPod, now time.Time) {
 		started:   now,
 	}
 	p.proc = pr
+	g.mu.Lock()
+	p.pending = false
+	g.mu.Unlock()
 	p.pod.Containers = []*schema.Container{{Id: pr.container, Name: p.role, Image: image}}
 	g.emit(n.name, schema.KindPod, &schema.Event{TimeUnixNano: ns(now),
 		Body: &schema.Event_Pod{Pod: &schema.PodEvent{Op: schema.PodEvent_OP_UPSERT, Pod: clonePod(p.pod)}}})
@@ -352,6 +366,42 @@ func (g *Generator) crash(p *simPod, now time.Time) {
 	g.at(now.Add(restartBackoff), func(now time.Time) { g.startContainer(p, now) })
 }
 
+// replace deletes p's pod, as a rollout or an eviction does: its process
+// exits 0 (it honours SIGTERM) and with it its connections, then the node
+// announces the delete; after restartBackoff the ReplicaSet's new pod in
+// its place (new uid, name and container; the freed IP again) starts.
+func (g *Generator) replace(p *simPod, now time.Time) {
+	if p.proc == nil {
+		return
+	}
+	if c := p.long; c != nil {
+		elapsed := now.Sub(c.start).Seconds()
+		c.sent, c.recv = uint64(elapsed*longSendRate), uint64(elapsed*longRecvRate)
+		p.long = nil
+	}
+	g.closeOf(p.proc, now)
+	g.exit(p, p.proc, 0, now)
+	p.proc = nil
+	n := g.nodes[p.node]
+	old := clonePod(p.pod)
+	g.emit(n.name, schema.KindPod, &schema.Event{TimeUnixNano: ns(now),
+		Body: &schema.Event_Pod{Pod: &schema.PodEvent{Op: schema.PodEvent_OP_DELETE, Pod: old}}})
+	p.gen++
+	p.restarts++
+	g.mu.Lock() // Truth reads the pod's identity
+	p.pod.Uid = podUID(p.node, p.index, p.gen)
+	p.pod.Name = replicaSet(p.role) + "-" + podSuffix(p.node, p.index, p.gen)
+	p.pod.Containers = nil
+	ended := truthPod(n.name, p, old)
+	ended.EndedAt = int64(ns(now))
+	g.truth.ended = append(g.truth.ended, ended)
+	g.truth.Restarts++
+	g.truth.Replaced++
+	p.pending = true
+	g.mu.Unlock()
+	g.at(now.Add(restartBackoff), func(now time.Time) { g.startContainer(p, now) })
+}
+
 // closeOf closes pr's connections, as the kernel does when a process
 // dies: its calls in flight end now, with what they had exchanged (here,
 // their totals).
@@ -437,7 +487,11 @@ func (g *Generator) Step(now time.Time) []Published {
 		if g.opt.RestartEvery > 0 {
 			g.every(now.Add(g.opt.RestartEvery), g.opt.RestartEvery, func(now time.Time) {
 				if len(g.apps) > 0 {
-					g.crash(g.apps[g.restart%len(g.apps)], now)
+					if p := g.apps[g.restart%len(g.apps)]; g.restart%2 == 0 {
+						g.crash(p, now)
+					} else {
+						g.replace(p, now)
+					}
 					g.restart++
 				}
 			})
@@ -541,6 +595,7 @@ func (q *dueQueue) Pop() any {
 // the connections closed so far with their bytes. It is what
 // GET /api/v1/demo/truth serves.
 type Truth struct {
+	// Pods are the pods running, then the pods deleted (ended).
 	Pods []TruthPod `json:"pods"`
 	// Edges are the closed connections per pod-level edge.
 	Edges []TruthEdge `json:"edges"`
@@ -548,13 +603,18 @@ type Truth struct {
 	// connections, calls in flight): they are in Edges once closed.
 	Open int `json:"open"`
 	// Execs and Exits count process events (the log signal); Containers
-	// the containers started, Restarts the crashes.
+	// the containers started; Restarts the containers started again (a
+	// crash, or a pod deleted and replaced), Replaced the pods deleted
+	// and replaced.
 	Execs      int `json:"execs"`
 	Exits      int `json:"exits"`
 	Containers int `json:"containers"`
 	Restarts   int `json:"restarts"`
+	Replaced   int `json:"replaced"`
 	// Events is how many events were published.
 	Events int64 `json:"events"`
+
+	ended []TruthPod // the pods deleted, in order
 }
 
 // TruthPod is one simulated pod.
@@ -566,6 +626,16 @@ type TruthPod struct {
 	Role       string `json:"role"`
 	Owner      string `json:"owner"`      // kind/name of its owner reference
 	Deployment string `json:"deployment"` // its ReplicaSet's Deployment ("" for the broker)
+	// EndedAt is when a deleted pod was deleted (Unix nanoseconds, the
+	// graph's ended_at); 0 for a pod running.
+	EndedAt int64 `json:"ended_at,omitempty"`
+}
+
+// truthPod is pod (p's, now or before it was replaced) in the truth.
+func truthPod(node string, p *simPod, pod *schema.Pod) TruthPod {
+	o := pod.GetOwners()[0]
+	return TruthPod{UID: pod.GetUid(), Name: pod.GetName(), Node: node, IP: p.ip.String(),
+		Role: p.role, Owner: o.GetKind() + "/" + o.GetName(), Deployment: Deployment(p.role)}
 }
 
 // TruthEdge is one pod-level edge.
@@ -601,11 +671,13 @@ func (g *Generator) Truth() Truth {
 	t.Pods = nil
 	for _, n := range g.nodes {
 		for _, p := range n.pods {
-			o := p.pod.GetOwners()[0]
-			t.Pods = append(t.Pods, TruthPod{UID: p.pod.GetUid(), Name: p.pod.GetName(), Node: n.name, IP: p.ip.String(),
-				Role: p.role, Owner: o.GetKind() + "/" + o.GetName(), Deployment: Deployment(p.role)})
+			if !p.pending {
+				t.Pods = append(t.Pods, truthPod(n.name, p, p.pod))
+			}
 		}
 	}
+	t.Pods = append(t.Pods, g.truth.ended...)
+	t.ended = nil
 	return t
 }
 

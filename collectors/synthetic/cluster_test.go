@@ -2,6 +2,7 @@ package synthetic
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -81,8 +82,25 @@ func TestClusterIsFaithful(t *testing.T) {
 					}
 				}
 			}
-			if len(truth.Pods) != tc.nodes*tc.pods {
-				t.Errorf("%d pods, want %d", len(truth.Pods), tc.nodes*tc.pods)
+			if len(truth.Pods) != tc.nodes*tc.pods+truth.Replaced || truth.Replaced != 1 {
+				t.Errorf("%d pods, %d replaced; want 1 replaced, and %d pods running and it", len(truth.Pods), truth.Replaced, tc.nodes*tc.pods)
+			}
+			// Pods deleted: the node announced each delete, at the time
+			// the truth gives as its end, and only those.
+			deletes := map[string]int64{}
+			for _, e := range evs {
+				if pe := e.Event.GetPod(); pe.GetOp() == schema.PodEvent_OP_DELETE {
+					deletes[pe.GetPod().GetUid()] = int64(e.Event.GetTimeUnixNano())
+				}
+			}
+			ended := map[string]int64{}
+			for _, p := range truth.Pods {
+				if p.EndedAt != 0 {
+					ended[p.UID] = p.EndedAt
+				}
+			}
+			if len(ended) != truth.Replaced || !maps.Equal(ended, deletes) {
+				t.Errorf("ended pods %v, deletes announced %v", ended, deletes)
 			}
 
 			// Processes: each exec'd once with its own pid per node, and
@@ -139,13 +157,15 @@ func TestClusterIsFaithful(t *testing.T) {
 				pid   uint32
 				start uint64
 			}
+			// An IP names the pod that holds it at the time: a pod
+			// replaced gives its IP to the next.
 			podOf := map[string]string{}
-			for _, p := range truth.Pods {
-				podOf[p.IP] = p.Name
-			}
 			open := map[string]side{} // local→remote of an open side
 			edges := map[string]*TruthEdge{}
 			for _, e := range evs {
+				if pe := e.Event.GetPod(); pe.GetOp() == schema.PodEvent_OP_UPSERT {
+					podOf[pe.GetPod().GetIps()[0]] = pe.GetPod().GetName()
+				}
 				tcp := e.Event.GetTcp()
 				if tcp == nil {
 					continue

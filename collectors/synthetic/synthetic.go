@@ -44,8 +44,9 @@ type Config struct {
 	Pods int `yaml:"pods"`
 	// BatchEvents is the publisher's events per message.
 	BatchEvents int `yaml:"batchEvents"`
-	// RestartEvery is how often an app container crashes and is restarted
-	// (default 60s; negative: never).
+	// RestartEvery is how often an app pod restarts: in turn its container
+	// crashes and is restarted, or the pod is deleted and its ReplicaSet
+	// replaces it (default 60s; negative: never).
 	RestartEvery time.Duration `yaml:"restartEvery"`
 	// ProbeEvery is how often a pod runs an exec probe, a short process
 	// (default 10s; negative: never).

@@ -125,6 +125,10 @@ type Stage struct {
 	host  stage.Host
 	grp   atomic.Pointer[group.Group]
 
+	// noRebuild starts partitions without the pod index rebuild: the
+	// baseline of BenchmarkPartitionStart, never set otherwise.
+	noRebuild bool
+
 	mu      sync.Mutex // guards parts, past; held while partitions move
 	parts   map[int]*part
 	past    join.Stats // of parts stopped
@@ -240,16 +244,33 @@ func (s *Stage) assign(ctx context.Context, owned []int) error {
 			delete(s.parts, k)
 		}
 	}
+	var fresh []*part
 	for _, k := range owned {
-		if s.parts[k] != nil {
-			continue
+		if s.parts[k] == nil {
+			fresh = append(fresh, s.newPart(k))
 		}
-		p, err := s.startPart(ctx, k)
-		if err != nil {
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	// Every newly owned partition gets the pod history before its
+	// consumer delivers a connection event: one read for all of them.
+	var r rebuild
+	if !s.noRebuild {
+		var err error
+		if r, err = s.rebuildPods(ctx, fresh); err != nil {
 			return err
 		}
-		s.parts[k] = p
 	}
+	ks := make([]int, len(fresh))
+	for i, p := range fresh {
+		if err := p.start(ctx, r.seq); err != nil {
+			return err
+		}
+		s.parts[p.k] = p
+		ks[i] = p.k
+	}
+	s.log.Info("partitions started", "partitions", ks, "pod_events_rebuilt", r.events, "pod_messages", r.msgs, "rebuilt_to_seq", r.seq, "rebuild_took", r.took)
 	return nil
 }
 
@@ -336,7 +357,23 @@ func (s *Stage) Gaps() map[string]uint64 {
 	return map[string]uint64{"evicted_open_side": st.EvictedOpen, "evicted_closed_side": st.EvictedEmit}
 }
 
+// Degraded says when this replica owns no partition because the live
+// replicas outnumber the stream's partitions (stage.Degrader: /readyz
+// lists it and weft_stage_degraded{what="partitions"} is 1, while the
+// process stays ready, so a rollout is not held up by a spare).
+func (s *Stage) Degraded() []string {
+	g := s.grp.Load()
+	if g == nil {
+		return nil
+	}
+	if idle, members := g.Idle(); idle {
+		return []string{fmt.Sprintf("partitions: owns none of the %d of %s (%d replicas live): stands by until another replica leaves", s.n, s.input.Name, members)}
+	}
+	return nil
+}
+
 var (
 	_ stage.Stage       = (*Stage)(nil)
 	_ stage.GapReporter = (*Stage)(nil)
+	_ stage.Degrader    = (*Stage)(nil)
 )

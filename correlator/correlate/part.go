@@ -24,6 +24,7 @@ type part struct {
 	s       *Stage
 	k       int
 	started time.Time
+	podSeq  uint64 // pod events up to this stream sequence came from the rebuild
 
 	mu     sync.Mutex
 	j      *join.Joiner
@@ -46,15 +47,25 @@ type held struct {
 	hold join.Hold
 }
 
-func (s *Stage) startPart(ctx context.Context, k int) (*part, error) {
-	p := &part{s: s, k: k, started: time.Now(), done: make(chan struct{}), bySeq: map[uint64]*held{}}
-	p.j = join.New(join.Config{Window: s.cfg.Window, CloseWait: s.cfg.CloseWait, MaxConnections: s.cfg.MaxConnections, Emit: p.emit})
+// newPart is partition k with its joiner, not started: its pod index is
+// rebuilt (Stage.rebuildPods) before start reads its consumer.
+func (s *Stage) newPart(k int) *part {
+	p := &part{s: s, k: k, done: make(chan struct{}), bySeq: map[uint64]*held{}}
+	p.j = join.New(join.Config{Window: s.cfg.Window, CloseWait: s.cfg.CloseWait, MaxConnections: s.cfg.MaxConnections, Emit: p.emit, Ended: p.ended})
+	return p
+}
+
+// start opens the part's publisher and starts its consumer; pod events
+// at or below podSeq are in its pod index already.
+func (p *part) start(ctx context.Context, podSeq uint64) error {
+	s, k := p.s, p.k
+	p.started, p.podSeq = time.Now(), podSeq
 	pub, err := publish.New(s.js.Conn(), publish.Config{Stage: s.set.Name, Node: s.set.Node, Type: &schema.CallBatch{}, Fence: s.valid,
 		// What a call repeats of itself or of an earlier call of its
 		// message stays off the stream; every reader's decoder puts it back.
 		PerBatch: schema.NewCallCompactor}, s.set.Counters, s.log)
 	if err != nil {
-		return nil, fmt.Errorf("stage %s: partition %d: %w", s.set.Name, k, err)
+		return fmt.Errorf("stage %s: partition %d: %w", s.set.Name, k, err)
 	}
 	p.pub = pub
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -62,11 +73,11 @@ func (s *Stage) startPart(ctx context.Context, k int) (*part, error) {
 	if err != nil {
 		p.cancel()
 		_ = pub.Close(ctx)
-		return nil, err
+		return err
 	}
 	p.cons = cons
 	go p.loop()
-	return p, nil
+	return nil
 }
 
 func (p *part) stats() join.Stats {
@@ -119,7 +130,11 @@ func (p *part) handle(ctx context.Context, m jetstream.Msg) error {
 		p.mu.Unlock()
 		return consume.Permanent(errors.New("event batch without origin node"))
 	}
+	rebuilt := h.seq != 0 && h.seq <= p.podSeq
 	for i, ev := range b.GetEvents() {
+		if rebuilt && ev.GetPod() != nil {
+			continue // applied by the rebuild, in stream order
+		}
 		if err := p.j.Feed(node, ev, &h.hold); err != nil {
 			if errors.Is(err, join.ErrMalformed) {
 				bad = append(bad, fmt.Errorf("event %d: %w", i, err))
@@ -198,14 +213,16 @@ func (p *part) flush(ctx context.Context, expire bool) {
 		return // never ack past a lost call; redelivery rebuilds it
 	}
 	if err := p.pub.Flush(ctx); err != nil {
-		if errors.Is(err, publish.ErrFenced) {
-			p.mu.Lock()
-			p.broken = err
-			p.mu.Unlock()
-		} else {
+		// Fenced, or cut short because the part is stopping (its context
+		// ended): a Flush cut short while it waited for buffer room has
+		// dropped the batches it sealed, so the calls of ready may be
+		// lost. Nothing more is acked; the messages go back (stop naks
+		// them) and the next owner emits their calls again, same ids.
+		if !errors.Is(err, publish.ErrFenced) {
 			p.s.log.Warn("flush calls", "partition", p.k, "err", err)
 		}
 		p.mu.Lock()
+		p.broken = err
 		p.held = append(ready, p.held...)
 		for _, h := range ready {
 			p.bySeq[h.seq] = h

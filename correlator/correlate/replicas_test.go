@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,13 +95,16 @@ func callIDs(calls []*schema.Call) []string {
 // TestReplicasGroundTruth: 1, 2 and 3 replicas over 6 partitions give the
 // same calls, equal to the ground truth, none twice; the halves of each
 // cross-node connection met on one replica (no partial calls beyond the
-// truth's).
+// truth's). The app pod deleted after its traffic is ended on CALLS once
+// (every partition reads the delete; partition 0 alone publishes it).
 func TestReplicasGroundTruth(t *testing.T) {
 	const parts = 6
 	c := scenario.NewCluster()
 	sim := scenario.New()
 	c.Up(sim)
 	c.Traffic(sim, 200, 3e6)
+	appEnd := scenario.T0 + 200*3e6 + 10e6
+	sim.PodDown(appEnd, c.App)
 	batches := sim.Interleaved(16)
 	var first []string
 	for _, n := range []int{1, 2, 3} {
@@ -122,6 +126,14 @@ func TestReplicasGroundTruth(t *testing.T) {
 			if _, dups := stagetest.Dedupe(calls); dups > 0 {
 				t.Errorf("%d calls emitted twice", dups)
 			}
+			natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+				ended := stagetest.ReadPodsEnded(t, s.JS)
+				if len(ended) != 1 || ended[0].GetPod().GetUid() != c.App.GetUid() || ended[0].GetEndedUnixNano() != appEnd ||
+					len(ended[0].GetPod().GetContainers()) != 1 {
+					return fmt.Errorf("pods ended on CALLS: %v; want the app pod once, with its container, at %d", ended, appEnd)
+				}
+				return nil
+			})
 			for i, r := range rs {
 				if r.st.Stats().Calls == 0 {
 					t.Errorf("replica %d (partitions %v) emitted no call", i, r.st.Owned())
@@ -234,4 +246,58 @@ func TestRollout(t *testing.T) {
 	})
 	_, dups := stagetest.Dedupe(stagetest.ReadCalls(t, s.JS))
 	t.Logf("calls emitted again during the rollout (dropped by id downstream): %d", dups)
+}
+
+// TestSpareReplica: of three replicas over two partitions, the one that
+// owns none says so (stage.Degrader: on /readyz and as
+// weft_stage_degraded{what="partitions"}); the two that own one say
+// nothing. When one of them leaves, the spare takes its partition and
+// stops saying it.
+func TestSpareReplica(t *testing.T) {
+	const parts = 2
+	s := natstest.Start(t)
+	stagetest.Streams(t, s)
+	var rs []*replica
+	for range 3 {
+		r := startReplica(t, s, parts, replicaConfig())
+		defer r.st.Shutdown(context.Background())
+		rs = append(rs, r)
+	}
+	spare := func() (int, error) {
+		idx := -1
+		for i, r := range rs {
+			d := r.st.Degraded()
+			switch {
+			case len(r.st.Owned()) == 0 && len(d) == 1 && strings.HasPrefix(d[0], "partitions: owns none of the 2 of EVENTS (3 replicas live)"):
+				if idx >= 0 {
+					return -1, fmt.Errorf("replicas %d and %d both stand by", idx, i)
+				}
+				idx = i
+			case len(r.st.Owned()) == 1 && len(d) == 0:
+			default:
+				return -1, fmt.Errorf("replica %d owns %v and says %q", i, r.st.Owned(), d)
+			}
+		}
+		if idx < 0 {
+			return -1, fmt.Errorf("no replica stands by")
+		}
+		return idx, nil
+	}
+	var idx int
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() (err error) {
+		idx, err = spare()
+		return err
+	})
+	t.Logf("replica %d stands by: %q", idx, rs[idx].st.Degraded())
+	left := (idx + 1) % 3
+	if err := rs[left].st.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rs = slices.Delete(rs, left, left+1)
+	balanced(t, rs, parts)
+	for i, r := range rs {
+		if d := r.st.Degraded(); len(d) > 0 {
+			t.Errorf("replica %d owns %v and says %q", i, r.st.Owned(), d)
+		}
+	}
 }

@@ -17,9 +17,21 @@ type Fold struct {
 	edges    map[EdgeKey]*EdgeDelta
 	pairs    map[pairKey]*pair
 	calls    uint64
+	bucket   int64
 	seen     *Seen
 	written  *Written
 }
+
+// SetBucket sets the retention bucket (Batch.Bucket) of what is folded
+// next. A batch is of one bucket: the caller takes what is pending before
+// it changes the bucket.
+func (f *Fold) SetBucket(b int64) { f.bucket = b }
+
+// Bucket is the retention bucket of what is folded.
+func (f *Fold) Bucket() int64 { return f.bucket }
+
+// Empty reports whether nothing is pending.
+func (f *Fold) Empty() bool { return len(f.entities) == 0 && len(f.links) == 0 && len(f.edges) == 0 }
 
 // NewFold returns an empty fold using brokers. seen drops calls whose id
 // was folded before (a correlator's re-emission after a crash); nil keeps
@@ -149,6 +161,39 @@ func (f *Fold) Add(c *schema.Call) bool {
 type resolved struct {
 	top       Ref  // Pod, Process or External
 	container *Ref // set when the endpoint is in a known container
+}
+
+// AddEnded folds a pod a delete ended: the pod as last announced (its
+// node, owner and containers, as a call's endpoint brings them) and its
+// end on the pod and each of its containers. A pod ended that no call
+// named is in the graph too, ended: the pods that ran, not only those
+// seen talking, stay queryable for as long as the graph keeps them.
+func (f *Fold) AddEnded(e *schema.PodEnded) {
+	p := e.GetPod()
+	if p.GetUid() == "" {
+		return
+	}
+	at := int64(e.GetEndedUnixNano())
+	ep := &schema.Endpoint{Node: p.GetNode(), Pod: p}
+	ctrs := p.GetContainers()
+	if len(ctrs) == 0 {
+		ctrs = []*schema.Container{nil}
+	}
+	for _, c := range ctrs {
+		ep.Container = c
+		r := f.endpoint(ep, "")
+		f.end(r.top, at)
+		if r.container != nil {
+			f.end(*r.container, at)
+		}
+	}
+}
+
+// end records that r ended at at, keeping the earliest end.
+func (f *Fold) end(r Ref, at int64) {
+	if e := f.entities[r]; e != nil && at != 0 && (e.EndedAt == 0 || at < e.EndedAt) {
+		e.EndedAt = at
+	}
 }
 
 func (f *Fold) upsert(r Ref, props map[string]string, broker string) {
@@ -300,15 +345,15 @@ func count(d *EdgeDelta, c *schema.Call) {
 // takes in what the batch carries: the caller applies the batch (retrying
 // it until it lands) before the next one it takes.
 func (f *Fold) Take(seq uint64) *Batch {
-	b := &Batch{Seq: seq, Calls: f.calls,
+	b := &Batch{Seq: seq, Calls: f.calls, Bucket: f.bucket,
 		Entities: make([]Entity, 0, len(f.entities)), Links: make([]Link, 0, len(f.links)), Edges: make([]EdgeDelta, 0, len(f.edges))}
 	for _, e := range f.entities {
-		if f.written.entity(e) {
+		if f.written.entity(e, f.bucket) {
 			b.Entities = append(b.Entities, *e)
 		}
 	}
 	for l := range f.links {
-		if f.written.link(l) {
+		if f.written.link(l, f.bucket) {
 			b.Links = append(b.Links, l)
 		}
 	}
@@ -333,12 +378,14 @@ func (f *Fold) Take(seq uint64) *Batch {
 // concurrent use.
 type Written struct {
 	nodes generations[Ref, written]
-	links generations[Link, struct{}]
+	links generations[Link, int64] // → the bucket it was written in
 }
 
 type written struct {
-	props  map[string]string
-	broker string
+	props   map[string]string
+	broker  string
+	endedAt int64
+	bucket  int64 // the retention bucket it was last written in
 }
 
 // NewWritten returns an empty record of at most 2*size nodes and links;
@@ -347,19 +394,28 @@ func NewWritten(size int) *Written {
 	if size <= 0 {
 		size = 1 << 17
 	}
-	return &Written{nodes: newGenerations[Ref, written](size), links: newGenerations[Link, struct{}](size)}
+	return &Written{nodes: newGenerations[Ref, written](size), links: newGenerations[Link, int64](size)}
 }
 
-// entity reports whether e must be written, and records it. Props nil and
-// an empty Broker change nothing in a store, so they match any record.
-// A nil record writes everything.
-func (w *Written) entity(e *Entity) bool {
+// entity reports whether e must be written in a batch of bucket, and
+// records it. Props nil and an empty Broker change nothing in a store, so
+// they match any record; a node is written again in every new bucket,
+// which the store records as the last that named it. A nil record writes
+// everything.
+func (w *Written) entity(e *Entity, bucket int64) bool {
 	if w == nil {
 		return true
 	}
 	rec, ok := w.nodes.get(e.Ref)
-	if ok && (e.Props == nil || maps.Equal(e.Props, rec.props)) && (e.Broker == "" || e.Broker == rec.broker) {
+	if ok && rec.bucket == bucket && (e.Props == nil || maps.Equal(e.Props, rec.props)) && (e.Broker == "" || e.Broker == rec.broker) &&
+		(e.EndedAt == 0 || e.EndedAt == rec.endedAt) {
 		return false
+	}
+	if rec.bucket != bucket {
+		rec = written{bucket: bucket}
+	}
+	if e.EndedAt != 0 {
+		rec.endedAt = e.EndedAt
 	}
 	if e.Props != nil {
 		rec.props = e.Props // the batch's own map, never changed after Take
@@ -371,15 +427,16 @@ func (w *Written) entity(e *Entity) bool {
 	return true
 }
 
-// link reports whether l must be written, and records it.
-func (w *Written) link(l Link) bool {
+// link reports whether l must be written in a batch of bucket, and
+// records it.
+func (w *Written) link(l Link, bucket int64) bool {
 	if w == nil {
 		return true
 	}
-	if _, ok := w.links.get(l); ok {
+	if b, ok := w.links.get(l); ok && b == bucket {
 		return false
 	}
-	w.links.put(l, struct{}{})
+	w.links.put(l, bucket)
 	return true
 }
 

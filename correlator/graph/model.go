@@ -70,12 +70,23 @@ func (r Ref) Key() map[string]any {
 }
 
 // Entity is one node upsert: its key, its other properties (strings only),
-// and its broker kind if it matched a rule.
+// its broker kind if it matched a rule, and, for a pod deleted (and its
+// containers), when it ended.
 type Entity struct {
 	Ref    Ref
 	Props  map[string]string
 	Broker string
+	// EndedAt is when the pod was deleted (Unix nanoseconds), 0 while it
+	// runs. A store keeps the earliest end it is given: an end is never
+	// undone by a later upsert (a late call of the pod), and the same end
+	// given twice (a redelivery) changes nothing.
+	EndedAt int64
 }
+
+// PropEndedAt is the property an ended pod or container carries in every
+// store and in /api/v1/graph: its end in Unix nanoseconds, as first_seen
+// and last_seen of an edge.
+const PropEndedAt = "ended_at"
 
 // Link is a structural relationship (RUNS_ON, HAS_CONTAINER, OWNS): it is
 // merged, never counted.
@@ -111,6 +122,13 @@ type Batch struct {
 	Edges    []EdgeDelta
 	// Calls is how many calls were folded in (for the writes ratio).
 	Calls uint64
+	// Bucket is the retention bucket of every change in the batch: the
+	// start (Unix nanoseconds) of the interval of CALLS stream time its
+	// messages were stored in, 0 with no retention. A store keeps edge
+	// counts per bucket and the last bucket that named each node and
+	// link, so Retainer.Retain drops exactly what whole buckets brought
+	// (docs/lifecycle.md).
+	Bucket int64
 }
 
 // Rows is the number of row upserts the batch costs.
@@ -125,6 +143,19 @@ type Store interface {
 	LastSeq(ctx context.Context) (uint64, error)
 	// Close releases the store.
 	Close(ctx context.Context) error
+}
+
+// Retainer is a store that drops what older retention buckets brought.
+type Retainer interface {
+	// Retain drops every bucket before cut (Unix nanoseconds, a bucket's
+	// start): an edge's counts from those buckets (the edge itself when
+	// no later bucket counted it), the nodes and links no later bucket
+	// named, the ends no later bucket gave. It records cut, and a cut at
+	// or before the one recorded changes nothing. The store then holds
+	// what a replay of its stream from cut gives.
+	Retain(ctx context.Context, cut int64) error
+	// RetainedFrom is the cut recorded, 0 when none.
+	RetainedFrom(ctx context.Context) (int64, error)
 }
 
 // Reader is a store that can return the whole graph (the embedded one).

@@ -210,23 +210,8 @@ func BenchmarkCloseToGraph(b *testing.B) {
 		servers = 5
 		poll    = 5 * time.Millisecond
 	)
-	s := natstest.Start(b)
-	stagetest.Streams(b, s)
-	host := stagetest.NewHost(s.JS)
-	cor, err := correlate.New(stage.Settings{Name: "correlator", Node: "ctl", Config: correlate.NewConfig(), Counters: &stage.Counters{},
-		Inputs: []stage.Stream{{Name: schema.StreamEvents}}, Outputs: []stage.Stream{{Name: schema.StreamCalls}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cor.Start(context.Background(), host); err != nil {
-		b.Fatal(err)
-	}
-	defer cor.Shutdown(context.Background())
-	gs := startGraph(b, host, stage.Settings{Name: "graph", Kind: "graph", Node: "ctl", DataDir: b.TempDir(),
-		Inputs: []stage.Stream{{Name: schema.StreamCalls}}, Config: graphstage.NewConfig(), Counters: &stage.Counters{}})
-	defer gs.Shutdown(context.Background())
-	web := httptest.NewServer(host.Mux)
-	defer web.Close()
+	p := startPipeline(b)
+	s, cor, web := p.s, p.cor, p.web
 
 	// The cluster, announced before any traffic.
 	sim := scenario.New()
@@ -252,7 +237,7 @@ func BenchmarkCloseToGraph(b *testing.B) {
 	}
 	stagetest.PublishEvents(b, s.JS, sim.Drain(1024))
 	natstest.CheckFor(b, 10*time.Second, 10*time.Millisecond, func() error {
-		if n := cor.(*correlate.Stage).Stats().Pods; n < clients+servers {
+		if n := cor.Stats().Pods; n < clients+servers {
 			return fmt.Errorf("correlator knows %d pods", n)
 		}
 		return nil
@@ -353,7 +338,10 @@ func BenchmarkCloseToGraph(b *testing.B) {
 // replay --stream CALLS --to graph` does it (the graph stage, default
 // settings, under a replay durable) into an empty, migrated Neo4j
 // (neo4j), against the same replay into an empty embedded store
-// (embedded), same stream, same run. Each ends when the store holds the
+// (embedded), same stream, same run; and each again with a retention
+// (+retention: counts kept per retention bucket, in Neo4j a
+// WEFT_CALLS_BUCKET twin written with every CALLS relationship), for
+// what retention costs. Each ends when the store holds the
 // stream's last sequence; batches and rows/batch are the stage's.
 // WEFT_BENCH_CALLS sets how many calls (default 1,000,000). It skips,
 // as the Neo4j tests do, when no Neo4j can be had (package neo4jtest).
@@ -371,8 +359,15 @@ func BenchmarkReplayNeo4j(b *testing.B) {
 	stagetest.Streams(b, s)
 	last := publishCalls(b, s, calls, 1000)
 	runs := 0
-	for _, store := range []string{graphstage.StoreEmbedded, graphstage.StoreNeo4j} {
-		b.Run(store, func(b *testing.B) {
+	for _, v := range []struct {
+		store     string
+		retention bool
+	}{{graphstage.StoreEmbedded, false}, {graphstage.StoreEmbedded, true}, {graphstage.StoreNeo4j, false}, {graphstage.StoreNeo4j, true}} {
+		store, name := v.store, v.store
+		if v.retention {
+			name += "+retention"
+		}
+		b.Run(name, func(b *testing.B) {
 			var batches, rows uint64
 			if store == graphstage.StoreNeo4j {
 				neo4jtest.Fresh(b) // held until the benchmark ends
@@ -380,6 +375,9 @@ func BenchmarkReplayNeo4j(b *testing.B) {
 			for i := 0; b.Loop(); i++ {
 				runs++
 				cfg := graphstage.NewConfig()
+				if v.retention {
+					cfg.Retention = 24 * time.Hour
+				}
 				if store == graphstage.StoreNeo4j {
 					b.StopTimer()
 					if i > 0 {
@@ -443,3 +441,35 @@ func reportTimes(b *testing.B, t neo4jstore.Times) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// pipeline is a correlator and an embedded-store graph stage on a fresh
+// embedded NATS, with the graph's API served.
+type pipeline struct {
+	s   *natstest.Server
+	cor *correlate.Stage
+	gs  *graphstage.Stage
+	web *httptest.Server
+}
+
+// startPipeline starts a pipeline, stopped when b ends.
+func startPipeline(b *testing.B) pipeline {
+	b.Helper()
+	s := natstest.Start(b)
+	stagetest.Streams(b, s)
+	host := stagetest.NewHost(s.JS)
+	cor, err := correlate.New(stage.Settings{Name: "correlator", Node: "ctl", Config: correlate.NewConfig(), Counters: &stage.Counters{},
+		Inputs: []stage.Stream{{Name: schema.StreamEvents}}, Outputs: []stage.Stream{{Name: schema.StreamCalls}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cor.Start(context.Background(), host); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cor.Shutdown(context.Background()) })
+	gs := startGraph(b, host, stage.Settings{Name: "graph", Kind: "graph", Node: "ctl", DataDir: b.TempDir(),
+		Inputs: []stage.Stream{{Name: schema.StreamCalls}}, Config: graphstage.NewConfig(), Counters: &stage.Counters{}})
+	b.Cleanup(func() { gs.Shutdown(context.Background()) })
+	web := httptest.NewServer(host.Mux)
+	b.Cleanup(web.Close)
+	return pipeline{s: s, cor: cor.(*correlate.Stage), gs: gs, web: web}
+}

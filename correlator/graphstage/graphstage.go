@@ -75,6 +75,17 @@ type Config struct {
 	// re-read at start for call ids only, so a call a restarted correlator
 	// emits again is still recognised. Default 5m.
 	DedupeWarmup time.Duration `yaml:"dedupeWarmup" json:"dedupeWarmup"`
+	// Retention is how long the graph keeps what CALLS brought: counts,
+	// pods, ends. Default the stream's max age (nothing is dropped when
+	// the stream keeps everything); it may not exceed it, since the
+	// graph must be what a replay of the stream rebuilds. The graph drops
+	// whole buckets (RetentionBucket), never part of one, and no bucket
+	// the stream no longer holds whole: see docs/lifecycle.md.
+	Retention time.Duration `yaml:"retention" json:"retention"`
+	// RetentionBucket is the span of CALLS stream time whose counts the
+	// graph keeps apart, so it can drop them whole. Default a 24th of
+	// the retention.
+	RetentionBucket time.Duration `yaml:"retentionBucket" json:"retentionBucket"`
 }
 
 // NewConfig returns the config with defaults.
@@ -108,6 +119,12 @@ func (c *Config) Validate() error {
 	}
 	if c.AckWait < 0 {
 		errs = append(errs, fmt.Errorf("ackWait %v: must not be negative", c.AckWait))
+	}
+	if c.Retention < 0 {
+		errs = append(errs, fmt.Errorf("retention %v: must not be negative", c.Retention))
+	}
+	if c.RetentionBucket < 0 || (c.Retention > 0 && c.RetentionBucket > c.Retention) {
+		errs = append(errs, fmt.Errorf("retentionBucket %v: must be positive and at most the retention %v", c.RetentionBucket, c.Retention))
 	}
 	for _, r := range c.Brokers {
 		if err := r.Validate(); err != nil {
@@ -158,8 +175,17 @@ type Stage struct {
 	first   uint64
 	str     jetstream.Stream
 	pending *graph.Batch
-	stats   Stats
-	kick    chan struct{}
+	// ready are batches taken whole, each of one retention bucket,
+	// waiting for their write before pending.
+	ready []*graph.Batch
+	stats Stats
+	kick  chan struct{}
+
+	// retention and bucket are the graph's retention and bucket width
+	// (0: none); appliedBucket is the bucket of the last batch written,
+	// retainedFrom the store's cut.
+	retention, bucket           time.Duration
+	appliedBucket, retainedFrom int64
 
 	ackWait time.Duration
 
@@ -195,6 +221,7 @@ type heldMsg struct {
 type Stats struct {
 	Calls      uint64 // calls folded
 	Duplicates uint64 // calls dropped by id
+	PodsEnded  uint64 // ended pods folded
 	Batches    uint64 // batches written
 	Rows       uint64 // row upserts written
 	Skipped    uint64 // messages at or below the store's sequence
@@ -210,6 +237,9 @@ type Stats struct {
 	InProgress uint64
 	// Folded is the highest CALLS sequence folded, Applied the store's.
 	Folded, Applied uint64
+	// RetainedFrom is the store's retention cut (Unix nanoseconds, the
+	// start of the oldest bucket it keeps; 0: nothing dropped yet).
+	RetainedFrom int64
 }
 
 // New builds a graph stage.
@@ -260,7 +290,7 @@ func (s *Stage) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	st.Folded, st.Applied = s.seq, s.applied
+	st.Folded, st.Applied, st.RetainedFrom = s.seq, s.applied, s.retainedFrom
 	return st
 }
 
@@ -398,6 +428,10 @@ func (s *Stage) begin(ctx context.Context, host stage.Host) error {
 		_ = s.store.Close(ctx)
 		return fmt.Errorf("stream %s: %w", s.input.Name, err)
 	}
+	if err := s.setRetention(ctx, str); err != nil {
+		_ = s.store.Close(ctx)
+		return err
+	}
 	s.mu.Lock()
 	s.applied, s.seq, s.str = last, last, str
 	s.first = last + 1
@@ -446,6 +480,102 @@ func (s *Stage) begin(ctx context.Context, host stage.Host) error {
 	s.liveMu.Unlock()
 	go s.loop()
 	go s.keepalive()
+	return nil
+}
+
+// setRetention settles the retention (from the config and the stream's
+// max age) and reads the store's cut.
+func (s *Stage) setRetention(ctx context.Context, str jetstream.Stream) error {
+	maxAge := str.CachedInfo().Config.MaxAge
+	ret := s.cfg.Retention
+	switch {
+	case ret == 0:
+		ret = maxAge
+	case maxAge > 0 && ret > maxAge:
+		return fmt.Errorf("retention %v exceeds stream %s's max age %v: the graph would keep what a replay cannot rebuild; set at most %v", ret, s.input.Name, maxAge, maxAge)
+	}
+	bucket := s.cfg.RetentionBucket
+	if bucket == 0 {
+		bucket = ret / 24
+	}
+	if ret == 0 {
+		bucket = 0
+	} else if bucket <= 0 || bucket > ret {
+		return fmt.Errorf("retentionBucket %v: must be positive and at most the retention %v", bucket, ret)
+	}
+	var from int64
+	if r, ok := s.store.(graph.Retainer); ok && bucket > 0 {
+		var err error
+		if from, err = r.RetainedFrom(ctx); err != nil {
+			return err
+		}
+	} else if bucket > 0 {
+		s.log.Warn("this store keeps no retention buckets: the graph keeps everything", "store", s.cfg.Store, "retention", ret)
+		ret, bucket = 0, 0
+	}
+	s.mu.Lock()
+	s.retention, s.bucket, s.retainedFrom = ret, bucket, from
+	s.mu.Unlock()
+	return nil
+}
+
+// bucketOf is the retention bucket of a message stored at t.
+func (s *Stage) bucketOf(t time.Time) int64 {
+	if s.bucket <= 0 {
+		return 0
+	}
+	n := t.UnixNano()
+	return n - n%int64(s.bucket)
+}
+
+// enter makes bk the bucket of what is folded next, taking what is folded
+// of another bucket as a batch of its own; s.mu is held.
+func (s *Stage) enter(bk int64) {
+	if bk == s.fold.Bucket() {
+		return
+	}
+	if !s.fold.Empty() {
+		s.ready = append(s.ready, s.fold.Take(s.seq))
+	}
+	s.fold.SetBucket(bk)
+}
+
+// retain drops from the store the buckets the graph no longer keeps: those
+// before now less the retention, and those the stream no longer holds
+// whole (its first message is later than their start), but never the
+// bucket of the last batch written or a later one: what is folded and
+// not written yet, and every message still to come, is of that bucket or
+// a later one (stream time grows with the sequence), so no batch of a
+// dropped bucket is written after the cut. It runs between writes.
+func (s *Stage) retain(ctx context.Context) error {
+	s.mu.Lock()
+	last, from, w := s.appliedBucket, s.retainedFrom, int64(s.bucket)
+	s.mu.Unlock()
+	r, ok := s.store.(graph.Retainer)
+	if w <= 0 || !ok || last == 0 {
+		return nil
+	}
+	info, err := s.str.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", s.input.Name, err)
+	}
+	keep := time.Now().Add(-s.retention).UnixNano()
+	if info.State.Msgs > 0 && info.State.FirstSeq > 1 {
+		// The stream lost messages before its first: the first's bucket
+		// may have lost some, and is not kept (a bucket's start is never
+		// a message's time but by chance).
+		keep = max(keep, info.State.FirstTime.UnixNano())
+	}
+	cut := min((keep+w-1)/w*w, last) // the first whole bucket kept
+	if cut <= from {
+		return nil
+	}
+	if err := r.Retain(ctx, cut); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.retainedFrom = cut
+	s.mu.Unlock()
 	return nil
 }
 
@@ -595,10 +725,13 @@ func (s *Stage) handle(ctx context.Context, m jetstream.Msg) error {
 		}
 		s.mu.Lock()
 		for _, mb := range missed {
-			s.add(mb)
+			s.enter(s.bucketOf(mb.at))
+			s.add(mb.b)
+			s.seq = mb.seq
 			s.stats.GapFilled++
 		}
 	}
+	s.enter(s.bucketOf(meta.Timestamp))
 	s.add(b)
 	s.seq = seq
 	s.held = append(s.held, heldMsg{seq: seq, msg: m, touched: time.Now()})
@@ -613,7 +746,7 @@ func (s *Stage) handle(ctx context.Context, m jetstream.Msg) error {
 	return consume.ErrAckLater
 }
 
-// add folds the calls of b; s.mu is held.
+// add folds the calls and the ended pods of b; s.mu is held.
 func (s *Stage) add(b *schema.CallBatch) {
 	for _, c := range b.GetCalls() {
 		if s.fold.Add(c) {
@@ -622,6 +755,17 @@ func (s *Stage) add(b *schema.CallBatch) {
 			s.stats.Duplicates++
 		}
 	}
+	for _, e := range b.GetPodsEnded() {
+		s.fold.AddEnded(e)
+		s.stats.PodsEnded++
+	}
+}
+
+// filled is a message fillGap read: its calls, sequence and store time.
+type filled struct {
+	b   *schema.CallBatch
+	seq uint64
+	at  time.Time
 }
 
 // fillGap reads the messages from..to of the input stream, which were
@@ -632,13 +776,13 @@ func (s *Stage) add(b *schema.CallBatch) {
 // server then sends it again after AckWait, after the later ones. A
 // sequence the stream no longer holds (aged out, deleted) is no gap. The
 // redelivery, when it comes, is held and acked as any message folded.
-func (s *Stage) fillGap(ctx context.Context, from, to uint64) ([]*schema.CallBatch, error) {
+func (s *Stage) fillGap(ctx context.Context, from, to uint64) ([]filled, error) {
 	info, err := s.str.Info(ctx)
 	if err != nil {
 		return nil, err
 	}
 	from = max(from, info.State.FirstSeq)
-	var out []*schema.CallBatch
+	var out []filled
 	for seq := from; seq <= to; seq++ {
 		raw, err := s.str.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -652,7 +796,7 @@ func (s *Stage) fillGap(ctx context.Context, from, to uint64) ([]*schema.CallBat
 			// Its own delivery dead-letters it; nothing to fold.
 			continue
 		}
-		out = append(out, b)
+		out = append(out, filled{b: b, seq: seq, at: raw.Time})
 	}
 	if len(out) > 0 {
 		s.log.Warn("deliveries lost on the way, read from the stream instead", "stream", s.input.Name, "from", from, "to", to, "messages", len(out))
@@ -664,6 +808,12 @@ func (s *Stage) loop() {
 	defer close(s.done)
 	t := time.NewTicker(s.cfg.FlushInterval)
 	defer t.Stop()
+	var retain <-chan time.Time
+	if s.bucket > 0 {
+		rt := time.NewTicker(max(min(s.bucket/4, 30*time.Second), s.cfg.FlushInterval))
+		defer rt.Stop()
+		retain = rt.C
+	}
 	var snap <-chan time.Time
 	if s.mem != nil && s.set.DataDir != "" {
 		st := time.NewTicker(s.cfg.SnapshotInterval)
@@ -679,6 +829,11 @@ func (s *Stage) loop() {
 		case <-snap:
 			if err := s.mem.Save(s.set.DataDir); err != nil {
 				s.log.Warn("save graph", "err", err)
+			}
+			continue
+		case <-retain:
+			if err := s.retain(s.ctx); err != nil {
+				s.log.Warn("drop what the graph no longer keeps, will retry", "err", err)
 			}
 			continue
 		}
@@ -698,11 +853,16 @@ func (s *Stage) loop() {
 func (s *Stage) flush(ctx context.Context) error {
 	s.mu.Lock()
 	if s.pending == nil {
-		if s.fold.Calls() == 0 && len(s.held) == 0 {
+		switch {
+		case len(s.ready) > 0:
+			s.pending = s.ready[0]
+			s.ready = s.ready[1:]
+		case s.fold.Empty() && len(s.held) == 0:
 			s.mu.Unlock()
 			return nil
+		default:
+			s.pending = s.fold.Take(s.seq)
 		}
-		s.pending = s.fold.Take(s.seq)
 	}
 	b := s.pending
 	s.mu.Unlock()
@@ -719,6 +879,7 @@ func (s *Stage) wrote(b *graph.Batch) {
 	s.mu.Lock()
 	s.pending = nil
 	s.applied = max(s.applied, b.Seq)
+	s.appliedBucket = max(s.appliedBucket, b.Bucket)
 	s.stats.Batches++
 	s.stats.Rows += uint64(b.Rows())
 	var acks []jetstream.Msg
@@ -793,7 +954,10 @@ func (s *Stage) Shutdown(ctx context.Context) error {
 		}
 		s.cancel()
 		<-s.done
-		for range 2 { // a retried pending batch, then the rest
+		s.mu.Lock()
+		n := len(s.ready) + 2 // a retried pending batch, those ready, then the rest
+		s.mu.Unlock()
+		for range n {
 			if err := s.flush(ctx); err != nil {
 				errs = append(errs, err)
 				break

@@ -1,24 +1,19 @@
 package graphstage_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/weftobs/weft/correlator/correlate"
 	"github.com/weftobs/weft/correlator/graph"
-	"github.com/weftobs/weft/correlator/graphstage"
 	"github.com/weftobs/weft/correlator/internal/scenario"
 	"github.com/weftobs/weft/correlator/internal/stagetest"
 	"github.com/weftobs/weft/streams/schema"
-	"github.com/weftobs/weft/streams/stage"
 	"github.com/weftobs/weft/testenv/natstest"
 )
 
@@ -46,23 +41,8 @@ func BenchmarkOpenToGraph(b *testing.B) {
 		edges     = 10
 		poll      = 5 * time.Millisecond
 	)
-	s := natstest.Start(b)
-	stagetest.Streams(b, s)
-	host := stagetest.NewHost(s.JS)
-	cor, err := correlate.New(stage.Settings{Name: "correlator", Node: "ctl", Config: correlate.NewConfig(), Counters: &stage.Counters{},
-		Inputs: []stage.Stream{{Name: schema.StreamEvents}}, Outputs: []stage.Stream{{Name: schema.StreamCalls}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cor.Start(context.Background(), host); err != nil {
-		b.Fatal(err)
-	}
-	defer cor.Shutdown(context.Background())
-	gs := startGraph(b, host, stage.Settings{Name: "graph", Kind: "graph", Node: "ctl", DataDir: b.TempDir(),
-		Inputs: []stage.Stream{{Name: schema.StreamCalls}}, Config: graphstage.NewConfig(), Counters: &stage.Counters{}})
-	defer gs.Shutdown(context.Background())
-	web := httptest.NewServer(host.Mux)
-	defer web.Close()
+	p := startPipeline(b)
+	s, cor, gs, web := p.s, p.cor, p.gs, p.web
 
 	sim := scenario.New()
 	pod := func(i int, node, role string) scenario.Proc {
@@ -82,7 +62,7 @@ func BenchmarkOpenToGraph(b *testing.B) {
 	}
 	stagetest.PublishEvents(b, s.JS, sim.Drain(1024))
 	natstest.CheckFor(b, 10*time.Second, 10*time.Millisecond, func() error {
-		if n := cor.(*correlate.Stage).Stats().Pods; n < 2*edges+1 {
+		if n := cor.Stats().Pods; n < 2*edges+1 {
 			return fmt.Errorf("correlator knows %d pods", n)
 		}
 		return nil
@@ -191,7 +171,7 @@ func BenchmarkOpenToGraph(b *testing.B) {
 		t.Stop()
 		natstest.CheckFor(b, 30*time.Second, 10*time.Millisecond, func() error {
 			if n := opens.missing("open") + closes.missing("close"); n > 0 {
-				return fmt.Errorf("%d of %d connections not in the graph (correlator %+v, graph %+v)", n, k, cor.(*correlate.Stage).Stats(), gs.Stats())
+				return fmt.Errorf("%d of %d connections not in the graph (correlator %+v, graph %+v)", n, k, cor.Stats(), gs.Stats())
 			}
 			bmu.Lock()
 			defer bmu.Unlock()

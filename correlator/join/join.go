@@ -54,6 +54,10 @@ type Config struct {
 	MaxConnections int
 	// Emit receives every call. The call is only valid during the call.
 	Emit func(*schema.Call) error
+	// Ended, when set, receives every pod a delete ends (once per pod),
+	// as it was last announced, with the delete's time. Its error is
+	// returned by Feed as Emit's is.
+	Ended func(*schema.PodEnded) error
 }
 
 func (c *Config) setDefaults() {
@@ -250,8 +254,10 @@ func (j *Joiner) Feed(node string, ev *schema.Event, h *Hold) error {
 			err = fmt.Errorf("%w: pod event without pod uid", ErrMalformed)
 			break
 		}
-		j.pods.Apply(t, b.Pod)
 		j.stats.Pods++
+		if p := j.pods.Apply(t, b.Pod); p != nil && j.cfg.Ended != nil {
+			err = j.cfg.Ended(&schema.PodEnded{Pod: p, EndedUnixNano: t})
+		}
 	case nil:
 		err = fmt.Errorf("%w: event without body", ErrMalformed)
 	default:

@@ -60,17 +60,23 @@ func New(maxDeleted, maxSpans int) *Index {
 	}
 }
 
-// Apply records a pod event seen at time t (Unix nanoseconds).
-func (x *Index) Apply(t uint64, ev *schema.PodEvent) {
+// Apply records a pod event seen at time t (Unix nanoseconds). For a
+// delete that ends a pod it returns the pod as last announced, with its
+// containers (the delete's own pod when none was announced); for any other
+// event, and a delete of a pod already ended, nil.
+func (x *Index) Apply(t uint64, ev *schema.PodEvent) (ended *schema.Pod) {
 	p := ev.GetPod()
 	if p.GetUid() == "" {
-		return
+		return nil
 	}
 	switch ev.GetOp() {
 	case schema.PodEvent_OP_DELETE:
 		e := x.pods[p.GetUid()]
-		if e == nil || e.deleted {
-			return
+		if e == nil {
+			return p
+		}
+		if e.deleted {
+			return nil
 		}
 		e.deleted = true
 		x.closeSpans(e.pod, t)
@@ -79,10 +85,11 @@ func (x *Index) Apply(t uint64, ev *schema.PodEvent) {
 			x.forget(x.deleted[0])
 			x.deleted = x.deleted[1:]
 		}
+		return e.pod
 	default:
 		old := x.pods[p.GetUid()]
 		if old != nil && old.deleted {
-			return // a late upsert of a deleted pod must not reopen its IPs
+			return nil // a late upsert of a deleted pod must not reopen its IPs
 		}
 		e := &entry{pod: p, endpoint: trim(p)}
 		x.pods[p.GetUid()] = e
@@ -92,7 +99,7 @@ func (x *Index) Apply(t uint64, ev *schema.PodEvent) {
 			}
 		}
 		if p.GetHostNetwork() {
-			return // the node's address: shared by many pods, names none
+			return nil // the node's address: shared by many pods, names none
 		}
 		for _, s := range p.GetIps() {
 			a, err := netip.ParseAddr(s)
@@ -102,6 +109,7 @@ func (x *Index) Apply(t uint64, ev *schema.PodEvent) {
 			x.open(a.Unmap(), p.GetUid(), t)
 		}
 	}
+	return nil
 }
 
 func trim(p *schema.Pod) *schema.Pod {

@@ -77,6 +77,9 @@ type Group struct {
 	renewed time.Time // send time of the last renewal the server acked
 	owned   []int
 	members []string
+	// idleTold: the replica was last seen owning nothing for want of a
+	// partition, and said so.
+	idleTold bool
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -298,11 +301,30 @@ func (g *Group) rebalance(ctx context.Context) {
 	g.mu.Lock()
 	same := slices.Equal(owned, g.owned)
 	g.owned = owned
+	members := len(g.members)
+	idle := len(owned) == 0 && members > g.cfg.Partitions
+	tell := idle && !g.idleTold
+	g.idleTold = idle
 	g.mu.Unlock()
+	if tell {
+		// Said once each time the replica becomes a spare, not at every
+		// rebalance; Idle says it for /readyz and metrics meanwhile.
+		g.log.Warn("no partition to own: more replicas than partitions, this one stands by until another leaves",
+			"members", members, "partitions", g.cfg.Partitions)
+	}
 	if !same {
 		g.log.Info("partitions assigned", "owned", owned, "members", g.Members())
 		g.cfg.OnChange(ctx, owned)
 	}
+}
+
+// Idle reports whether the replica owns no partition because the live
+// members outnumber the partitions (it stands by as a spare), with how
+// many members it saw.
+func (g *Group) Idle() (idle bool, members int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.owned) == 0 && len(g.members) > g.cfg.Partitions, len(g.members)
 }
 
 // Leave stops renewing and deletes the member's key, so the others take

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -33,6 +34,10 @@ type Config struct {
 	Account string `json:"account"`
 	// ServiceAccounts maps a service account to the stages its pods run.
 	ServiceAccounts map[string][]string `json:"serviceAccounts"`
+	// Operators are service accounts no pod runs as: a person's token
+	// for one (kubectl create token) gets the operator's permissions
+	// (ForOperator), for weft streams, replay and dlq.
+	Operators []string `json:"operators,omitempty"`
 }
 
 // LoadConfig reads an identities file, strictly.
@@ -63,6 +68,11 @@ func (c Config) Validate() error {
 	}
 	if len(c.ServiceAccounts) == 0 {
 		errs = append(errs, errors.New("serviceAccounts is empty"))
+	}
+	for _, op := range c.Operators {
+		if _, ok := c.ServiceAccounts[op]; ok {
+			errs = append(errs, fmt.Errorf("service account %s is both an operator and a stage's", op))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -154,6 +164,9 @@ func (c *Callout) Authorize(ctx context.Context, req *jwt.AuthorizationRequest) 
 	if id.Namespace != c.Config.Namespace {
 		return nil, id, fmt.Errorf("service account %s/%s: not in namespace %s", id.Namespace, id.ServiceAccount, c.Config.Namespace)
 	}
+	if slices.Contains(c.Config.Operators, id.ServiceAccount) {
+		return c.operator(req, id)
+	}
 	stages, ok := c.Config.ServiceAccounts[id.ServiceAccount]
 	if !ok {
 		return nil, id, fmt.Errorf("service account %s/%s runs no stage", id.Namespace, id.ServiceAccount)
@@ -176,6 +189,24 @@ func (c *Callout) Authorize(ctx context.Context, req *jwt.AuthorizationRequest) 
 	// The user ends with its token: the client reconnects with the
 	// kubelet's fresh one, and a deleted pod's token is not good for
 	// longer than it was.
+	uc.Expires = id.Expires.Unix()
+	return uc, id, nil
+}
+
+// operator admits a person's token for an operator service account. A
+// token bound to a pod is refused: the operator identity is for people
+// asking the API server for a token, not for a pod that someone started
+// under that service account.
+func (c *Callout) operator(req *jwt.AuthorizationRequest, id Identity) (*jwt.UserClaims, Identity, error) {
+	if id.Pod != "" {
+		return nil, id, fmt.Errorf("operator service account %s/%s: token is bound to pod %s; use kubectl create token", id.Namespace, id.ServiceAccount, id.Pod)
+	}
+	p := ForOperator(c.Topology)
+	uc := jwt.NewUserClaims(req.UserNkey)
+	uc.Audience = c.Config.Account
+	uc.Name = id.ServiceAccount
+	uc.Pub.Allow.Add(p.Publish...)
+	uc.Sub.Allow.Add(p.Subscribe...)
 	uc.Expires = id.Expires.Unix()
 	return uc, id, nil
 }

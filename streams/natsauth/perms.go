@@ -141,3 +141,50 @@ func nodeSubjects(subj, node string) []string {
 	}
 	return []string{subj}
 }
+
+// OperatorInboxPrefix is the prefix of the reply subjects of weft's
+// operator commands (weft streams, replay, dlq): the operator identity
+// may subscribe under it and nowhere else. No stage's prefix can equal
+// it: a stage name has no underscore.
+const OperatorInboxPrefix = "_INBOX._operator"
+
+// ForOperator are the permissions of the operator identity on t's
+// streams: what weft streams, weft replay and weft dlq do, and no more.
+//
+//   - stream list, and per stream its info, a message by sequence, the
+//     list of its consumers (streams info), and the consumer API with
+//     acks (replay and dlq read through temporary consumers; the
+//     consumer's name is a token of the subject, so it is granted per
+//     stream, as to the stages);
+//   - publish to every stream's subjects: replay --to runs a stage, which
+//     publishes its outputs and dead letters, and dlq redrive sends a
+//     letter back to the subject it came from (or, failing again, to the
+//     DLQ);
+//   - delete a message from the DLQ only (redrive removes a letter once
+//     republished).
+//
+// It may not create, update, purge or delete a stream, nor touch a
+// stage's key-value buckets: the topology, applied by the stages, says
+// what the streams are.
+func ForOperator(t *topology.Topology) Permissions {
+	pub := []string{"$JS.API.INFO", "$JS.API.STREAM.LIST"}
+	for _, s := range t.Streams {
+		pub = append(pub, s.Subjects...)
+		n := s.Name
+		pub = append(pub,
+			"$JS.API.STREAM.INFO."+n,
+			"$JS.API.STREAM.MSG.GET."+n,
+			"$JS.API.CONSUMER.LIST."+n,
+			"$JS.API.CONSUMER.CREATE."+n+".>",
+			"$JS.API.CONSUMER.INFO."+n+".*",
+			"$JS.API.CONSUMER.DELETE."+n+".*",
+			"$JS.API.CONSUMER.MSG.NEXT."+n+".*",
+			"$JS.ACK."+n+".>",
+		)
+		if n == schema.StreamDLQ {
+			pub = append(pub, "$JS.API.STREAM.MSG.DELETE."+n)
+		}
+	}
+	slices.Sort(pub)
+	return Permissions{Publish: slices.Compact(pub), Subscribe: []string{OperatorInboxPrefix + ".>"}}
+}

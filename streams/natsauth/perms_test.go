@@ -2,6 +2,7 @@ package natsauth
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/weftobs/weft/streams/stage"
@@ -87,5 +88,66 @@ func TestForStages(t *testing.T) {
 	}
 	if _, err := ForStages(top, []string{"nope"}, "n1"); err == nil {
 		t.Error("a stage the topology lacks has permissions")
+	}
+}
+
+// TestForOperator: the operator reads every stream, publishes to their
+// subjects (replay --to, redrive), deletes from the DLQ only, and may
+// neither change a stream nor touch a stage's bucket; compared with the
+// whole expected list.
+func TestForOperator(t *testing.T) {
+	p := ForOperator(testTopology(t))
+	want := []string{"$JS.API.INFO", "$JS.API.STREAM.LIST", "$JS.API.STREAM.MSG.DELETE.DLQ",
+		"weft.events.>", "weft.calls.>", "weft.dlq.>"}
+	for _, s := range []string{"EVENTS", "CALLS", "DLQ"} {
+		want = append(want, "$JS.API.STREAM.INFO."+s, "$JS.API.STREAM.MSG.GET."+s, "$JS.API.CONSUMER.LIST."+s,
+			"$JS.API.CONSUMER.CREATE."+s+".>",
+			"$JS.API.CONSUMER.INFO."+s+".*", "$JS.API.CONSUMER.DELETE."+s+".*", "$JS.API.CONSUMER.MSG.NEXT."+s+".*", "$JS.ACK."+s+".>")
+	}
+	slices.Sort(want)
+	if !slices.Equal(p.Publish, want) {
+		t.Errorf("publish\n got %q\nwant %q", p.Publish, want)
+	}
+	if !slices.Equal(p.Subscribe, []string{"_INBOX._operator.>"}) {
+		t.Errorf("subscribe %q", p.Subscribe)
+	}
+	for _, stage := range []string{"collector", "correlator", "graph", "node-otlp"} {
+		if s := InboxPrefix(testTopology(t), []string{stage}, "n1"); s == OperatorInboxPrefix || strings.HasPrefix(s, OperatorInboxPrefix+".") {
+			t.Errorf("stage %s's inbox %s is the operator's", stage, s)
+		}
+	}
+}
+
+// TestConfigValidate: an identities file names its namespace, audience,
+// account and stages, and no service account is both a stage's and the
+// operator's (the operator's rights would depend on which check runs
+// first).
+func TestConfigValidate(t *testing.T) {
+	ok := Config{Namespace: "weft", Audience: "weft-nats", Account: "WEFT",
+		ServiceAccounts: map[string][]string{"weft-graph": {"graph"}}, Operators: []string{"weft-operator"}}
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want []string // in the error; none: valid
+	}{
+		{"valid", func(*Config) {}, nil},
+		{"no operator", func(c *Config) { c.Operators = nil }, nil},
+		{"empty", func(c *Config) { *c = Config{} }, []string{"namespace is empty", "audience is empty", "account is empty", "serviceAccounts is empty"}},
+		{"operator runs a stage", func(c *Config) { c.Operators = []string{"weft-graph"} }, []string{"service account weft-graph is both an operator and a stage's"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ok
+			tt.edit(&c)
+			err := c.Validate()
+			if (err == nil) != (len(tt.want) == 0) {
+				t.Fatalf("Validate: %v, want errors %q", err, tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate: %v, want %q", err, w)
+				}
+			}
+		})
 	}
 }

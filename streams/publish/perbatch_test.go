@@ -16,7 +16,8 @@ import (
 // TestPerBatchCompaction: calls published through schema.NewCallCompactor
 // (one per message) are stored smaller, and every stored message decodes
 // on its own to exactly the calls published, however the messages split
-// them, interleaved on two subjects.
+// them, interleaved on two subjects; ended pods published among the calls
+// (schema.ItemField) decode as such, with the message they are in.
 func TestPerBatchCompaction(t *testing.T) {
 	s := natstest.Start(t)
 	s.CreateStream(t, "CALLS", "weft.calls.>")
@@ -44,9 +45,14 @@ func TestPerBatchCompaction(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, c := range calls {
+		for i, c := range calls {
 			if err := p.Publish(ctx, schema.CallSubject(c.Client.Node), c); err != nil {
 				t.Fatal(err)
+			}
+			if i%10 == 9 {
+				if err := p.Publish(ctx, schema.CallSubject(c.Client.Node), &schema.PodEnded{Pod: c.Client.Pod, EndedUnixNano: uint64(i)}); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 		if err := p.Close(ctx); err != nil {
@@ -54,6 +60,7 @@ func TestPerBatchCompaction(t *testing.T) {
 		}
 		info, _ := st.Info(ctx)
 		got := map[string]*schema.Call{}
+		var ended []*schema.PodEnded
 		for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
 			m, err := st.GetMsg(ctx, seq)
 			if err != nil {
@@ -65,6 +72,16 @@ func TestPerBatchCompaction(t *testing.T) {
 			}
 			for _, c := range b.GetCalls() {
 				got[c.GetId()] = c
+			}
+			ended = append(ended, b.GetPodsEnded()...)
+		}
+		if len(ended) != len(calls)/10 {
+			t.Fatalf("%d ended pods stored, want %d", len(ended), len(calls)/10)
+		}
+		for _, e := range ended {
+			i := int(e.GetEndedUnixNano())
+			if !proto.Equal(e.GetPod(), calls[i].Client.Pod) {
+				t.Fatalf("ended pod %d stored as %v, want %v", i, e.GetPod(), calls[i].Client.Pod)
 			}
 		}
 		if len(got) != len(calls) {

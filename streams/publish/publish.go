@@ -276,7 +276,8 @@ func (p *Publisher) encodeHeader() []byte {
 	return b
 }
 
-// Publish appends item to the open batch for subject. The item is encoded
+// Publish appends item to the open batch for subject, at the batch's items
+// field (schema.ItemField: an ended pod at CallBatch.pods_ended). The item is encoded
 // before Publish returns; the caller may reuse it. Publish blocks only when
 // a sealed batch must wait for buffer room (OverflowBlock) and returns
 // ctx's error if ctx ends first; that batch is then dropped and counted.
@@ -315,7 +316,7 @@ func (p *Publisher) Publish(ctx context.Context, subject string, item proto.Mess
 	if fresh {
 		p.open[subject] = b
 	}
-	b.buf = protowire.AppendTag(b.buf, schema.BatchItemsField, protowire.BytesType)
+	b.buf = protowire.AppendTag(b.buf, schema.ItemField(item), protowire.BytesType)
 	b.buf = protowire.AppendBytes(b.buf, p.scratch)
 	b.items++
 	var s *sealed

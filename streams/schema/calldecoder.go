@@ -101,6 +101,13 @@ func (d *CallDecoder) batch(data []byte) (*CallBatch, bool) {
 				return false
 			}
 			b.Calls = append(b.Calls, c)
+		case num == PodsEndedField && typ == protowire.BytesType:
+			// Rare (a pod deleted): the generated decoder, nothing shared.
+			e := &PodEnded{}
+			if proto.Unmarshal(raw, e) != nil {
+				return false
+			}
+			b.PodsEnded = append(b.PodsEnded, e)
 		default:
 			return false
 		}

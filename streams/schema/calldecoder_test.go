@@ -81,6 +81,9 @@ func TestCallDecoderAsDecodeCallBatch(t *testing.T) {
 	secondOrigin := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), []byte{0x20, 0x09}) // origin.seq = 9, merged
 	badUTF8 := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "\xff\xfe")
 	future, _ := proto.Marshal(&schema.CallBatch{SchemaVersion: schema.Version + 1, Calls: all[:1]})
+	ended := &schema.PodEnded{Pod: all[0].GetClient().GetPod(), EndedUnixNano: 7}
+	withEnded, _ := proto.Marshal(&schema.CallBatch{SchemaVersion: schema.Version, Calls: all[:3], PodsEnded: []*schema.PodEnded{ended, {Pod: &schema.Pod{Uid: "x"}}}})
+	onlyEnded, _ := proto.Marshal(&schema.CallBatch{SchemaVersion: schema.Version, PodsEnded: []*schema.PodEnded{ended}})
 	for _, tc := range []struct {
 		name string
 		data []byte
@@ -88,6 +91,9 @@ func TestCallDecoderAsDecodeCallBatch(t *testing.T) {
 		{"calls of every shape", good},
 		{"again, from the caches", good},
 		{"no calls", head},
+		{"calls and ended pods", withEnded},
+		{"only ended pods", onlyEnded},
+		{"ended pod that does not decode", append(append([]byte{}, head...), protowire.AppendBytes(protowire.AppendTag(nil, schema.PodsEndedField, protowire.BytesType), []byte{0xff})...)},
 		{"empty body (no version)", nil},
 		{"future version", future},
 		{"origin written twice, as the publisher does", append(append([]byte{}, head...), secondOrigin...)},

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strings"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -65,6 +66,19 @@ const (
 // without building the batch message, so every batch type keeps its items
 // at this number and its version at 1 and origin at 2.
 const BatchItemsField = 3
+
+// PodsEndedField is the field number of CallBatch.pods_ended: the other
+// kind of item a CALLS message holds.
+const PodsEndedField = 4
+
+// ItemField is the field number item goes at in a batch: PodsEndedField
+// for a *PodEnded, BatchItemsField for any other item (an event, a call).
+func ItemField(item proto.Message) protowire.Number {
+	if _, ok := item.(*PodEnded); ok {
+		return PodsEndedField
+	}
+	return BatchItemsField
+}
 
 // Token makes s safe as one NATS subject token: node names may contain dots
 // (ip-10-0-0-1.ec2.internal), which would split the token. Dots, spaces and

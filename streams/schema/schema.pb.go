@@ -1587,6 +1587,11 @@ type CallBatch struct {
 	SchemaVersion uint32                 `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
 	Origin        *Origin                `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
 	Calls         []*Call                `protobuf:"bytes,3,rep,name=calls,proto3" json:"calls,omitempty"`
+	// pods_ended are the pods deleted, as the correlator learned it from
+	// the nodes' PodEvents (EVENTS keeps those only for a day; the graph,
+	// rebuilt from CALLS, needs them as long as the calls). A message may
+	// hold calls, ended pods, or both; readers of calls ignore them.
+	PodsEnded     []*PodEnded `protobuf:"bytes,4,rep,name=pods_ended,json=podsEnded,proto3" json:"pods_ended,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1640,6 +1645,68 @@ func (x *CallBatch) GetCalls() []*Call {
 		return x.Calls
 	}
 	return nil
+}
+
+func (x *CallBatch) GetPodsEnded() []*PodEnded {
+	if x != nil {
+		return x.PodsEnded
+	}
+	return nil
+}
+
+// PodEnded is a pod deleted: the pod as it was last announced (with its
+// containers) and when the delete was seen.
+type PodEnded struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pod   *Pod                   `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
+	// ended_unix_nano is the time of the delete event (the node's clock).
+	EndedUnixNano uint64 `protobuf:"fixed64,2,opt,name=ended_unix_nano,json=endedUnixNano,proto3" json:"ended_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodEnded) Reset() {
+	*x = PodEnded{}
+	mi := &file_weft_schema_v1_schema_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodEnded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodEnded) ProtoMessage() {}
+
+func (x *PodEnded) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_schema_v1_schema_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodEnded.ProtoReflect.Descriptor instead.
+func (*PodEnded) Descriptor() ([]byte, []int) {
+	return file_weft_schema_v1_schema_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PodEnded) GetPod() *Pod {
+	if x != nil {
+		return x.Pod
+	}
+	return nil
+}
+
+func (x *PodEnded) GetEndedUnixNano() uint64 {
+	if x != nil {
+		return x.EndedUnixNano
+	}
+	return 0
 }
 
 // Call is one correlated connection: both endpoints resolved at event time.
@@ -1699,7 +1766,7 @@ type Call struct {
 
 func (x *Call) Reset() {
 	*x = Call{}
-	mi := &file_weft_schema_v1_schema_proto_msgTypes[13]
+	mi := &file_weft_schema_v1_schema_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1778,7 @@ func (x *Call) String() string {
 func (*Call) ProtoMessage() {}
 
 func (x *Call) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_schema_v1_schema_proto_msgTypes[13]
+	mi := &file_weft_schema_v1_schema_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1791,7 @@ func (x *Call) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Call.ProtoReflect.Descriptor instead.
 func (*Call) Descriptor() ([]byte, []int) {
-	return file_weft_schema_v1_schema_proto_rawDescGZIP(), []int{13}
+	return file_weft_schema_v1_schema_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Call) GetId() string {
@@ -1898,7 +1965,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_weft_schema_v1_schema_proto_msgTypes[14]
+	mi := &file_weft_schema_v1_schema_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1910,7 +1977,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_schema_v1_schema_proto_msgTypes[14]
+	mi := &file_weft_schema_v1_schema_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1923,7 +1990,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_weft_schema_v1_schema_proto_rawDescGZIP(), []int{14}
+	return file_weft_schema_v1_schema_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Endpoint) GetNode() string {
@@ -2126,11 +2193,16 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
-	"\x05image\x18\x03 \x01(\tR\x05image\"\x8e\x01\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\"\xc7\x01\n" +
 	"\tCallBatch\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12.\n" +
 	"\x06origin\x18\x02 \x01(\v2\x16.weft.schema.v1.OriginR\x06origin\x12*\n" +
-	"\x05calls\x18\x03 \x03(\v2\x14.weft.schema.v1.CallR\x05calls\"\xda\x05\n" +
+	"\x05calls\x18\x03 \x03(\v2\x14.weft.schema.v1.CallR\x05calls\x127\n" +
+	"\n" +
+	"pods_ended\x18\x04 \x03(\v2\x18.weft.schema.v1.PodEndedR\tpodsEnded\"Y\n" +
+	"\bPodEnded\x12%\n" +
+	"\x03pod\x18\x01 \x01(\v2\x13.weft.schema.v1.PodR\x03pod\x12&\n" +
+	"\x0fended_unix_nano\x18\x02 \x01(\x06R\rendedUnixNano\"\xda\x05\n" +
 	"\x04Call\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\ttransport\x18\x02 \x01(\x0e2\x19.weft.schema.v1.TransportR\ttransport\x120\n" +
@@ -2216,7 +2288,7 @@ func file_weft_schema_v1_schema_proto_rawDescGZIP() []byte {
 }
 
 var file_weft_schema_v1_schema_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_weft_schema_v1_schema_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_weft_schema_v1_schema_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_weft_schema_v1_schema_proto_goTypes = []any{
 	(Attribution)(0),    // 0: weft.schema.v1.Attribution
 	(TCPPhase)(0),       // 1: weft.schema.v1.TCPPhase
@@ -2238,9 +2310,10 @@ var file_weft_schema_v1_schema_proto_goTypes = []any{
 	(*OwnerRef)(nil),    // 17: weft.schema.v1.OwnerRef
 	(*Container)(nil),   // 18: weft.schema.v1.Container
 	(*CallBatch)(nil),   // 19: weft.schema.v1.CallBatch
-	(*Call)(nil),        // 20: weft.schema.v1.Call
-	(*Endpoint)(nil),    // 21: weft.schema.v1.Endpoint
-	nil,                 // 22: weft.schema.v1.Pod.LabelsEntry
+	(*PodEnded)(nil),    // 20: weft.schema.v1.PodEnded
+	(*Call)(nil),        // 21: weft.schema.v1.Call
+	(*Endpoint)(nil),    // 22: weft.schema.v1.Endpoint
+	nil,                 // 23: weft.schema.v1.Pod.LabelsEntry
 }
 var file_weft_schema_v1_schema_proto_depIdxs = []int32{
 	7,  // 0: weft.schema.v1.EventBatch.origin:type_name -> weft.schema.v1.Origin
@@ -2259,24 +2332,26 @@ var file_weft_schema_v1_schema_proto_depIdxs = []int32{
 	10, // 13: weft.schema.v1.UnixEvent.peer:type_name -> weft.schema.v1.Task
 	6,  // 14: weft.schema.v1.PodEvent.op:type_name -> weft.schema.v1.PodEvent.Op
 	16, // 15: weft.schema.v1.PodEvent.pod:type_name -> weft.schema.v1.Pod
-	22, // 16: weft.schema.v1.Pod.labels:type_name -> weft.schema.v1.Pod.LabelsEntry
+	23, // 16: weft.schema.v1.Pod.labels:type_name -> weft.schema.v1.Pod.LabelsEntry
 	17, // 17: weft.schema.v1.Pod.owners:type_name -> weft.schema.v1.OwnerRef
 	18, // 18: weft.schema.v1.Pod.containers:type_name -> weft.schema.v1.Container
 	17, // 19: weft.schema.v1.Pod.workload:type_name -> weft.schema.v1.OwnerRef
 	7,  // 20: weft.schema.v1.CallBatch.origin:type_name -> weft.schema.v1.Origin
-	20, // 21: weft.schema.v1.CallBatch.calls:type_name -> weft.schema.v1.Call
-	4,  // 22: weft.schema.v1.Call.transport:type_name -> weft.schema.v1.Transport
-	21, // 23: weft.schema.v1.Call.client:type_name -> weft.schema.v1.Endpoint
-	21, // 24: weft.schema.v1.Call.server:type_name -> weft.schema.v1.Endpoint
-	5,  // 25: weft.schema.v1.Call.state:type_name -> weft.schema.v1.CallState
-	10, // 26: weft.schema.v1.Endpoint.task:type_name -> weft.schema.v1.Task
-	16, // 27: weft.schema.v1.Endpoint.pod:type_name -> weft.schema.v1.Pod
-	18, // 28: weft.schema.v1.Endpoint.container:type_name -> weft.schema.v1.Container
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	21, // 21: weft.schema.v1.CallBatch.calls:type_name -> weft.schema.v1.Call
+	20, // 22: weft.schema.v1.CallBatch.pods_ended:type_name -> weft.schema.v1.PodEnded
+	16, // 23: weft.schema.v1.PodEnded.pod:type_name -> weft.schema.v1.Pod
+	4,  // 24: weft.schema.v1.Call.transport:type_name -> weft.schema.v1.Transport
+	22, // 25: weft.schema.v1.Call.client:type_name -> weft.schema.v1.Endpoint
+	22, // 26: weft.schema.v1.Call.server:type_name -> weft.schema.v1.Endpoint
+	5,  // 27: weft.schema.v1.Call.state:type_name -> weft.schema.v1.CallState
+	10, // 28: weft.schema.v1.Endpoint.task:type_name -> weft.schema.v1.Task
+	16, // 29: weft.schema.v1.Endpoint.pod:type_name -> weft.schema.v1.Pod
+	18, // 30: weft.schema.v1.Endpoint.container:type_name -> weft.schema.v1.Container
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_weft_schema_v1_schema_proto_init() }
@@ -2297,7 +2372,7 @@ func file_weft_schema_v1_schema_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_schema_v1_schema_proto_rawDesc), len(file_weft_schema_v1_schema_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

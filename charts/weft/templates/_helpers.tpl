@@ -750,6 +750,20 @@ volumes:
 {{- if and (include "weft.deploysNats" .) .Values.nats.identities.enabled -}}true{{- end -}}
 {{- end }}
 
+{{/* weft.natsIdentitiesJSON: weft nats-auth's identities file (natsauth.Config): which service account runs which stages, and the operator's. */}}
+{{- define "weft.natsIdentitiesJSON" -}}
+{{- $root := . -}}
+{{- $sas := dict -}}
+{{- range $w := (include "weft.workloads" . | fromJson).items -}}
+{{- $_ := set $sas (include "weft.componentName" (dict "root" $root "name" $w.name)) (concat $w.stages $w.sidecars) -}}
+{{- end -}}
+{{- $ids := dict "namespace" .Release.Namespace "audience" .Values.nats.identities.audience "account" "WEFT" "serviceAccounts" $sas -}}
+{{- if .Values.nats.identities.operator.enabled -}}
+{{- $_ := set $ids "operators" (list (include "weft.componentName" (dict "root" $root "name" "operator"))) -}}
+{{- end -}}
+{{- toJson $ids -}}
+{{- end }}
+
 {{/* weft.apiTokenSecret: the Secret holding the HTTP API's bearer token. */}}
 {{- define "weft.apiTokenSecret" -}}
 {{- .Values.api.existingSecret | default (include "weft.componentName" (dict "root" . "name" "api-token")) -}}
@@ -762,8 +776,9 @@ Secret <release>-nats-ca when it exists (generated on install, kept
 forever: clients trust it). The certificates come from Secret
 <release>-nats-tls while they were signed by that CA and their renew-after
 date (two thirds of nats.tls.certDays) has not passed; otherwise they are
-issued again here, from the same CA. `helm template` (no cluster) issues
-fresh ones each time.
+issued again here, from the same CA; the operator's client certificate,
+kept in Secret <release>-nats-operator-tls, with them. `helm template` (no
+cluster) issues fresh ones each time.
 */}}
 {{- define "weft.tlsMaterial" -}}
 {{- if not (hasKey .Values "_weftTLS") -}}
@@ -789,6 +804,11 @@ fresh ones each time.
 {{- $_ := set $m "clientCert" (index $oldData "client.crt" | b64dec) -}}
 {{- $_ := set $m "clientKey" (index $oldData "client.key" | b64dec) -}}
 {{- $_ := set $m "renewAfter" $renewAfter -}}
+{{- $opData := (lookup "v1" "Secret" $ns (printf "%s-operator-tls" $name) | default dict).data | default dict -}}
+{{- if and (index $opData "tls.crt") (eq (index $opData "ca.crt" | default "" | b64dec) $ca.Cert) -}}
+{{- $_ := set $m "operatorCert" (index $opData "tls.crt" | b64dec) -}}
+{{- $_ := set $m "operatorKey" (index $opData "tls.key" | b64dec) -}}
+{{- end -}}
 {{- else -}}
 {{- $days := int .Values.nats.tls.certDays -}}
 {{- $dns := list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.%s" $name $ns .Values.clusterDomain) (printf "*.%s.%s.svc.%s" $headless $ns .Values.clusterDomain) (printf "*.%s.%s.svc" $headless $ns) "localhost" -}}
@@ -799,6 +819,14 @@ fresh ones each time.
 {{- $_ := set $m "clientCert" $cli.Cert -}}
 {{- $_ := set $m "clientKey" $cli.Key -}}
 {{- $_ := set $m "renewAfter" (dateInZone "2006-01-02T15:04:05Z" (now | dateModify (printf "+%dh" (div (mul $days 48) 3))) "UTC") -}}
+{{- end -}}
+{{- if not (hasKey $m "operatorCert") -}}
+{{- /* The operator's client certificate (weft streams, replay, dlq from
+a workstation), apart from the stages': who may read it need not read the
+servers' key. It expires with the stages' and is issued again with them. */ -}}
+{{- $op := genSignedCert "weft-operator" nil nil (int .Values.nats.tls.certDays) $ca -}}
+{{- $_ := set $m "operatorCert" $op.Cert -}}
+{{- $_ := set $m "operatorKey" $op.Key -}}
 {{- end -}}
 {{- $_ := set .Values "_weftTLS" $m -}}
 {{- end -}}

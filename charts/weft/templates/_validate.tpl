@@ -116,6 +116,16 @@ every problem at once, each naming the stage or value it concerns, so one
 {{- $errs = append $errs (printf "%s: a graph stage cannot autoscale: it runs as one replica" $where) -}}
 {{- end -}}
 {{- end -}}
+{{- if and (eq (toString $s.kind) "correlator") $s.autoscale -}}
+{{- /* Replicas past the input's partitions own none (docs/scaling.md). */ -}}
+{{- $parts := 1 -}}
+{{- range $in := ($s.inputs | default list) -}}
+{{- $parts = int ((index ($top.streams | default dict) (toString $in) | default dict).partitions | default 1) -}}
+{{- end -}}
+{{- if gt (int ($s.autoscale.max | default 0)) $parts -}}
+{{- $errs = append $errs (printf "%s: autoscale.max %v is above its input's partitions (%d): a correlator replica past them owns no partition and takes no load, so the HPA would add idle pods; lower autoscale.max to %d or raise the stream's partitions (a migration, docs/scaling.md)" $where $s.autoscale.max $parts $parts) -}}
+{{- end -}}
+{{- end -}}
 {{- range $io := concat ($s.inputs | default list) ($s.outputs | default list) -}}
 {{- if not (has (toString $io) $streams) -}}
 {{- $errs = append $errs (printf "%s: stream %q is not declared under topology.streams" $where $io) -}}

@@ -6,11 +6,13 @@
 package memstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/weftobs/weft/correlator/graph"
@@ -18,27 +20,33 @@ import (
 
 // Store is the embedded store.
 type Store struct {
-	mu      sync.RWMutex
-	nodes   map[graph.Ref]*node
-	links   map[graph.Link]struct{}
-	edges   map[graph.EdgeKey]*graph.EdgeDelta
-	lastSeq uint64
-	dirty   bool
+	mu    sync.RWMutex
+	nodes map[graph.Ref]*node
+	links map[graph.Link]int64 // → the last retention bucket that named it
+	// edges are the CALLS counts per edge and retention bucket.
+	edges        map[graph.EdgeKey]map[int64]*graph.EdgeDelta
+	lastSeq      uint64
+	retainedFrom int64
+	dirty        bool
 }
 
 type node struct {
-	props  map[string]string
-	broker string
+	props       map[string]string
+	broker      string
+	endedAt     int64
+	endedBucket int64 // the last bucket that gave endedAt
+	bucket      int64 // the last bucket that named it
 }
 
 var (
-	_ graph.Store  = (*Store)(nil)
-	_ graph.Reader = (*Store)(nil)
+	_ graph.Store    = (*Store)(nil)
+	_ graph.Reader   = (*Store)(nil)
+	_ graph.Retainer = (*Store)(nil)
 )
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{nodes: map[graph.Ref]*node{}, links: map[graph.Link]struct{}{}, edges: map[graph.EdgeKey]*graph.EdgeDelta{}}
+	return &Store{nodes: map[graph.Ref]*node{}, links: map[graph.Link]int64{}, edges: map[graph.EdgeKey]map[int64]*graph.EdgeDelta{}}
 }
 
 // Apply implements graph.Store.
@@ -48,27 +56,53 @@ func (s *Store) Apply(_ context.Context, b *graph.Batch) error {
 	if b.Seq != 0 && b.Seq <= s.lastSeq {
 		return nil
 	}
+	s.apply(b)
+	if b.Seq > s.lastSeq {
+		s.lastSeq = b.Seq
+	}
+	s.dirty = true
+	return nil
+}
+
+// apply adds b's changes; s.mu is held.
+func (s *Store) apply(b *graph.Batch) {
+	bk := b.Bucket
 	for _, e := range b.Entities {
 		n := s.nodes[e.Ref]
 		if n == nil {
-			n = &node{}
+			n = &node{bucket: bk}
 			s.nodes[e.Ref] = n
 		}
+		n.bucket = max(n.bucket, bk)
 		if e.Props != nil {
 			n.props = e.Props
 		}
 		if e.Broker != "" {
 			n.broker = e.Broker
 		}
+		switch {
+		case e.EndedAt == 0:
+		case n.endedAt == 0 || e.EndedAt < n.endedAt:
+			n.endedAt, n.endedBucket = e.EndedAt, bk
+		case e.EndedAt == n.endedAt:
+			n.endedBucket = max(n.endedBucket, bk)
+		}
 	}
 	for _, l := range b.Links {
-		s.links[l] = struct{}{}
+		if prev, ok := s.links[l]; !ok || bk > prev {
+			s.links[l] = bk
+		}
 	}
 	for _, d := range b.Edges {
-		cur := s.edges[d.EdgeKey]
+		byBucket := s.edges[d.EdgeKey]
+		if byBucket == nil {
+			byBucket = map[int64]*graph.EdgeDelta{}
+			s.edges[d.EdgeKey] = byBucket
+		}
+		cur := byBucket[bk]
 		if cur == nil {
 			c := d
-			s.edges[d.EdgeKey] = &c
+			byBucket[bk] = &c
 			continue
 		}
 		cur.Count += d.Count
@@ -78,11 +112,72 @@ func (s *Store) Apply(_ context.Context, b *graph.Batch) error {
 		cur.FirstSeen = min(cur.FirstSeen, d.FirstSeen)
 		cur.LastSeen = max(cur.LastSeen, d.LastSeen)
 	}
-	if b.Seq > s.lastSeq {
-		s.lastSeq = b.Seq
+}
+
+// Retain implements graph.Retainer.
+func (s *Store) Retain(_ context.Context, cut int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cut <= s.retainedFrom {
+		return nil
 	}
+	// Bucket 0 is what was written with no retention: kept, as it cannot
+	// be told apart (docs/lifecycle.md).
+	old := func(bk int64) bool { return bk != 0 && bk < cut }
+	for k, byBucket := range s.edges {
+		for bk := range byBucket {
+			if old(bk) {
+				delete(byBucket, bk)
+			}
+		}
+		if len(byBucket) == 0 {
+			delete(s.edges, k)
+		}
+	}
+	// A link's ends were named in every batch that named it, so a link
+	// kept never loses an end.
+	for l, bk := range s.links {
+		if old(bk) {
+			delete(s.links, l)
+		}
+	}
+	for r, n := range s.nodes {
+		switch {
+		case old(n.bucket):
+			delete(s.nodes, r)
+		case n.endedAt != 0 && old(n.endedBucket):
+			n.endedAt, n.endedBucket = 0, 0
+		}
+	}
+	s.retainedFrom = cut
 	s.dirty = true
 	return nil
+}
+
+// RetainedFrom implements graph.Retainer.
+func (s *Store) RetainedFrom(context.Context) (int64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.retainedFrom, nil
+}
+
+// edge sums an edge's counts over its buckets.
+func edge(byBucket map[int64]*graph.EdgeDelta) graph.EdgeDelta {
+	var out graph.EdgeDelta
+	first := true
+	for _, d := range byBucket {
+		if first {
+			out, first = *d, false
+			continue
+		}
+		out.Count += d.Count
+		out.BytesSent += d.BytesSent
+		out.BytesReceived += d.BytesReceived
+		out.Errors += d.Errors
+		out.FirstSeen = min(out.FirstSeen, d.FirstSeen)
+		out.LastSeen = max(out.LastSeen, d.LastSeen)
+	}
+	return out
 }
 
 // LastSeq implements graph.Store.
@@ -108,6 +203,9 @@ func (s *Store) Graph(context.Context) (*graph.Graph, error) {
 		for k, v := range n.props {
 			props[k] = v
 		}
+		if n.endedAt != 0 {
+			props[graph.PropEndedAt] = n.endedAt
+		}
 		labels := []string{r.Label}
 		if n.broker != "" {
 			labels = append(labels, graph.LabelBroker)
@@ -118,7 +216,8 @@ func (s *Store) Graph(context.Context) (*graph.Graph, error) {
 	for l := range s.links {
 		g.Edges = append(g.Edges, graph.GEdge{From: l.From.ID(), To: l.To.ID(), Type: l.Type, Props: map[string]any{}})
 	}
-	for k, d := range s.edges {
+	for k, byBucket := range s.edges {
+		d := edge(byBucket)
 		props := map[string]any{
 			"transport": k.Transport, "count": d.Count, "bytes_sent": d.BytesSent, "bytes_received": d.BytesReceived,
 			"errors": d.Errors, "first_seen": d.FirstSeen, "last_seen": d.LastSeen,
@@ -141,12 +240,17 @@ func (s *Store) Stats() (nodes, edges int, lastSeq uint64) {
 	return len(s.nodes), len(s.links) + len(s.edges), s.lastSeq
 }
 
+// snapshot is the file Save writes. Version 1 holds the graph as one
+// batch (Entities, Links, Edges); version 2 holds it as one batch per
+// retention bucket (Batches), which Load applies in bucket order.
 type snapshot struct {
-	Version  int               `json:"version"`
-	LastSeq  uint64            `json:"last_seq"`
-	Entities []graph.Entity    `json:"entities"`
-	Links    []graph.Link      `json:"links"`
-	Edges    []graph.EdgeDelta `json:"edges"`
+	Version      int               `json:"version"`
+	LastSeq      uint64            `json:"last_seq"`
+	RetainedFrom int64             `json:"retained_from,omitempty"`
+	Entities     []graph.Entity    `json:"entities,omitempty"`
+	Links        []graph.Link      `json:"links,omitempty"`
+	Edges        []graph.EdgeDelta `json:"edges,omitempty"`
+	Batches      []*graph.Batch    `json:"batches,omitempty"`
 }
 
 // SnapshotFile is the snapshot's name inside a data dir.
@@ -160,16 +264,36 @@ func (s *Store) Save(dir string) error {
 		s.mu.Unlock()
 		return nil
 	}
-	snap := snapshot{Version: 1, LastSeq: s.lastSeq}
+	snap := snapshot{Version: 2, LastSeq: s.lastSeq, RetainedFrom: s.retainedFrom}
+	batches := map[int64]*graph.Batch{}
+	in := func(bk int64) *graph.Batch {
+		b := batches[bk]
+		if b == nil {
+			b = &graph.Batch{Bucket: bk}
+			batches[bk] = b
+			snap.Batches = append(snap.Batches, b)
+		}
+		return b
+	}
 	for r, n := range s.nodes {
-		snap.Entities = append(snap.Entities, graph.Entity{Ref: r, Props: n.props, Broker: n.broker})
+		b := in(n.bucket)
+		b.Entities = append(b.Entities, graph.Entity{Ref: r, Props: n.props, Broker: n.broker})
+		if n.endedAt != 0 {
+			b := in(n.endedBucket) // never after n.bucket: an end names its node
+			b.Entities = append(b.Entities, graph.Entity{Ref: r, EndedAt: n.endedAt})
+		}
 	}
-	for l := range s.links {
-		snap.Links = append(snap.Links, l)
+	for l, bk := range s.links {
+		b := in(bk)
+		b.Links = append(b.Links, l)
 	}
-	for _, d := range s.edges {
-		snap.Edges = append(snap.Edges, *d)
+	for _, byBucket := range s.edges {
+		for bk, d := range byBucket {
+			b := in(bk)
+			b.Edges = append(b.Edges, *d)
+		}
 	}
+	slices.SortFunc(snap.Batches, func(a, b *graph.Batch) int { return cmp.Compare(a.Bucket, b.Bucket) })
 	s.dirty = false
 	s.mu.Unlock()
 	data, err := json.Marshal(snap)
@@ -217,10 +341,17 @@ func Load(dir string) (*Store, error) {
 	if err := json.Unmarshal(data, &snap); err != nil {
 		return nil, fmt.Errorf("load graph snapshot %s: %w", filepath.Join(dir, SnapshotFile), err)
 	}
-	b := &graph.Batch{Seq: snap.LastSeq, Entities: snap.Entities, Links: snap.Links, Edges: snap.Edges}
-	if err := s.Apply(context.Background(), b); err != nil {
-		return nil, err
+	switch snap.Version {
+	case 1:
+		s.apply(&graph.Batch{Entities: snap.Entities, Links: snap.Links, Edges: snap.Edges})
+	case 2:
+		slices.SortFunc(snap.Batches, func(a, b *graph.Batch) int { return cmp.Compare(a.Bucket, b.Bucket) })
+		for _, b := range snap.Batches {
+			s.apply(b)
+		}
+	default:
+		return nil, fmt.Errorf("load graph snapshot %s: version %d, this build reads 1 and 2", filepath.Join(dir, SnapshotFile), snap.Version)
 	}
-	s.dirty = false
+	s.lastSeq, s.retainedFrom = snap.LastSeq, snap.RetainedFrom
 	return s, nil
 }

@@ -273,11 +273,12 @@ func (s *Store) Apply(ctx context.Context, b *graph.Batch) error {
 }
 
 // Render turns a batch into parameterised statements, in the order they
-// must run: nodes, broker labels, structural links, then CALLS.
+// must run: nodes, broker labels, ends, structural links, then CALLS.
 func Render(b *graph.Batch) []Statement {
 	var out []Statement
 	ents := map[string][]any{}
 	brokers := map[string][]any{}
+	ends := map[string][]any{}
 	for _, e := range b.Entities {
 		props := map[string]any{}
 		for k, v := range e.Props {
@@ -287,15 +288,23 @@ func Render(b *graph.Batch) []Statement {
 		if e.Broker != "" {
 			brokers[e.Ref.Label] = append(brokers[e.Ref.Label], map[string]any{"key": refKey(e.Ref), "broker": e.Broker})
 		}
+		if e.EndedAt != 0 {
+			ends[e.Ref.Label] = append(ends[e.Ref.Label], map[string]any{"key": refKey(e.Ref), "ended_at": e.EndedAt})
+		}
 	}
 	for _, l := range entityLabels {
 		if rows := ents[l]; len(rows) > 0 {
-			out = append(out, Statement{Name: "upsert " + l, Cypher: upsertEntity(l), Parameters: map[string]any{"rows": rows}})
+			out = append(out, Statement{Name: "upsert " + l, Cypher: upsertEntity(l), Parameters: map[string]any{"rows": rows, "bucket": b.Bucket}})
 		}
 	}
 	for _, l := range entityLabels {
 		if rows := brokers[l]; len(rows) > 0 {
 			out = append(out, Statement{Name: "broker " + l, Cypher: markBroker(l), Parameters: map[string]any{"rows": rows}})
+		}
+	}
+	for _, l := range endLabels {
+		if rows := ends[l]; len(rows) > 0 {
+			out = append(out, Statement{Name: "end " + l, Cypher: endEntity(l), Parameters: map[string]any{"rows": rows, "bucket": b.Bucket}})
 		}
 	}
 	links := map[linkShape][]any{}
@@ -305,7 +314,7 @@ func Render(b *graph.Batch) []Statement {
 	}
 	for _, sh := range linkShapes {
 		if rows := links[sh]; len(rows) > 0 {
-			out = append(out, Statement{Name: "link " + sh.Type, Cypher: mergeLink(sh), Parameters: map[string]any{"rows": rows}})
+			out = append(out, Statement{Name: "link " + sh.Type, Cypher: mergeLink(sh), Parameters: map[string]any{"rows": rows, "bucket": b.Bucket}})
 		}
 	}
 	calls := map[callShape][]any{}
@@ -325,10 +334,63 @@ func Render(b *graph.Batch) []Statement {
 	}
 	for _, sh := range callShapes {
 		if rows := calls[sh]; len(rows) > 0 {
-			out = append(out, Statement{Name: sh.name(), Cypher: addCalls(sh), Parameters: map[string]any{"rows": rows}})
+			if b.Bucket != 0 {
+				out = append(out, Statement{Name: sh.name() + " bucketed", Cypher: addCalls(sh, true), Parameters: map[string]any{"rows": rows, "bucket": b.Bucket}})
+			} else {
+				out = append(out, Statement{Name: sh.name(), Cypher: addCalls(sh, false), Parameters: map[string]any{"rows": rows}})
+			}
 		}
 	}
 	return out
+}
+
+var _ graph.Retainer = (*Store)(nil)
+
+// Retain implements graph.Retainer: the retention statements and the cut,
+// in one write transaction after the stream's cursor lock, so a batch
+// written at the same time comes wholly before or after it.
+func (s *Store) Retain(ctx context.Context, cut int64) error {
+	sess := s.session(ctx, neo4j.AccessModeWrite)
+	defer sess.Close(ctx)
+	_, err := sess.ExecuteWrite(ctx, func(tx neo4j.ManagedTransaction) (any, error) {
+		if _, err := single(ctx, tx, readCursor, map[string]any{"stream": s.cfg.Stream}, "last_seq"); err != nil {
+			return nil, &stmtError{"read cursor", err}
+		}
+		v, err := single(ctx, tx, readRetained, map[string]any{"stream": s.cfg.Stream}, "retained_from")
+		if err != nil {
+			return nil, &stmtError{"read retained", err}
+		}
+		if from, _ := v.(int64); cut <= from {
+			return nil, nil
+		}
+		for _, st := range retainStatements {
+			if _, err := collect(ctx, tx, st.Cypher, map[string]any{"cut": cut}); err != nil {
+				return nil, &stmtError{st.Name, err}
+			}
+		}
+		if _, err := collect(ctx, tx, writeRetained, map[string]any{"stream": s.cfg.Stream, "cut": cut}); err != nil {
+			return nil, &stmtError{"write retained", err}
+		}
+		return nil, nil
+	})
+	if err != nil {
+		return s.describe(fmt.Sprintf("drop %s retention buckets before %d", s.cfg.Stream, cut), err)
+	}
+	return nil
+}
+
+// RetainedFrom implements graph.Retainer.
+func (s *Store) RetainedFrom(ctx context.Context) (int64, error) {
+	sess := s.session(ctx, neo4j.AccessModeRead)
+	defer sess.Close(ctx)
+	v, err := sess.ExecuteRead(ctx, func(tx neo4j.ManagedTransaction) (any, error) {
+		return single(ctx, tx, readRetained, map[string]any{"stream": s.cfg.Stream}, "retained_from")
+	})
+	if err != nil {
+		return 0, s.describe("read "+s.cfg.Stream+" retention cut", err)
+	}
+	n, _ := v.(int64)
+	return n, nil
 }
 
 // Status is the database's migration state.

@@ -83,9 +83,20 @@ func batch(seq uint64, rounds ...int) *graph.Batch {
 		for _, c := range traffic(r) {
 			f.Add(c)
 		}
+		if r == 4 {
+			// The orders pod is deleted after its last round: it and
+			// both its containers end, its calls stay.
+			f.AddEnded(&schema.PodEnded{Pod: &schema.Pod{Uid: "uid-orders", Name: "orders-5c8b", Namespace: "shop", Node: "node-a", Ips: []string{"10.0.1.9"},
+				Containers: []*schema.Container{{Id: "c-orders", Name: "orders", Image: "example/orders:1"}, {Id: "c-signer", Name: "signer", Image: "example/crypto-broker:1"}}},
+				EndedUnixNano: ordersEnded})
+		}
 	}
 	return f.Take(seq)
 }
+
+// ordersEnded is when batch ends the orders pod: past 2^53, as traffic's
+// times.
+const ordersEnded = scenario.T0 + 5e9 + 77
 
 func apply(t *testing.T, st graph.Store, b *graph.Batch) {
 	t.Helper()
@@ -568,6 +579,8 @@ func namedQueries(t *testing.T, st *neo4jstore.Store) {
 		{"edges-since", []string{strconv.FormatUint(scenario.T0, 10)}, "[app-7d9f nats-0 tcp 4222"},
 		{"edges-since", []string{strconv.FormatUint(scenario.T0+10e9, 10)}, ""},
 		{"top-talkers", []string{"2"}, "[10510 app-7d9f nats-0 tcp 4222]"},
+		{"ended-since", []string{strconv.FormatUint(scenario.T0, 10)}, fmt.Sprintf("[shop orders-5c8b %d]", ordersEnded)},
+		{"ended-since", []string{strconv.FormatUint(ordersEnded+1, 10)}, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.query+" "+strings.Join(c.args, " "), func(t *testing.T) {

@@ -3,6 +3,7 @@ package neo4jstore
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/neo4j/neo4j-go-driver/v5/neo4j"
 
@@ -93,11 +94,15 @@ func refOf(labels any, props map[string]any) (r graph.Ref, broker, ok bool) {
 	return r, broker, ok
 }
 
+// orEmpty copies the properties v holds, leaving out weft's own (named
+// _…: retention buckets).
 func orEmpty(v any) map[string]any {
 	m, _ := v.(map[string]any)
 	out := make(map[string]any, len(m))
 	for k, x := range m {
-		out[k] = x
+		if !strings.HasPrefix(k, "_") {
+			out[k] = x
+		}
 	}
 	return out
 }

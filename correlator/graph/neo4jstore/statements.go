@@ -35,10 +35,37 @@ func pattern(v, label, from string) string {
 	return fmt.Sprintf("(%s:%s {%s})", v, label, strings.Join(parts, ", "))
 }
 
+// Retention (graph.Batch.Bucket, graph.Retainer): every node and link
+// keeps in _bucket the last retention bucket that named it, an ended node
+// in _ended_bucket the last that gave its end, and each CALLS
+// relationship has a WEFT_CALLS_BUCKET twin per bucket with that
+// bucket's counts, which the CALLS counts are the sum of. Properties
+// starting with _ are weft's own: /api/v1/graph leaves them out.
+const relCallsBucket = "WEFT_CALLS_BUCKET"
+
+// laterBucket is the Cypher that sets v._bucket to $bucket unless it holds
+// a later one.
+func laterBucket(v string) string {
+	return v + "._bucket = CASE WHEN " + v + "._bucket IS NULL OR " + v + "._bucket < $bucket THEN $bucket ELSE " + v + "._bucket END"
+}
+
 // upsertEntity merges nodes of label and sets their other properties.
 func upsertEntity(label string) string {
-	return "UNWIND $rows AS r MERGE " + pattern("n", label, "r.key") + " SET n += r.props"
+	return "UNWIND $rows AS r MERGE " + pattern("n", label, "r.key") + " SET n += r.props, " + laterBucket("n")
 }
+
+// endEntity sets ended_at on nodes of label, keeping the earliest end
+// (graph.Entity.EndedAt), and the last bucket that gave it.
+func endEntity(label string) string {
+	return "UNWIND $rows AS r MATCH " + pattern("n", label, "r.key") +
+		" WITH n, r, n.ended_at AS prev, n._ended_bucket AS prev_bucket" +
+		" SET n.ended_at = CASE WHEN prev IS NULL OR r.ended_at < prev THEN r.ended_at ELSE prev END," +
+		" n._ended_bucket = CASE WHEN prev IS NULL OR r.ended_at < prev THEN $bucket" +
+		" WHEN r.ended_at = prev AND (prev_bucket IS NULL OR prev_bucket < $bucket) THEN $bucket ELSE prev_bucket END"
+}
+
+// endLabels are the labels that end: pods and their containers.
+var endLabels = []string{graph.LabelPod, graph.LabelContainer}
 
 // markBroker adds :Broker {kind} to nodes of label.
 func markBroker(label string) string {
@@ -56,7 +83,7 @@ var linkShapes = []linkShape{
 
 func mergeLink(s linkShape) string {
 	return "UNWIND $rows AS r MATCH " + pattern("a", s.From, "r.from") + " MATCH " + pattern("b", s.To, "r.to") +
-		" MERGE (a)-[:" + s.Type + "]->(b)"
+		" MERGE (a)-[l:" + s.Type + "]->(b) SET " + laterBucket("l")
 }
 
 // callShape is the labels at the ends of CALLS relationships and their
@@ -91,19 +118,59 @@ func (s callShape) name() string {
 // addCalls adds counts to CALLS relationships between from and to nodes,
 // creating them at zero. A TCP relationship is keyed by port and has no
 // path; a unix one by path and has no port (DESIGN.md, "The graph").
-func addCalls(s callShape) string {
+// Bucketed, it adds them to the relationship's WEFT_CALLS_BUCKET twin of
+// $bucket too.
+func addCalls(s callShape, bucketed bool) string {
 	key := "port: r.port"
 	if s.Unix {
 		key = "path: r.path"
 	}
-	return "UNWIND $rows AS r MATCH " + pattern("a", s.From, "r.from") + " MATCH " + pattern("b", s.To, "r.to") +
-		" MERGE (a)-[e:CALLS {transport: r.transport, " + key + "}]->(b)" +
-		" ON CREATE SET e.count = 0, e.bytes_sent = 0, e.bytes_received = 0, e.errors = 0, e.first_seen = r.first_seen, e.last_seen = r.last_seen" +
-		" SET e.count = e.count + r.count, e.bytes_sent = e.bytes_sent + r.bytes_sent," +
-		" e.bytes_received = e.bytes_received + r.bytes_received, e.errors = e.errors + r.errors," +
-		" e.first_seen = CASE WHEN r.first_seen < e.first_seen THEN r.first_seen ELSE e.first_seen END," +
-		" e.last_seen = CASE WHEN r.last_seen > e.last_seen THEN r.last_seen ELSE e.last_seen END"
+	add := func(v string) string {
+		return " ON CREATE SET " + v + ".count = 0, " + v + ".bytes_sent = 0, " + v + ".bytes_received = 0, " + v + ".errors = 0, " +
+			v + ".first_seen = r.first_seen, " + v + ".last_seen = r.last_seen" +
+			" SET " + v + ".count = " + v + ".count + r.count, " + v + ".bytes_sent = " + v + ".bytes_sent + r.bytes_sent," +
+			" " + v + ".bytes_received = " + v + ".bytes_received + r.bytes_received, " + v + ".errors = " + v + ".errors + r.errors," +
+			" " + v + ".first_seen = CASE WHEN r.first_seen < " + v + ".first_seen THEN r.first_seen ELSE " + v + ".first_seen END," +
+			" " + v + ".last_seen = CASE WHEN r.last_seen > " + v + ".last_seen THEN r.last_seen ELSE " + v + ".last_seen END"
+	}
+	out := "UNWIND $rows AS r MATCH " + pattern("a", s.From, "r.from") + " MATCH " + pattern("b", s.To, "r.to") +
+		" MERGE (a)-[e:CALLS {transport: r.transport, " + key + "}]->(b)" + add("e")
+	if bucketed {
+		out += " WITH a, b, r MERGE (a)-[x:" + relCallsBucket + " {transport: r.transport, " + key + ", bucket: $bucket}]->(b)" + add("x")
+	}
+	return out
 }
+
+// Retention statements (Store.Retain), in the order they run, each with
+// $cut: the CALLS relationships that lose a bucket are marked and the
+// bucket deleted, then their counts summed again from the buckets left
+// (and those left with none deleted); links, ends and nodes no later
+// bucket named are removed. Bucket 0, written with no retention, is kept.
+var retainStatements = []Statement{
+	{Name: "retain: drop call buckets", Cypher: "MATCH (a)-[x:" + relCallsBucket + "]->(b) WHERE x.bucket < $cut AND x.bucket <> 0" +
+		" MATCH (a)-[e:CALLS {transport: x.transport}]->(b) WHERE coalesce(e.port, -1) = coalesce(x.port, -1) AND coalesce(e.path, '') = coalesce(x.path, '')" +
+		" SET e._recount = true DELETE x"},
+	{Name: "retain: recount calls", Cypher: "MATCH (a)-[e:CALLS]->(b) WHERE e._recount = true" +
+		" OPTIONAL MATCH (a)-[k:" + relCallsBucket + " {transport: e.transport}]->(b) WHERE coalesce(k.port, -1) = coalesce(e.port, -1) AND coalesce(k.path, '') = coalesce(e.path, '')" +
+		" WITH e, collect(k) AS ks REMOVE e._recount" +
+		" SET e.count = reduce(n = 0, k IN ks | n + k.count), e.bytes_sent = reduce(n = 0, k IN ks | n + k.bytes_sent)," +
+		" e.bytes_received = reduce(n = 0, k IN ks | n + k.bytes_received), e.errors = reduce(n = 0, k IN ks | n + k.errors)," +
+		" e.first_seen = reduce(m = null, k IN ks | CASE WHEN m IS NULL OR k.first_seen < m THEN k.first_seen ELSE m END)," +
+		" e.last_seen = reduce(m = null, k IN ks | CASE WHEN m IS NULL OR k.last_seen > m THEN k.last_seen ELSE m END)" +
+		" WITH e, ks WHERE size(ks) = 0 DELETE e"},
+	{Name: "retain: drop links", Cypher: "MATCH ()-[l:" + graph.RelRunsOn + "|" + graph.RelHasContainer + "|" + graph.RelOwns + "]->()" +
+		" WHERE l._bucket < $cut AND l._bucket <> 0 DELETE l"},
+	{Name: "retain: drop ends", Cypher: "MATCH (n) WHERE (n:" + graph.LabelPod + " OR n:" + graph.LabelContainer + ")" +
+		" AND n._ended_bucket < $cut AND n._ended_bucket <> 0 REMOVE n.ended_at, n._ended_bucket"},
+	{Name: "retain: drop nodes", Cypher: "MATCH (n) WHERE (" + isGraph("n") + ") AND n._bucket < $cut AND n._bucket <> 0 DETACH DELETE n"},
+}
+
+// Cursor statements for retention: the cut recorded next to the stream's
+// sequence.
+const (
+	readRetained  = "OPTIONAL MATCH (s:WeftStream {name: $stream}) RETURN coalesce(s.retained_from, 0) AS retained_from"
+	writeRetained = "MERGE (s:WeftStream {name: $stream}) ON CREATE SET s.last_seq = 0 SET s.retained_from = $cut"
+)
 
 // Cursor statements: the last CALLS sequence applied, written in the same
 // transaction as the batch. readCursor takes the cursor node's write lock
@@ -153,13 +220,17 @@ func Statements() []Statement {
 	var out []Statement
 	for _, l := range entityLabels {
 		out = append(out, Statement{Name: "upsert " + l, Cypher: upsertEntity(l),
-			Parameters: map[string]any{"rows": []any{map[string]any{"key": key(l), "props": map[string]any{"name": "x"}}}}})
+			Parameters: map[string]any{"bucket": 0, "rows": []any{map[string]any{"key": key(l), "props": map[string]any{"name": "x"}}}}})
 		out = append(out, Statement{Name: "broker " + l, Cypher: markBroker(l),
 			Parameters: map[string]any{"rows": []any{map[string]any{"key": key(l), "broker": "nats"}}}})
 	}
+	for _, l := range endLabels {
+		out = append(out, Statement{Name: "end " + l, Cypher: endEntity(l),
+			Parameters: map[string]any{"bucket": 0, "rows": []any{map[string]any{"key": key(l), "ended_at": 1}}}})
+	}
 	for _, s := range linkShapes {
 		out = append(out, Statement{Name: "link " + s.Type + " " + s.From + "->" + s.To, Cypher: mergeLink(s),
-			Parameters: map[string]any{"rows": []any{map[string]any{"from": key(s.From), "to": key(s.To)}}}})
+			Parameters: map[string]any{"bucket": 0, "rows": []any{map[string]any{"from": key(s.From), "to": key(s.To)}}}})
 	}
 	for _, s := range callShapes {
 		row := map[string]any{"from": key(s.From), "to": key(s.To), "transport": "tcp", "port": 4222,
@@ -168,12 +239,19 @@ func Statements() []Statement {
 			delete(row, "port")
 			row["transport"], row["path"] = "unix", "/run/x.sock"
 		}
-		out = append(out, Statement{Name: s.name(), Cypher: addCalls(s), Parameters: map[string]any{"rows": []any{row}}})
+		out = append(out, Statement{Name: s.name(), Cypher: addCalls(s, false), Parameters: map[string]any{"rows": []any{row}}})
+		out = append(out, Statement{Name: s.name() + " bucketed", Cypher: addCalls(s, true), Parameters: map[string]any{"bucket": 1, "rows": []any{row}}})
+	}
+	for _, st := range retainStatements {
+		st.Parameters = map[string]any{"cut": 1}
+		out = append(out, st)
 	}
 	out = append(out,
 		Statement{Name: "read cursor", Cypher: readCursor, Parameters: map[string]any{"stream": "CALLS"}},
 		Statement{Name: "write cursor", Cypher: writeCursor, Parameters: map[string]any{"stream": "CALLS", "seq": 1}},
 		Statement{Name: "peek cursor", Cypher: peekCursor, Parameters: map[string]any{"stream": "CALLS"}},
+		Statement{Name: "read retained", Cypher: readRetained, Parameters: map[string]any{"stream": "CALLS"}},
+		Statement{Name: "write retained", Cypher: writeRetained, Parameters: map[string]any{"stream": "CALLS", "cut": 1}},
 		Statement{Name: "count graph", Cypher: countGraph, Parameters: map[string]any{}},
 		Statement{Name: "read nodes", Cypher: readNodes, Parameters: map[string]any{}},
 		Statement{Name: "read relationships", Cypher: readRels, Parameters: map[string]any{}},

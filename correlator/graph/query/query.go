@@ -144,6 +144,30 @@ var All = []*Query{
 		},
 	},
 	{
+		Name: "ended-since", Arg: "UNIXNANO", Description: "the pods deleted at or after UNIXNANO (Unix nanoseconds), kept with their calls for the graph's retention",
+		Cypher: "MATCH (p:Pod) WHERE p.ended_at >= $arg " +
+			"RETURN coalesce(p.namespace, '') AS namespace, coalesce(p.name, p.uid) AS pod, p.ended_at AS ended_at",
+		columns: []string{"namespace", "pod", "ended_at"},
+		parse:   func(s string) (any, error) { return strconv.ParseInt(s, 10, 64) },
+		embedded: func(g *graph.Graph, arg any) [][]any {
+			since, _ := arg.(int64)
+			var out [][]any
+			for _, n := range g.Nodes {
+				end, ok := integer(n.Props[graph.PropEndedAt])
+				if !ok || end < since || !slices.Contains(n.Labels, graph.LabelPod) {
+					continue
+				}
+				ns, _ := n.Props["namespace"].(string)
+				name, ok := n.Props["name"].(string)
+				if !ok {
+					name, _ = n.Props["uid"].(string)
+				}
+				out = append(out, []any{ns, name, end})
+			}
+			return out
+		},
+	},
+	{
 		Name: "top-talkers", Arg: "N", Description: "the N calls that moved the most bytes",
 		Cypher: "MATCH (a)-[r:CALLS]->(b) WITH " + name("a") + " AS caller, " + name("b") + " AS callee, r.transport AS transport, " +
 			viaOf + " AS via, r.bytes_sent + r.bytes_received AS bytes " +

@@ -111,6 +111,16 @@ func PublishRaw(t testing.TB, ctx context.Context, js jetstream.JetStream, subje
 // ReadCalls returns every call on CALLS so far, in stream order.
 func ReadCalls(t testing.TB, js jetstream.JetStream) []*schema.Call {
 	t.Helper()
+	var calls []*schema.Call
+	for _, b := range ReadCallBatches(t, js) {
+		calls = append(calls, b.GetCalls()...)
+	}
+	return calls
+}
+
+// ReadCallBatches is every batch on CALLS, in stream order.
+func ReadCallBatches(t testing.TB, js jetstream.JetStream) []*schema.CallBatch {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, schema.StreamCalls)
@@ -121,7 +131,7 @@ func ReadCalls(t testing.TB, js jetstream.JetStream) []*schema.Call {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var calls []*schema.Call
+	var out []*schema.CallBatch
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		m, err := st.GetMsg(ctx, seq)
 		if err != nil {
@@ -131,9 +141,37 @@ func ReadCalls(t testing.TB, js jetstream.JetStream) []*schema.Call {
 		if err != nil {
 			t.Fatal(err)
 		}
-		calls = append(calls, b.GetCalls()...)
+		out = append(out, b)
 	}
-	return calls
+	return out
+}
+
+// ReadPodsEnded returns every ended pod on CALLS so far, in stream order.
+func ReadPodsEnded(t testing.TB, js jetstream.JetStream) []*schema.PodEnded {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, schema.StreamCalls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*schema.PodEnded
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := schema.DecodeCallBatch(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b.GetPodsEnded()...)
+	}
+	return out
 }
 
 // Dedupe keeps the first call of every id, as the graph stage does.
