@@ -72,9 +72,8 @@ type podTruth struct {
 	BrokerContainers []string
 	// ClientOnly are the containers that only called (never answered).
 	ClientOnly map[string]bool
-	// Deleted: the pod was deleted during the test. The graph keeps it
-	// (with its calls); when pods are ended in the graph, check its
-	// ended_at here too.
+	// Deleted: the pod was deleted during the test. The graph keeps it,
+	// with its calls, ended (ended_at).
 	Deleted bool
 }
 
@@ -383,6 +382,11 @@ func compareGraph(g *graph.Graph, tr *truth) (gaps []string, err error) {
 		if n.Props["name"] != p.Name || n.Props["namespace"] != appsNS || n.Props["ip"] != p.IP {
 			diffs = append(diffs, fmt.Sprintf("pod %s: props %v, want name %s namespace %s ip %s", p.Name, n.Props, p.Name, appsNS, p.IP))
 		}
+		// A deleted pod is ended (ended_at), not removed; a pod that
+		// still exists (running, or a Job's, completed) is not.
+		if _, ended := n.Props["ended_at"]; ended != p.Deleted {
+			diffs = append(diffs, fmt.Sprintf("pod %s (uid %s): ended_at %v, want ended %v", p.Name, p.UID, n.Props["ended_at"], p.Deleted))
+		}
 		for name, cid := range p.Containers {
 			c, ok := nodes["Container:"+cid]
 			if !ok || !links["HAS_CONTAINER "+id+" Container:"+cid] {
@@ -392,12 +396,11 @@ func compareGraph(g *graph.Graph, tr *truth) (gaps []string, err error) {
 			switch c.Props["name"] {
 			case name:
 			case nil:
-				// Known gap, seen on every run: the graph has client
-				// containers (ones that only called, at once after they
-				// started) by id only, without name and image (once
-				// even one that called for 15 s); every server
-				// container has both. See docs/cluster.md. A server
-				// container without them still fails.
+				// Known gap: the graph has client containers (ones
+				// that only called, at once after they started) by id
+				// only, without name and image, in most runs; every
+				// server container has both. See docs/cluster.md. A
+				// server container without them still fails.
 				if !p.ClientOnly[name] {
 					diffs = append(diffs, fmt.Sprintf("container %s of %s (a server): no name in the graph: %v", name, p.Name, c.Props))
 				} else {
