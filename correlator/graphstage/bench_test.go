@@ -268,38 +268,14 @@ func BenchmarkCloseToGraph(b *testing.B) {
 	}
 	defer sub.Unsubscribe()
 
-	stop := make(chan struct{})
-	polled := make(chan struct{})
-	go func() {
-		defer close(polled)
-		t := time.NewTicker(poll)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-			resp, err := http.Get(web.URL + "/api/v1/graph")
-			if err != nil {
-				continue
-			}
-			var g graph.Graph
-			err = json.NewDecoder(resp.Body).Decode(&g)
-			resp.Body.Close()
-			if err != nil {
-				continue
-			}
-			now := time.Now()
-			for _, e := range g.Edges {
-				if i, ok := edgeOf[[2]string{e.From, e.To}]; ok && e.Type == graph.RelCalls {
-					n, _ := e.Props["count"].(float64)
-					arr.saw("graph", i, int(n), now)
-				}
+	defer pollGraph(web.URL, poll, func(g graph.Graph, now time.Time) {
+		for _, e := range g.Edges {
+			if i, ok := edgeOf[[2]string{e.From, e.To}]; ok && e.Type == graph.RelCalls {
+				n, _ := e.Props["count"].(float64)
+				arr.saw("graph", i, int(n), now)
 			}
 		}
-	}()
-	defer func() { close(stop); <-polled }()
+	})()
 
 	k := 0
 	for b.Loop() {
@@ -472,4 +448,33 @@ func startPipeline(b *testing.B) pipeline {
 	web := httptest.NewServer(host.Mux)
 	b.Cleanup(web.Close)
 	return pipeline{s: s, cor: cor.(*correlate.Stage), gs: gs, web: web}
+}
+
+// pollGraph reads GET url/api/v1/graph every interval, calling saw with
+// each graph it decodes and when it had it, until the returned stop.
+func pollGraph(url string, interval time.Duration, saw func(g graph.Graph, at time.Time)) (stop func()) {
+	done, polled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(polled)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			resp, err := http.Get(url + "/api/v1/graph")
+			if err != nil {
+				continue
+			}
+			var g graph.Graph
+			err = json.NewDecoder(resp.Body).Decode(&g)
+			resp.Body.Close()
+			if err == nil {
+				saw(g, time.Now())
+			}
+		}
+	}()
+	return func() { close(done); <-polled }
 }

@@ -1,9 +1,7 @@
 package graphstage_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"slices"
 	"sync"
@@ -81,51 +79,27 @@ func BenchmarkOpenToGraph(b *testing.B) {
 	var byteLat []time.Duration
 	var total [edges]uint64
 
-	stop := make(chan struct{})
-	polled := make(chan struct{})
-	go func() {
-		defer close(polled)
-		t := time.NewTicker(poll)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-			resp, err := http.Get(web.URL + "/api/v1/graph")
-			if err != nil {
+	defer pollGraph(web.URL, poll, func(g graph.Graph, now time.Time) {
+		for _, e := range g.Edges {
+			i, ok := edgeOf[e.From]
+			if !ok || e.Type != graph.RelCalls || e.To != "Pod:"+srv.Pod.GetUid() {
 				continue
 			}
-			var g graph.Graph
-			err = json.NewDecoder(resp.Body).Decode(&g)
-			resp.Body.Close()
-			if err != nil {
-				continue
-			}
-			now := time.Now()
-			for _, e := range g.Edges {
-				i, ok := edgeOf[e.From]
-				if !ok || e.Type != graph.RelCalls || e.To != "Pod:"+srv.Pod.GetUid() {
-					continue
+			n, _ := e.Props["count"].(float64)
+			if i < edges {
+				opens.saw("open", i, int(n), now)
+				sent, _ := e.Props["bytes_sent"].(float64)
+				bmu.Lock()
+				for len(marks[i]) > 0 && marks[i][0].bytes <= uint64(sent) {
+					byteLat = append(byteLat, now.Sub(marks[i][0].at))
+					marks[i] = marks[i][1:]
 				}
-				n, _ := e.Props["count"].(float64)
-				if i < edges {
-					opens.saw("open", i, int(n), now)
-					sent, _ := e.Props["bytes_sent"].(float64)
-					bmu.Lock()
-					for len(marks[i]) > 0 && marks[i][0].bytes <= uint64(sent) {
-						byteLat = append(byteLat, now.Sub(marks[i][0].at))
-						marks[i] = marks[i][1:]
-					}
-					bmu.Unlock()
-				} else {
-					closes.saw("close", i-edges, int(n), now)
-				}
+				bmu.Unlock()
+			} else {
+				closes.saw("close", i-edges, int(n), now)
 			}
 		}
-	}()
-	defer func() { close(stop); <-polled }()
+	})()
 
 	var open []*scenario.Open
 	var openEdge []int

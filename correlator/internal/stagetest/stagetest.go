@@ -149,26 +149,8 @@ func ReadCallBatches(t testing.TB, js jetstream.JetStream) []*schema.CallBatch {
 // ReadPodsEnded returns every ended pod on CALLS so far, in stream order.
 func ReadPodsEnded(t testing.TB, js jetstream.JetStream) []*schema.PodEnded {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := js.Stream(ctx, schema.StreamCalls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []*schema.PodEnded
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := schema.DecodeCallBatch(m.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, b := range ReadCallBatches(t, js) {
 		out = append(out, b.GetPodsEnded()...)
 	}
 	return out
