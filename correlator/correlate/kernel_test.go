@@ -30,28 +30,7 @@ func TestMain(m *testing.M) {
 // pod over TCP with exact bytes, app container to its sidecar over a unix
 // socket, app to the host-network broker.
 func TestKernelToCalls(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: the collector and the simulated node need root (CAP_BPF, CAP_PERFMON, netns, cgroups); CI runs as root")
-	}
-	if err := bpf.CheckPrivileges(); err != nil {
-		t.Skipf("skipping: %v", err)
-	}
-	s := natstest.Start(t)
-	stagetest.Streams(t, s)
-	tr := scenario.Pods(t, node.New(t, "node-k"))
-
-	cfg := collector.NewConfig()
-	cfg.Metadata = collector.MetadataConfig{Provider: collector.ProviderFile, File: tr.MetadataPath}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	coll := collector.New(stage.Settings{Name: "collector", Kind: "collector", Node: tr.Node.Name, Config: cfg, Counters: &stage.Counters{}}, cfg)
-	if err := coll.Start(context.Background(), stagetest.NewHost(s.JS)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { coll.Shutdown(context.Background()) })
-	corr := start(t, stagetest.NewHost(s.JS), testConfig())
-	t.Cleanup(func() { corr.Shutdown(context.Background()) })
+	s, tr := kernelNode(t, "node-k")
 
 	tr.Run(t)
 	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
@@ -93,4 +72,35 @@ func findCall(calls []*schema.Call, want scenario.Call) error {
 	}
 	return fmt.Errorf("no %s call %s/%s → %s/%s (%s) among %d calls; near misses: %v", want.Transport,
 		want.Client.Pod.Name, want.Client.Name, want.Server.Pod.Name, want.Server.Name, want.ServerAddr, len(calls), near)
+}
+
+// kernelNode is a simulated node (real network namespaces and cgroups)
+// named name, its pods' metadata in a file, with the real collector on it
+// and a correlator, both on a fresh embedded NATS; it skips unless root
+// may run eBPF.
+func kernelNode(t *testing.T, name string) (*natstest.Server, *scenario.Truth) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: the collector and the simulated node need root (CAP_BPF, CAP_PERFMON, netns, cgroups); CI runs as root")
+	}
+	if err := bpf.CheckPrivileges(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	s := natstest.Start(t)
+	stagetest.Streams(t, s)
+	tr := scenario.Pods(t, node.New(t, name))
+
+	cfg := collector.NewConfig()
+	cfg.Metadata = collector.MetadataConfig{Provider: collector.ProviderFile, File: tr.MetadataPath}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	coll := collector.New(stage.Settings{Name: "collector", Kind: "collector", Node: tr.Node.Name, Config: cfg, Counters: &stage.Counters{}}, cfg)
+	if err := coll.Start(context.Background(), stagetest.NewHost(s.JS)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { coll.Shutdown(context.Background()) })
+	corr := start(t, stagetest.NewHost(s.JS), testConfig())
+	t.Cleanup(func() { corr.Shutdown(context.Background()) })
+	return s, tr
 }

@@ -5,14 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/weftobs/weft/collectors/bpf"
-	"github.com/weftobs/weft/collectors/collector"
 	"github.com/weftobs/weft/correlator/graph"
 	"github.com/weftobs/weft/correlator/graphstage"
 	"github.com/weftobs/weft/correlator/internal/stagetest"
@@ -20,7 +17,6 @@ import (
 	"github.com/weftobs/weft/streams/stage"
 	"github.com/weftobs/weft/testenv/natstest"
 	"github.com/weftobs/weft/testenv/node"
-	"github.com/weftobs/weft/testenv/scenario"
 	"github.com/weftobs/weft/testenv/workload"
 )
 
@@ -31,28 +27,7 @@ import (
 // counted once; its bytes follow what the client has exchanged; after
 // the close its totals are exact and its count still 1.
 func TestKernelLongConnection(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: the collector and the simulated node need root (CAP_BPF, CAP_PERFMON, netns, cgroups); CI runs as root")
-	}
-	if err := bpf.CheckPrivileges(); err != nil {
-		t.Skipf("skipping: %v", err)
-	}
-	s := natstest.Start(t)
-	stagetest.Streams(t, s)
-	tr := scenario.Pods(t, node.New(t, "node-l"))
-
-	cfg := collector.NewConfig()
-	cfg.Metadata = collector.MetadataConfig{Provider: collector.ProviderFile, File: tr.MetadataPath}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	coll := collector.New(stage.Settings{Name: "collector", Kind: "collector", Node: tr.Node.Name, Config: cfg, Counters: &stage.Counters{}}, cfg)
-	if err := coll.Start(context.Background(), stagetest.NewHost(s.JS)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { coll.Shutdown(context.Background()) })
-	corr := start(t, stagetest.NewHost(s.JS), testConfig())
-	t.Cleanup(func() { corr.Shutdown(context.Background()) })
+	s, tr := kernelNode(t, "node-l")
 	gcfg := graphstage.NewConfig()
 	gcfg.FlushInterval = 20 * time.Millisecond
 	host := stagetest.NewHost(s.JS)
