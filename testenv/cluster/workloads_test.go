@@ -194,7 +194,7 @@ func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *t
 		}
 	}
 	ncJob := func(name string, n int) {
-		script := fmt.Sprintf(`for i in $(seq 1 %d); do echo "call $i sent %d received $(head -c %d /dev/zero | nc -w 5 reborn %d | wc -c)"; done`, n, rebornUp, rebornUp, rebornPort)
+		script := ncCalls(n, "reborn", rebornPort, rebornUp, "0")
 		j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: appsNS}, Spec: jobSpec(name, corev1.PodSpec{Containers: []corev1.Container{{
 			Name: "calls", Image: cluster.BusyboxImage, ImagePullPolicy: corev1.PullNever, Command: []string{"/bin/sh", "-c", script},
 		}}})}
@@ -264,38 +264,68 @@ func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *t
 	tr.call(nightlyP, "report", brokerP, "broker", "tcp", brokerPort, "", logTotals(t, cs, "job-name=nightly-manual", reportCalls))
 	tr.call(shopP, "app", shopP, "crypto-broker", "unix", 0, sockPath, logTotals(t, cs, "app=shop", unixCalls))
 	tr.call(rbBefore, "calls", beforeP, "echo", "tcp", rebornPort, "", logTotals(t, cs, "job-name=reborn-before", rebornCallsBefore))
-	tr.call(rbAfter, "calls", afterP, "echo", "tcp", rebornPort, "", logTotals(t, cs, "job-name=reborn-after", rebornAfter))
+	rbTot := logTotals(t, cs, "job-name=reborn-after", rebornAfter)
+	tr.call(rbAfter, "calls", afterP, "echo", "tcp", rebornPort, "", rbTot)
 	// The servers' own logs agree with their clients'.
 	if served := strings.Count(podLogsOf(cs, appsNS, brokerP.Name, "broker"), "served "); served != callerCalls+reportCalls {
 		t.Fatalf("the broker served %d calls, its callers logged %d", served, callerCalls+reportCalls)
 	}
-	if served := strings.Count(podLogsOf(cs, appsNS, afterP.Name, "echo"), "served "); served != rebornAfter {
-		t.Fatalf("the recreated reborn served %d calls, its caller logged %d", served, rebornAfter)
+	if served := strings.Count(podLogsOf(cs, appsNS, afterP.Name, "echo"), "served "); served != rbTot.Count {
+		t.Fatalf("the recreated reborn served %d calls, its caller logged %d", served, rbTot.Count)
 	}
 	return tr
 }
 
-var callLine = regexp.MustCompile(`^call (\d+) sent (\d+) received (\d+)$`)
+// ncCalls is a busybox shell script that calls host:port n times with nc,
+// sending up bytes each time and pausing pause seconds between calls, and
+// logs each call as it happened: the bytes it got back and what nc said
+// on stderr.
+func ncCalls(n int, host string, port, up int, pause string) string {
+	return fmt.Sprintf(`for i in $(seq 1 %d); do head -c %d /dev/zero | nc -w 5 %s %d >/tmp/r 2>/tmp/e; echo "call $i sent %d received $(wc -c </tmp/r) $(cat /tmp/e)"; sleep %s; done`,
+		n, up, host, port, up, pause)
+}
 
-// logTotals sums a workload's logged calls; every one of the n must have
-// been answered in full.
+// callLine is one call a workload logged: the bytes sent and received,
+// then anything nc said (an error).
+var callLine = regexp.MustCompile(`^call (\d+) sent (\d+) received (\d+)\s*(.*)$`)
+
+// unresolved is busybox nc's error for a host it could not resolve: the
+// call never left the pod (no packet to the peer), so it is no connection
+// and not in the ground truth. It happens now and then on the test's
+// loaded node (the resolver's timeout while CoreDNS is starved).
+const unresolved = "bad address"
+
+// logTotals sums a workload's logged calls. Each of the n must have been
+// answered in full, or have failed before it left the pod (the name did
+// not resolve): those are logged and left out. Any other failure is fatal,
+// the test cannot know what the collector should have seen.
 func logTotals(t *testing.T, cs kubernetes.Interface, sel string, n int) edgeTotals {
 	t.Helper()
 	logs := podLogs(cs, appsNS, sel)
 	var tot edgeTotals
+	lines, unsent := 0, 0
 	for _, l := range strings.Split(strings.TrimSpace(logs), "\n") {
 		m := callLine.FindStringSubmatch(strings.TrimSpace(l))
 		if m == nil {
 			continue
 		}
+		lines++
 		s, _ := strconv.Atoi(m[2])
 		r, _ := strconv.Atoi(m[3])
-		tot.Count++
-		tot.Sent += s
-		tot.Received += r
+		switch {
+		case m[4] == "" && r > 0:
+			tot.Count++
+			tot.Sent += s
+			tot.Received += r
+		case r == 0 && strings.Contains(m[4], unresolved):
+			unsent++
+			t.Logf("%s: call %s never left the pod, not in the ground truth: %s", sel, m[1], m[4])
+		default:
+			t.Fatalf("%s: call %s failed (received %d, %q): its ground truth is unknown:\n%s", sel, m[1], r, m[4], logs)
+		}
 	}
-	if tot.Count != n {
-		t.Fatalf("%s logged %d answered calls, want %d:\n%s", sel, tot.Count, n, logs)
+	if lines != n || unsent > n/10 {
+		t.Fatalf("%s logged %d calls (%d of them never left the pod), want %d:\n%s", sel, lines, unsent, n, logs)
 	}
 	return tot
 }
@@ -586,7 +616,7 @@ func podLogsOf(cs kubernetes.Interface, ns, pod, container string) string {
 func callsDuringRollout(ctx context.Context, t *testing.T, cs kubernetes.Interface, tr *truth, during func()) {
 	t.Helper()
 	const name, n = "during-rollout", 50
-	script := fmt.Sprintf(`for i in $(seq 1 %d); do echo "call $i sent %d received $(head -c %d /dev/zero | nc -w 5 broker %d | wc -c)"; sleep 0.3; done`, n, brokerUp, brokerUp, brokerPort)
+	script := ncCalls(n, "broker", brokerPort, brokerUp, "0.3")
 	j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: appsNS}, Spec: jobSpec(name, corev1.PodSpec{Containers: []corev1.Container{{
 		Name: "calls", Image: cluster.BusyboxImage, ImagePullPolicy: corev1.PullNever, Command: []string{"/bin/sh", "-c", script},
 	}}})}
