@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -398,6 +399,62 @@ func TestCollectorSimulatedNode(t *testing.T) {
 	}
 	if st.PodNotInMetadata == 0 {
 		t.Errorf("pod-not-in-metadata gap not counted")
+	}
+}
+
+// TestPodNamedAfterItsCall: a pod announced before the kubelet reported its
+// container (the metadata without it: its container has no name, no
+// image), whose one process calls once and exits, is announced again as
+// soon as the metadata names the container, though the pod makes no event
+// after that: what a client Job's pod on a real cluster does.
+func TestPodNamedAfterItsCall(t *testing.T) {
+	requireRoot(t)
+	ns := natstest.Start(t)
+	ns.CreateStream(t, "EVENTS", "weft.events.>")
+	ev := collect(t, ns.JS)
+
+	n := node.New(t, "node-a")
+	broker := n.AddPod("broker", "shop", false, "broker")
+	report := n.AddPod("report", "batch", false, "report")
+	dir := t.TempDir()
+	early := n.Metadata()
+	for i := range early.Pods {
+		if early.Pods[i].UID == report.UID {
+			early.Pods[i].Containers = nil
+		}
+	}
+	b, err := yaml.Marshal(early)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "metadata.yaml")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := NewConfig()
+	cfg.Metadata = MetadataConfig{Provider: ProviderFile, File: path}
+	startStage(t, ns.JS, n.Name, cfg)
+
+	srv, srvOut := start(t, broker.Container("broker"), "server", "tcp", "0.0.0.0:7000", "1", "10", "20")
+	line(t, srvOut, "listening ")
+	cli, _ := start(t, report.Container("report"), "client", "tcp", broker.IP+":7000", "10", "20", "0")
+	wait(t, cli, 0)
+	wait(t, srv, 0)
+	reportPod := func(e *schema.Event) bool { return e.GetPod().GetPod().GetUid() == report.UID }
+	first := ev.waitFor(t, "report pod announced", reportPod)
+	if c := first.GetPod().GetPod().GetContainers(); len(c) != 0 {
+		t.Fatalf("first announcement with containers %v, want none (the metadata had none)", c)
+	}
+
+	if n.WriteMetadata(dir) != path {
+		t.Fatal("metadata written elsewhere")
+	}
+	named := ev.waitFor(t, "report pod announced again, its container named", func(e *schema.Event) bool {
+		c := e.GetPod().GetPod().GetContainers()
+		return reportPod(e) && len(c) == 1 && c[0].GetName() == "report" && c[0].GetId() == report.Container("report").ID
+	})
+	if named.GetPod().GetOp() != schema.PodEvent_OP_UPSERT {
+		t.Errorf("second announcement: %v, want an upsert", named.GetPod().GetOp())
 	}
 }
 

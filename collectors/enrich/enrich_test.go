@@ -3,9 +3,12 @@ package enrich
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftobs/weft/collectors/cgroup"
 	"github.com/weftobs/weft/streams/schema"
@@ -104,5 +107,31 @@ func TestGaps(t *testing.T) {
 	e.Task(&schema.Task{Pid: 10, CgroupId: idPod})
 	if len(announced) != 2 {
 		t.Errorf("after Forget: announced %v, want app twice", announced)
+	}
+
+	// The provider reports changes: an announced pod that changed is
+	// announced again at once, as it now is; one that did not change,
+	// or was never announced, is not.
+	named := &schema.Pod{Uid: pod, Name: "app", Namespace: "shop", Containers: []*schema.Container{{Id: cid, Name: "app", Image: "example/app:1"}}}
+	for _, tc := range []struct {
+		name string
+		p    *schema.Pod
+		want []string
+	}{
+		{"nothing new", &schema.Pod{Uid: pod, Name: "app", Namespace: "shop"}, []string{"app", "app"}},
+		{"its container named", named, []string{"app", "app", "app"}},
+		{"the same again", proto.Clone(named).(*schema.Pod), []string{"app", "app", "app"}},
+		{"a pod never announced", &schema.Pod{Uid: "bbbbbbbb-4d5e-4f60-8a9b-0c1d2e3f4a5b", Name: "other"}, []string{"app", "app", "app"}},
+	} {
+		e.Changed(tc.p)
+		if !slices.Equal(announced, tc.want) {
+			t.Errorf("Changed, %s: announced %v, want %v", tc.name, announced, tc.want)
+		}
+	}
+	meta[pod] = named
+	e.Forget(pod)
+	e.Task(&schema.Task{Pid: 10, CgroupId: idPod})
+	if last := e.announced[pod]; !proto.Equal(last, named) || len(announced) != 4 {
+		t.Errorf("after a delete and a new event: announced %v, last %v; want it announced as the provider now has it", announced, last)
 	}
 }

@@ -51,7 +51,7 @@ type held struct {
 // rebuilt (Stage.rebuildPods) before start reads its consumer.
 func (s *Stage) newPart(k int) *part {
 	p := &part{s: s, k: k, done: make(chan struct{}), bySeq: map[uint64]*held{}}
-	p.j = join.New(join.Config{Window: s.cfg.Window, CloseWait: s.cfg.CloseWait, MaxConnections: s.cfg.MaxConnections, Emit: p.emit, Ended: p.ended})
+	p.j = join.New(join.Config{Window: s.cfg.Window, CloseWait: s.cfg.CloseWait, MaxConnections: s.cfg.MaxConnections, Emit: p.emit, Ended: p.ended, Changed: p.changed})
 	return p
 }
 

@@ -168,12 +168,19 @@ type resolved struct {
 // end on the pod and each of its containers. A pod ended that no call
 // named is in the graph too, ended: the pods that ran, not only those
 // seen talking, stay queryable for as long as the graph keeps them.
-func (f *Fold) AddEnded(e *schema.PodEnded) {
-	p := e.GetPod()
+func (f *Fold) AddEnded(e *schema.PodEnded) { f.addPod(e.GetPod(), int64(e.GetEndedUnixNano())) }
+
+// AddChanged folds a pod announced again with something new about it: its
+// metadata and containers as now announced (a client container named only
+// once the kubelet reported it, after its one call).
+func (f *Fold) AddChanged(e *schema.PodChanged) { f.addPod(e.GetPod(), 0) }
+
+// addPod folds pod p as a call's endpoint would, once per container, and
+// ends it and its containers at at (Unix nanoseconds) unless at is 0.
+func (f *Fold) addPod(p *schema.Pod, at int64) {
 	if p.GetUid() == "" {
 		return
 	}
-	at := int64(e.GetEndedUnixNano())
 	ep := &schema.Endpoint{Node: p.GetNode(), Pod: p}
 	ctrs := p.GetContainers()
 	if len(ctrs) == 0 {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftobs/weft/correlator/graph"
 	"github.com/weftobs/weft/correlator/internal/scenario"
@@ -124,4 +127,69 @@ func endedNodes(t *testing.T, h *stagetest.Host) map[string]int64 {
 		}
 	}
 	return out
+}
+
+// TestPodChanged: a client pod announced before the kubelet reported its
+// container (no name, no image), which calls once and makes no call after
+// its container is named, is named in the graph all the same: the
+// correlator carries the pod's second announcement to CALLS and the graph
+// stage folds it. An announcement that repeats the last says nothing new
+// and is not carried. A replay of CALLS alone gives the same graph.
+func TestPodChanged(t *testing.T) {
+	s := natstest.Start(t)
+	stagetest.Streams(t, s)
+	c := scenario.NewCluster()
+	sim := scenario.New()
+	c.Up(sim)
+	early := &schema.Pod{Uid: "uid-report", Name: "report-29002", Namespace: "batch", Node: "node-a", Ips: []string{"10.0.1.20"},
+		Workload: &schema.OwnerRef{Kind: "CronJob", Name: "report", Uid: "own-report", Controller: true}}
+	named := proto.Clone(early).(*schema.Pod)
+	named.Containers = []*schema.Container{{Id: "c-report", Name: "report", Image: "example/report:2"}}
+	sim.PodUp(scenario.T0, early)
+	client := scenario.Proc{Node: "node-a", Pod: early, Container: &schema.Container{Id: "c-report"}, Pid: 500, Exe: "/bin/report"}
+	sim.TCP(scenario.Conn{Client: client, Server: c.BrokerProc,
+		ClientAddr: netip.MustParseAddrPort("10.0.1.20:41000"), ServerAddr: netip.AddrPortFrom(c.BrokerAddr, 4222),
+		Dialed: netip.AddrPortFrom(c.VIP, 4222), Start: scenario.T0 + 2e6, Dur: 1e6, Sent: 10, Received: 20})
+	sim.PodUp(scenario.T0+1e9, named)
+	sim.PodUp(scenario.T0+2e9, proto.Clone(named).(*schema.Pod)) // the same again: nothing new
+	c.Traffic(sim, 5, 3e6)
+	stagetest.PublishEvents(t, s.JS, sim.Interleaved(8))
+
+	h := stagetest.NewHost(s.JS)
+	cor := startCorrelator(t, h)
+	defer cor.Shutdown(context.Background())
+	g := startGraph(t, h, graphSettings(t.TempDir(), nil))
+	defer g.Shutdown(context.Background())
+	var live *graph.Graph
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		live = fetch(t, h)
+		if err := scenario.Compare(sim.Truth, podEdges(live)); err != nil {
+			return err
+		}
+		for _, n := range live.Nodes {
+			if n.ID == "Container:c-report" {
+				if n.Props["name"] != "report" || n.Props["image"] != "example/report:2" {
+					return fmt.Errorf("the client's container: %v, want name report, image example/report:2", n.Props)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no Container:c-report in the graph")
+	})
+	if n := g.Stats().PodsChanged; n != 1 {
+		t.Errorf("%d changed pods folded, want 1 (the second announcement; the third repeats it)", n)
+	}
+	if n := len(stagetest.ReadPodsChanged(t, s.JS)); n != 1 {
+		t.Errorf("%d changed pods on CALLS, want 1", n)
+	}
+
+	h2 := stagetest.NewHost(s.JS)
+	g2 := startGraph(t, h2, graphSettings(t.TempDir(), &stage.Replay{Durable: "replay-changed", StartSeq: 1}))
+	defer g2.Shutdown(context.Background())
+	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if got := fetch(t, h2); !reflect.DeepEqual(got, live) {
+			return fmt.Errorf("replayed graph differs: %d nodes %d edges, want %d %d", len(got.Nodes), len(got.Edges), len(live.Nodes), len(live.Edges))
+		}
+		return nil
+	})
 }

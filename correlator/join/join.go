@@ -58,6 +58,10 @@ type Config struct {
 	// as it was last announced, with the delete's time. Its error is
 	// returned by Feed as Emit's is.
 	Ended func(*schema.PodEnded) error
+	// Changed, when set, receives every pod announced again with
+	// something new about it (podindex.Index.Apply), with the
+	// announcement's time. Its error is returned by Feed as Emit's is.
+	Changed func(*schema.PodChanged) error
 }
 
 func (c *Config) setDefaults() {
@@ -255,8 +259,12 @@ func (j *Joiner) Feed(node string, ev *schema.Event, h *Hold) error {
 			break
 		}
 		j.stats.Pods++
-		if p := j.pods.Apply(t, b.Pod); p != nil && j.cfg.Ended != nil {
-			err = j.cfg.Ended(&schema.PodEnded{Pod: p, EndedUnixNano: t})
+		changed, ended := j.pods.Apply(t, b.Pod)
+		switch {
+		case ended != nil && j.cfg.Ended != nil:
+			err = j.cfg.Ended(&schema.PodEnded{Pod: ended, EndedUnixNano: t})
+		case changed != nil && j.cfg.Changed != nil:
+			err = j.cfg.Changed(&schema.PodChanged{Pod: changed, ChangedUnixNano: t})
 		}
 	case nil:
 		err = fmt.Errorf("%w: event without body", ErrMalformed)

@@ -156,6 +156,17 @@ func ReadPodsEnded(t testing.TB, js jetstream.JetStream) []*schema.PodEnded {
 	return out
 }
 
+// ReadPodsChanged returns every changed pod on CALLS so far, in stream
+// order.
+func ReadPodsChanged(t testing.TB, js jetstream.JetStream) []*schema.PodChanged {
+	t.Helper()
+	var out []*schema.PodChanged
+	for _, b := range ReadCallBatches(t, js) {
+		out = append(out, b.GetPodsChanged()...)
+	}
+	return out
+}
+
 // Dedupe keeps the first call of every id, as the graph stage does.
 func Dedupe(calls []*schema.Call) (out []*schema.Call, dups int) {
 	// The graph stage's own rule: a call sharing a connection half (or,
