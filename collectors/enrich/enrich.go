@@ -44,7 +44,9 @@ type Enricher struct {
 	meta metadata.Provider
 	// onPod announces a pod: the first time a pod known to the metadata
 	// provider is seen in an event (again after Forget), and at once when
-	// an announced pod changes (Changed). Calls are serialised by mu.
+	// an announced pod changes (Changed). Calls are serialised by mu, on
+	// the reader's hot path: onPod must not block (the collector's
+	// publisher drops when full, publish.OverflowDrop).
 	onPod func(*schema.Pod)
 
 	byCgroup map[uint64]*cgEntry
@@ -121,7 +123,16 @@ func (e *Enricher) Changed(p *schema.Pod) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	last := e.announced[p.GetUid()]
-	if last == nil || proto.Equal(last, p) {
+	if last == nil {
+		return
+	}
+	if proto.Equal(last, p) {
+		// Nothing new (the informer's resync, a status weft does not
+		// carry): the pod's next event announces it again, so a pod
+		// that runs for days is in EVENTS within its retention, for a
+		// correlator's rebuild to find. The correlator takes the
+		// repeat as no news.
+		delete(e.announced, p.GetUid())
 		return
 	}
 	e.announced[p.GetUid()] = p
@@ -166,9 +177,13 @@ func (e *Enricher) Task(t *schema.Task) *schema.Pod {
 		// Read again under the lock: a change the provider took after
 		// the read above has either been seen by Changed (which found
 		// the pod not announced and left it to this) or is in it.
-		if p, ok := e.meta.Pod(a.PodUID); ok {
-			pod = p
+		p, ok := e.meta.Pod(a.PodUID)
+		if !ok {
+			// Deleted meantime: its delete is announced, not it again.
+			e.mu.Unlock()
+			return pod
 		}
+		pod = p
 		e.announced[a.PodUID] = pod
 		if e.onPod != nil {
 			e.onPod(pod)

@@ -130,8 +130,8 @@ func (f *Fold) Add(c *schema.Call) bool {
 		}
 	}
 	broker := f.brokers.Match(c)
-	cli := f.endpoint(c.GetClient(), "")
-	srv := f.endpoint(c.GetServer(), broker)
+	cli := f.endpoint(c.GetClient(), "", false)
+	srv := f.endpoint(c.GetServer(), broker, false)
 	transport := "tcp"
 	if c.GetTransport() == schema.Transport_TRANSPORT_UNIX {
 		transport = "unix"
@@ -188,7 +188,7 @@ func (f *Fold) addPod(p *schema.Pod, at int64) {
 	}
 	for _, c := range ctrs {
 		ep.Container = c
-		r := f.endpoint(ep, "")
+		r := f.endpoint(ep, "", true)
 		f.end(r.top, at)
 		if r.container != nil {
 			f.end(*r.container, at)
@@ -221,7 +221,12 @@ func (f *Fold) link(typ string, from, to Ref) {
 	f.links[Link{Type: typ, From: from, To: to}] = struct{}{}
 }
 
-func (f *Fold) endpoint(e *schema.Endpoint, broker string) resolved {
+// endpoint folds e's pod (or process, or external address) and what it
+// links to. A pod already folded in this window with its metadata is
+// taken as it is unless again is set: a pod's own announcement (an end,
+// a change) writes it again in full, so the graph does not depend on
+// where the window's boundaries fell.
+func (f *Fold) endpoint(e *schema.Endpoint, broker string, again bool) resolved {
 	var out resolved
 	node := e.GetNode()
 	if p := e.GetPod(); p != nil && p.GetUid() != "" {
@@ -229,7 +234,7 @@ func (f *Fold) endpoint(e *schema.Endpoint, broker string) resolved {
 			node = p.GetNode()
 		}
 		out.top = Ref{Label: LabelPod, K1: p.GetUid()}
-		if known := f.entities[out.top]; known != nil && known.Props != nil {
+		if known := f.entities[out.top]; known != nil && known.Props != nil && !again {
 			// Seen in this window already: its links are in too. Only a
 			// broker match can add something.
 			if broker != "" {

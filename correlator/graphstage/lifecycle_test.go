@@ -135,7 +135,7 @@ func TestPodChanged(t *testing.T) {
 	sim.PodUp(scenario.T0+1e9, named)
 	sim.PodUp(scenario.T0+2e9, proto.Clone(named).(*schema.Pod)) // the same again: nothing new
 	c.Traffic(sim, 5, 3e6)
-	stagetest.PublishEvents(t, s.JS, sim.Interleaved(8))
+	stagetest.PublishPartitioned(t, s.JS, sim.Interleaved(8), 1) // pod events on .pod, as a collector publishes them
 
 	_, g, live := correlateAndFold(t, s, sim, func(_ *graphstage.Stage, live *graph.Graph) error {
 		for _, n := range live.Nodes {

@@ -34,6 +34,7 @@ type Index struct {
 type entry struct {
 	pod      *schema.Pod // as announced, with containers
 	endpoint *schema.Pod // trimmed copy for call endpoints (no containers)
+	at       uint64      // time of the announcement (or delete) it holds
 	deleted  bool
 }
 
@@ -66,13 +67,15 @@ func New(maxDeleted, maxSpans int) *Index {
 //
 // For a delete that ends a pod it returns, as ended, the pod as last
 // announced, with its containers (the delete's own pod when none was
-// announced); a delete of a pod already ended returns nothing.
+// announced, which is then kept as ended: a late upsert of it changes
+// nothing); a delete of a pod already ended returns nothing.
 //
 // For an upsert of a pod already announced that says something new about
 // it (a container's name and image, once the kubelet reported them; new
 // labels, owners or addresses) it returns, as changed, the pod as now
 // announced. A first announcement, or one that repeats the last, returns
-// nothing: the calls' endpoints bring what it says.
+// nothing: the calls' endpoints bring what it says. An upsert older than
+// the pod's last announcement (a redelivered message) changes nothing.
 func (x *Index) Apply(t uint64, ev *schema.PodEvent) (changed, ended *schema.Pod) {
 	p := ev.GetPod()
 	if p.GetUid() == "" {
@@ -81,13 +84,14 @@ func (x *Index) Apply(t uint64, ev *schema.PodEvent) (changed, ended *schema.Pod
 	switch ev.GetOp() {
 	case schema.PodEvent_OP_DELETE:
 		e := x.pods[p.GetUid()]
-		if e == nil {
-			return nil, p
-		}
-		if e.deleted {
+		if e != nil && e.deleted {
 			return nil, nil
 		}
-		e.deleted = true
+		if e == nil {
+			e = &entry{pod: p, endpoint: trim(p)}
+			x.pods[p.GetUid()] = e
+		}
+		e.deleted, e.at = true, t
 		x.closeSpans(e.pod, t)
 		x.deleted = append(x.deleted, p.GetUid())
 		for len(x.deleted) > x.maxDeleted {
@@ -97,13 +101,15 @@ func (x *Index) Apply(t uint64, ev *schema.PodEvent) (changed, ended *schema.Pod
 		return nil, e.pod
 	default:
 		old := x.pods[p.GetUid()]
-		if old != nil && old.deleted {
-			return nil, nil // a late upsert of a deleted pod must not reopen its IPs
+		if old != nil && (old.deleted || t < old.at) {
+			// A late upsert of a deleted pod must not reopen its IPs;
+			// an older announcement must not undo a newer one.
+			return nil, nil
 		}
 		if old != nil && !proto.Equal(old.pod, p) {
 			changed = p
 		}
-		e := &entry{pod: p, endpoint: trim(p)}
+		e := &entry{pod: p, endpoint: trim(p), at: t}
 		x.pods[p.GetUid()] = e
 		for _, c := range p.GetContainers() {
 			if c.GetId() != "" {
