@@ -3,6 +3,7 @@ package correlate_test
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -103,6 +104,14 @@ func TestReplicasGroundTruth(t *testing.T) {
 	sim := scenario.New()
 	c.Up(sim)
 	c.Traffic(sim, 200, 3e6)
+	// Long-lived connections: each side reports its progress while open,
+	// in the connection's partition.
+	for i := range 4 {
+		sim.LongTCP(scenario.Long{Conn: scenario.Conn{Client: c.AppProc, Server: c.BrokerProc,
+			ClientAddr: netip.AddrPortFrom(c.AppAddr, uint16(47000+i)), ServerAddr: netip.AddrPortFrom(c.BrokerAddr, 4223),
+			Start: scenario.T0 + uint64(i)*1e6, Dur: 500e6, Sent: 500, Received: 5000},
+			OpenAfter: 50e6, Every: 100e6, Traffic: func(int) (uint64, uint64) { return 100, 1000 }}, 10e6)
+	}
 	appEnd := scenario.T0 + 200*3e6 + 10e6
 	sim.PodDown(appEnd, c.App)
 	batches := sim.Interleaved(16)

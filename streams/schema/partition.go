@@ -49,8 +49,9 @@ func Partition(ev *Event, n int) int {
 	case *Event_Tcp:
 		e := b.Tcp
 		addr, port := e.GetLocalAddr(), e.GetLocalPort()
-		server := e.GetPhase() == TCPPhase_TCP_PHASE_ACCEPT ||
-			(e.GetPhase() == TCPPhase_TCP_PHASE_CLOSE && e.GetRole() == Role_ROLE_SERVER)
+		// The server side's every event (its accept, its progress while
+		// open, its close) keys on its remote endpoint.
+		server := e.GetPhase() == TCPPhase_TCP_PHASE_ACCEPT || e.GetRole() == Role_ROLE_SERVER
 		if server {
 			addr, port = e.GetRemoteAddr(), e.GetRemotePort()
 		}

@@ -27,6 +27,13 @@ func TestPartitionBothSides(t *testing.T) {
 			// An IPv4-mapped address is the same endpoint.
 			tcp(TCPPhase_TCP_PHASE_ACCEPT, Role_ROLE_UNSPECIFIED, "[::ffff:10.0.2.7]:4222", "[::ffff:10.0.1.5]:"+itoa(port)),
 			tcp(TCPPhase_TCP_PHASE_CONNECT_FAILED, Role_ROLE_CLIENT, client, "10.96.0.10:4222"),
+			// A long-lived connection's progress, from each side.
+			tcp(TCPPhase_TCP_PHASE_PROGRESS, Role_ROLE_CLIENT, client, "10.96.0.10:4222"),
+			tcp(TCPPhase_TCP_PHASE_PROGRESS, Role_ROLE_SERVER, "10.0.2.7:4222", client),
+			// The sweep's report of a side open before the collector:
+			// the role says which.
+			tcp(TCPPhase_TCP_PHASE_CONNECT, Role_ROLE_CLIENT, client, "10.96.0.10:4222"),
+			tcp(TCPPhase_TCP_PHASE_ACCEPT, Role_ROLE_SERVER, "10.0.2.7:4222", client),
 		}
 		want := Partition(sides[0], n)
 		for i, ev := range sides {
