@@ -145,7 +145,7 @@ func TestWeftOnKubernetes(t *testing.T) {
 
 	t2 := time.Now()
 	u0 := snapshot(ctx, t, c, ns)
-	tr := runWorkloads(ctx, t, c.Client)
+	tr := runWorkloads(ctx, t, c)
 	t.Logf("workloads done in %s", time.Since(t2).Round(time.Second))
 
 	svc, err := c.Client.CoreV1().Services(ns).Get(ctx, "weft-graph", metav1.GetOptions{})

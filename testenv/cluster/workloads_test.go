@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"regexp"
 	"sort"
@@ -47,6 +48,8 @@ const (
 	// busybox nc (a short-lived process per call) before and after.
 	rebornPort, rebornUp, rebornDown = 8080, 10, 100
 	rebornCallsBefore, rebornAfter   = 5, 6
+	// Calls of each of them to the pod's IP (no Service, no name).
+	rebornByIP = 3
 )
 
 // edgeKey is a CALLS edge as /api/v1/graph gives it.
@@ -121,8 +124,9 @@ func (tr *truth) call(cli *podTruth, cliCtr string, srv *podTruth, srvCtr, trans
 //   - reborn: a bare pod behind Service reborn, called by a Job with
 //     busybox nc, deleted, created again under the same name, and called
 //     by a second Job.
-func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *truth {
+func runWorkloads(ctx context.Context, t *testing.T, c *cluster.Cluster) *truth {
 	t.Helper()
+	cs := c.Client
 	tr := &truth{Edges: map[edgeKey]edgeTotals{}}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appsNS}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -193,8 +197,11 @@ func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *t
 			}},
 		}
 	}
-	ncJob := func(name string, n int) {
-		script := ncCalls(n, "reborn", rebornPort, rebornUp, "0")
+	// Each Job calls through the Service (the VIP resolved to the pod
+	// that served), then the pod's IP itself (the peer given by its
+	// address only): the same address before and after the delete.
+	ncJob := func(name string, n int, ip string) {
+		script := ncCalls(n, "reborn", rebornPort, rebornUp, "0") + "; " + ncCalls(rebornByIP, ip, rebornPort, rebornUp, "0")
 		j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: appsNS}, Spec: jobSpec(name, corev1.PodSpec{Containers: []corev1.Container{{
 			Name: "calls", Image: cluster.BusyboxImage, ImagePullPolicy: corev1.PullNever, Command: []string{"/bin/sh", "-c", script},
 		}}})}
@@ -208,8 +215,12 @@ func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *t
 	}
 	before := waitPods(ctx, t, cs, "app=reborn", 1)[0]
 	waitRouted(ctx, t, "reborn", before.Status.PodIP, rebornPort)
-	ncJob("reborn-before", rebornCallsBefore)
+	ncJob("reborn-before", rebornCallsBefore, before.Status.PodIP)
 	waitJob(ctx, t, cs, "reborn-before")
+	rebornIP, err := netip.ParseAddr(before.Status.PodIP)
+	if err != nil {
+		t.Fatalf("pod reborn's IP %q: %v", before.Status.PodIP, err)
+	}
 	grace := int64(1)
 	if err := cs.CoreV1().Pods(appsNS).Delete(ctx, "reborn", metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
 		t.Fatal(err)
@@ -221,6 +232,11 @@ func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *t
 		}
 		return fmt.Errorf("pod reborn not gone yet (%v)", err)
 	})
+	// The new pod gets the deleted one's IP: once the old sandbox has
+	// released it (and kube-proxy no longer routes the Service there),
+	// host-local is told to hand it out next.
+	waitUnrouted(ctx, t, "reborn", before.Status.PodIP, rebornPort)
+	natstest.CheckFor(t, time.Minute, 250*time.Millisecond, func() error { return c.NextPodIP(rebornIP) })
 	if _, err := cs.CoreV1().Pods(appsNS).Create(ctx, reborn(), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -228,8 +244,12 @@ func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *t
 	if after.UID == before.UID {
 		t.Fatal("the recreated pod reborn has the deleted one's uid")
 	}
+	if after.Status.PodIP != before.Status.PodIP {
+		t.Fatalf("the recreated pod reborn (uid %s) got IP %s, not the deleted one's (uid %s) %s: the reused IP is not tested", after.UID, after.Status.PodIP, before.UID, before.Status.PodIP)
+	}
+	t.Logf("pod reborn deleted (uid %s) and created again (uid %s) with the same IP %s", before.UID, after.UID, after.Status.PodIP)
 	waitRouted(ctx, t, "reborn", after.Status.PodIP, rebornPort)
-	ncJob("reborn-after", rebornAfter)
+	ncJob("reborn-after", rebornAfter, after.Status.PodIP)
 
 	// Everything done: each workload's log is its ground truth.
 	waitJob(ctx, t, cs, "nightly-manual")
@@ -263,8 +283,8 @@ func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *t
 	tr.call(callerP, "caller", brokerP, "broker", "tcp", brokerPort, "", logTotals(t, cs, "app=caller", callerCalls))
 	tr.call(nightlyP, "report", brokerP, "broker", "tcp", brokerPort, "", logTotals(t, cs, "job-name=nightly-manual", reportCalls))
 	tr.call(shopP, "app", shopP, "crypto-broker", "unix", 0, sockPath, logTotals(t, cs, "app=shop", unixCalls))
-	tr.call(rbBefore, "calls", beforeP, "echo", "tcp", rebornPort, "", logTotals(t, cs, "job-name=reborn-before", rebornCallsBefore))
-	rbTot := logTotals(t, cs, "job-name=reborn-after", rebornAfter)
+	tr.call(rbBefore, "calls", beforeP, "echo", "tcp", rebornPort, "", logTotals(t, cs, "job-name=reborn-before", rebornCallsBefore+rebornByIP))
+	rbTot := logTotals(t, cs, "job-name=reborn-after", rebornAfter+rebornByIP)
 	tr.call(rbAfter, "calls", afterP, "echo", "tcp", rebornPort, "", rbTot)
 	// The servers' own logs agree with their clients'.
 	if served := strings.Count(podLogsOf(cs, appsNS, brokerP.Name, "broker"), "served "); served != callerCalls+reportCalls {
@@ -589,14 +609,26 @@ func waitDefaultSA(ctx context.Context, t *testing.T, cs kubernetes.Interface, n
 // connection of its own.
 func waitRouted(ctx context.Context, t *testing.T, svc, podIP string, port int) {
 	t.Helper()
-	want := fmt.Sprintf("%s/%s/tcp/__%s/%d", appsNS, svc, podIP, port)
+	routed(ctx, t, svc, podIP, port, true)
+}
+
+// waitUnrouted waits until kube-proxy no longer sends Service svc to
+// podIP:port (a deleted pod's endpoint).
+func waitUnrouted(ctx context.Context, t *testing.T, svc, podIP string, port int) {
+	t.Helper()
+	routed(ctx, t, svc, podIP, port, false)
+}
+
+func routed(ctx context.Context, t *testing.T, svc, podIP string, port int, want bool) {
+	t.Helper()
+	chain := fmt.Sprintf("%s/%s/tcp/__%s/%d", appsNS, svc, podIP, port)
 	natstest.CheckFor(t, time.Minute, 250*time.Millisecond, func() error {
 		out, err := exec.CommandContext(ctx, "nft", "list", "table", "ip", "kube-proxy").Output()
 		if err != nil {
 			return fmt.Errorf("nft list table ip kube-proxy: %w", err)
 		}
-		if !bytes.Contains(out, []byte(want)) {
-			return fmt.Errorf("kube-proxy has no endpoint chain %s yet", want)
+		if has := bytes.Contains(out, []byte(chain)); has != want {
+			return fmt.Errorf("kube-proxy's endpoint chain %s: present %v, want %v", chain, has, want)
 		}
 		return nil
 	})
