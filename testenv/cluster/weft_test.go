@@ -202,6 +202,14 @@ func TestWeftOnKubernetes(t *testing.T) {
 	waitGraph("calls during a rollout restart of the correlator")
 	t.Logf("rollout restart checked in %s", time.Since(t4).Round(time.Second))
 
+	// A rollout restart of the collector while a pooled connection is
+	// open and calls go on: the connection exactly, the calls before and
+	// after the gap exactly (see checkCollectorRollout).
+	t5 := time.Now()
+	graphNow := func() (*graph.Graph, error) { return getGraph(ctx, url, token) }
+	checkCollectorRollout(ctx, t, c, ns, tr, graphNow, waitGraph)
+	t.Logf("collector rollout restart checked in %s", time.Since(t5).Round(time.Second))
+
 	// helm upgrade to a Neo4j: the migrations hook runs.
 	checkUpgradeMigrations(ctx, t, c, cfg, chrt, values, bin, ns)
 

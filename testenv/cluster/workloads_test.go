@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -84,6 +83,12 @@ type podTruth struct {
 type truth struct {
 	Pods  []*podTruth
 	Edges map[edgeKey]edgeTotals
+	// Unseeable are edges of calls made while no collector ran on the
+	// node (a collector's rollout restart): each is in the graph exactly,
+	// or with its count and part of its bytes (a call that straddled the
+	// gap's edge: its open seen, its close not), or not at all; nothing
+	// else.
+	Unseeable map[edgeKey]edgeTotals
 }
 
 func (tr *truth) ids() map[string]bool {
@@ -410,9 +415,16 @@ func compareGraph(g *graph.Graph, tr *truth) (gaps []string, err error) {
 		}
 	}
 	for k, g := range got {
-		if _, ok := tr.Edges[k]; !ok {
-			diffs = append(diffs, fmt.Sprintf("unexpected %v %+v", k, g))
+		if _, ok := tr.Edges[k]; ok {
+			continue
 		}
+		if w, ok := tr.Unseeable[k]; ok {
+			if g.Count != w.Count || g.Sent > w.Sent || g.Received > w.Received {
+				diffs = append(diffs, fmt.Sprintf("%v (a call in the collector's gap): %+v, the workloads logged %+v", k, g, w))
+			}
+			continue
+		}
+		diffs = append(diffs, fmt.Sprintf("unexpected %v %+v", k, g))
 	}
 	hasLabel := func(n graph.GNode, l string) bool {
 		for _, x := range n.Labels {
@@ -619,16 +631,20 @@ func waitUnrouted(ctx context.Context, t *testing.T, svc, podIP string, port int
 	routed(ctx, t, svc, podIP, port, false)
 }
 
+// routed waits until the Service's chain jumps to podIP:port's endpoint
+// chain (want) or no longer does. Whether the endpoint chain exists says
+// nothing: kube-proxy's nftables mode flushes an unused one at once but
+// deletes it only later.
 func routed(ctx context.Context, t *testing.T, svc, podIP string, port int, want bool) {
 	t.Helper()
-	chain := fmt.Sprintf("%s/%s/tcp/__%s/%d", appsNS, svc, podIP, port)
+	jump := regexp.MustCompile(fmt.Sprintf(`goto endpoint-[A-Z0-9]+-%s`, regexp.QuoteMeta(fmt.Sprintf("%s/%s/tcp/__%s/%d", appsNS, svc, podIP, port))))
 	natstest.CheckFor(t, time.Minute, 250*time.Millisecond, func() error {
 		out, err := exec.CommandContext(ctx, "nft", "list", "table", "ip", "kube-proxy").Output()
 		if err != nil {
 			return fmt.Errorf("nft list table ip kube-proxy: %w", err)
 		}
-		if has := bytes.Contains(out, []byte(chain)); has != want {
-			return fmt.Errorf("kube-proxy's endpoint chain %s: present %v, want %v", chain, has, want)
+		if has := jump.Match(out); has != want {
+			return fmt.Errorf("kube-proxy's Service %s sends to endpoint %s:%d: %v, want %v", svc, podIP, port, has, want)
 		}
 		return nil
 	})
