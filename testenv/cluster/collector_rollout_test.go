@@ -23,9 +23,9 @@ import (
 	"github.com/weftobs/weft/testenv/natstest"
 )
 
-// The collector rollout's workloads: a server pod "tapped" with a pool
+// The collector rollout's workloads: a server pod srvName with a pool
 // server (a connection serves many requests) and a server on many ports,
-// and a client pod "tapper" holding one connection to the pool open
+// and a client pod cliName holding one connection to the pool open
 // across the restart while it makes one short call a port to the other,
 // paced, each call logged with its start and end: a call per port makes
 // a CALLS edge per call, so the graph says which calls it has.
@@ -53,7 +53,8 @@ type pacedCall struct {
 // collectorGap is what the test measured of a collector's rollout
 // restart, on the node's clock (the test runs on the node).
 type collectorGap struct {
-	patched      time.Time // the restart asked for: no collector stops before
+	patched      time.Time // the restart asked for
+	oldAlive     time.Time // the old pod last seen not deleting (taken before the look): its collector ran until then
 	oldDeleting  time.Time // the old pod first seen deleting
 	oldGone      time.Time // the old pod first seen gone
 	attached     time.Time // the new collector's "collector attached" log line
@@ -66,19 +67,24 @@ type collectorGap struct {
 }
 
 // checkCollectorRollout restarts the collector DaemonSet (as `kubectl
-// rollout restart daemonset` does) while tapper calls tapped, and adds
-// what they did to the ground truth: the pooled connection, opened before
-// the restart (and in the graph, counted, before it) and closed after it,
-// with its exact count and bytes; every paced call that ended before the
-// restart was asked for, or started after the new collector attached,
-// exactly; the calls between are made while no collector runs, and
-// nothing can see a call that starts and ends then (the programs and
-// their maps go with the old collector): the truth says each may be
-// missing. It returns what it measured of the gap.
-func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster, ns string, tr *truth, graphNow func() (*graph.Graph, error), waitGraph func(string)) {
+// rollout restart daemonset` does) while pod NAME-cli calls NAME-srv, and
+// adds what they did to the ground truth: the pooled connection, opened
+// before the restart (and in the graph, counted, before it) and closed
+// after it, with its exact count and bytes; every paced call that ended
+// while the old collector surely ran (before its pod was seen deleting),
+// or started after the new collector attached, exactly. A call between
+// is made while no collector runs, and nothing can see a call that starts
+// and ends then (the programs and their maps go with the old collector):
+// the truth says each may be missing. With surge the DaemonSet is first
+// set to roll out with maxSurge 1 and maxUnavailable 0 (the chart's
+// collector.updateStrategy can say so): the new collector must attach
+// before the old one stops, so there is no gap, and the two collectors'
+// copies of each connection must count once.
+func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster, ns, name string, surge bool, tr *truth, graphNow func() (*graph.Graph, error), waitGraph func(string)) {
 	t.Helper()
 	cs := c.Client
-	ctl := filepath.Join(c.Dir, "collector-rollout")
+	srvName, cliName := name+"-srv", name+"-cli"
+	ctl := filepath.Join(c.Dir, "collector-rollout-"+name)
 	stop := filepath.Join(ctl, "stop")
 	if err := os.MkdirAll(ctl, 0o755); err != nil {
 		t.Fatal(err)
@@ -87,14 +93,14 @@ func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster
 		t.Fatal(err)
 	}
 	srv := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "tapped", Namespace: appsNS, Labels: map[string]string{"app": "tapped"}},
+		ObjectMeta: metav1.ObjectMeta{Name: srvName, Namespace: appsNS, Labels: map[string]string{"app": srvName}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{
 			workloadContainer("pool", []string{"pool", "tcp", fmt.Sprintf(":%d", poolPort), itoa(poolUp), itoa(poolDown), "/tmp/ready"}, readyFile("/tmp/ready")),
 			workloadContainer("ports", []string{"serveports", "tcp", "", itoa(pacedFirst), itoa(pacedN), itoa(pacedUp), itoa(pacedDown), "/tmp/ready"}, readyFile("/tmp/ready")),
 		}},
 	}
 	mustCreate(t, createPod(ctx, cs, srv))
-	srvPod := waitPods(ctx, t, cs, "app=tapped", 1)[0]
+	srvPod := waitPods(ctx, t, cs, "app="+srvName, 1)[0]
 	ip := srvPod.Status.PodIP
 	hostDir := corev1.HostPathDirectoryOrCreate
 	vm := []corev1.VolumeMount{{Name: "ctl", MountPath: collectorRolloutControlMount}}
@@ -103,7 +109,7 @@ func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster
 	paced := workloadContainer("paced", []string{"paced", "tcp", ip, itoa(pacedFirst), itoa(pacedN), itoa(pacedUp), itoa(pacedDown), pacedPause, stopIn}, nil)
 	long.VolumeMounts, paced.VolumeMounts = vm, vm
 	cli := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "tapper", Namespace: appsNS, Labels: map[string]string{"app": "tapper"}},
+		ObjectMeta: metav1.ObjectMeta{Name: cliName, Namespace: appsNS, Labels: map[string]string{"app": cliName}},
 		Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever,
 			Containers:    []corev1.Container{long, paced},
@@ -111,13 +117,13 @@ func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster
 		},
 	}
 	mustCreate(t, createPod(ctx, cs, cli))
-	cliPod := waitPods(ctx, t, cs, "app=tapper", 1)[0]
+	cliPod := waitPods(ctx, t, cs, "app="+cliName, 1)[0]
 	srvT, cliT := truthOf(t, cs, srvPod), truthOf(t, cs, cliPod)
 
 	// The pooled connection is in the graph (the old collector reported
 	// it open) and the paced calls have begun.
 	natstest.CheckFor(t, 2*time.Minute, 250*time.Millisecond, func() error {
-		if n := len(pacedCalls(t, cs)); n < callsAround {
+		if n := len(pacedCalls(t, cs, cliName)); n < callsAround {
 			return fmt.Errorf("%d paced calls so far", n)
 		}
 		g, err := graphNow()
@@ -129,23 +135,33 @@ func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster
 				return nil
 			}
 		}
-		return fmt.Errorf("the pooled connection tapper → tapped:%d is not in the graph yet", poolPort)
+		return fmt.Errorf("the pooled connection %s → %s:%d is not in the graph yet", cliName, srvName, poolPort)
 	})
-	stepsBefore := strings.Count(podLogsOf(cs, appsNS, "tapper", "long"), "step ")
+	stepsBefore := strings.Count(podLogsOf(cs, appsNS, cliName, "long"), "step ")
 
+	if surge {
+		patch := `{"spec":{"updateStrategy":{"type":"RollingUpdate","rollingUpdate":{"maxSurge":1,"maxUnavailable":0}}}}`
+		if _, err := cs.AppsV1().DaemonSets(ns).Patch(ctx, collectorDaemonSet, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatalf("daemonset %s: maxSurge 1: %v", collectorDaemonSet, err)
+		}
+	}
 	gap := rolloutRestartDaemonSet(ctx, t, cs, ns, collectorDaemonSet)
+	if surge && !gap.attached.Before(gap.oldAlive) {
+		t.Fatalf("with maxSurge the new collector attached %s after the restart, the old one's pod was last seen running %s after it: want the new one attached first",
+			gap.attached.Sub(gap.patched), gap.oldAlive.Sub(gap.patched))
+	}
 
 	// Calls after the new collector attached, and steps of the pooled
 	// connection since then: then it closes.
 	natstest.CheckFor(t, 2*time.Minute, 250*time.Millisecond, func() error {
 		after := 0
-		for _, pc := range pacedCalls(t, cs) {
+		for _, pc := range pacedCalls(t, cs, cliName) {
 			if pc.start.After(gap.attached) {
 				after++
 			}
 		}
 		if after < callsAround {
-			if strings.Contains(podLogsOf(cs, appsNS, "tapper", "paced"), "done ") {
+			if strings.Contains(podLogsOf(cs, appsNS, cliName, "paced"), "done ") {
 				t.Fatalf("the paced client made its %d calls before %d came after the collector's restart: make pacedN larger", pacedN, callsAround)
 			}
 			return fmt.Errorf("%d paced calls after the new collector attached", after)
@@ -156,7 +172,7 @@ func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster
 		t.Fatal(err)
 	}
 	natstest.CheckFor(t, 2*time.Minute, 250*time.Millisecond, func() error {
-		p, err := cs.CoreV1().Pods(appsNS).Get(ctx, "tapper", metav1.GetOptions{})
+		p, err := cs.CoreV1().Pods(appsNS).Get(ctx, cliName, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -164,13 +180,13 @@ func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster
 		case corev1.PodSucceeded:
 			return nil
 		case corev1.PodFailed:
-			t.Fatalf("pod tapper failed:\n%s\n%s", podLogsOf(cs, appsNS, "tapper", "long"), podLogsOf(cs, appsNS, "tapper", "paced"))
+			t.Fatalf("pod %s failed:\n%s\n%s", cliName, podLogsOf(cs, appsNS, cliName, "long"), podLogsOf(cs, appsNS, cliName, "paced"))
 		}
-		return fmt.Errorf("pod tapper: %s", p.Status.Phase)
+		return fmt.Errorf("pod %s: %s", cliName, p.Status.Phase)
 	})
 
 	// The ground truth: the pooled connection, once, with its bytes.
-	longLog := podLogsOf(cs, appsNS, "tapper", "long")
+	longLog := podLogsOf(cs, appsNS, cliName, "long")
 	var sent, recv int
 	if _, err := fmt.Sscanf(lastLine(longLog, "closed "), "closed sent %d received %d", &sent, &recv); err != nil {
 		t.Fatalf("the pooled client's log has no totals (%v):\n%s", err, longLog)
@@ -182,21 +198,25 @@ func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster
 	tr.call(cliT, "long", srvT, "pool", "tcp", poolPort, "", edgeTotals{1, sent, recv})
 	// The paced calls: before the restart and after the new collector,
 	// exactly; in between, unseeable.
-	calls := pacedCalls(t, cs)
+	calls := pacedCalls(t, cs, cliName)
 	var inGap []pacedCall
 	for _, pc := range calls {
 		tot := edgeTotals{1, pc.sent, pc.recv}
-		if pc.end.Before(gap.patched) || pc.start.After(gap.attached) {
+		if pc.end.Before(gap.oldAlive) || pc.start.After(gap.attached) {
 			tr.call(cliT, "paced", srvT, "ports", "tcp", pc.port, "", tot)
 			continue
 		}
 		inGap = append(inGap, pc)
 		tr.unseeable(cliT, "paced", srvT, "ports", "tcp", pc.port, tot)
 	}
-	if served := strings.Count(podLogsOf(cs, appsNS, "tapped", "ports"), "served "); served != len(calls) {
+	if served := strings.Count(podLogsOf(cs, appsNS, srvName, "ports"), "served "); served != len(calls) {
 		t.Fatalf("the server on many ports served %d calls, its client logged %d", served, len(calls))
 	}
-	waitGraph("calls during a rollout restart of the collector")
+	what := "calls during a rollout restart of the collector"
+	if surge {
+		what += " with maxSurge"
+	}
+	waitGraph(what)
 
 	// What the graph has of the calls in the gap, and the gap as the
 	// calls show it: from the end of the last call seen before the calls
@@ -230,13 +250,17 @@ func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster
 			firstAfter = calls[i].start
 		}
 	}
-	t.Logf("collector rollout restart: old pod %s, new pod %s; after the patch: old pod deleting %s, old container exited %s (exit %d; the API's seconds), old pod gone %s, new collector attached %s, new pod Ready %s",
-		gap.oldPod, gap.newPod, since(gap.patched, gap.oldDeleting), sinceIf(gap.patched, gap.oldFinished, gap.sawOldFinish), gap.oldExitCode,
+	t.Logf("%s: old pod %s, new pod %s; after the patch: old pod last seen running %s, seen deleting %s, old container exited %s (exit %d; the API's seconds), old pod gone %s, new collector attached %s, new pod Ready %s",
+		what, gap.oldPod, gap.newPod, since(gap.patched, gap.oldAlive), since(gap.patched, gap.oldDeleting), sinceIf(gap.patched, gap.oldFinished, gap.sawOldFinish), gap.oldExitCode,
 		since(gap.patched, gap.oldGone), since(gap.patched, gap.attached), since(gap.patched, gap.newReady))
-	t.Logf("collector rollout restart: %d paced calls (one each %s), %d of them in the window from the patch to the new collector's attach (%s), which the truth allows to be missing; the graph misses %d of them (ports %v), %d in it partly or whole",
-		len(calls), pacedPause, len(inGap), gap.attached.Sub(gap.patched).Round(time.Millisecond), len(missing), missing, len(inGap)-len(missing))
+	window := "none: the new collector attached first"
+	if gap.attached.After(gap.oldAlive) {
+		window = gap.attached.Sub(gap.oldAlive).Round(time.Millisecond).String()
+	}
+	t.Logf("%s: %d paced calls (one each %s), %d of them in the window from the old collector last seen running to the new one's attach (%s), which the truth allows to be missing; the graph misses %d of them (ports %v), %d in it partly or whole",
+		what, len(calls), pacedPause, len(inGap), window, len(missing), missing, len(inGap)-len(missing))
 	if firstMissing >= 0 && !lastBefore.IsZero() && !firstAfter.IsZero() {
-		t.Logf("collector rollout restart: the gap as the calls show it: at most %s (end of the last call seen before the missing ones to the start of the first seen after)", firstAfter.Sub(lastBefore).Round(time.Millisecond))
+		t.Logf("%s: the gap as the calls show it: at most %s (end of the last call seen before the missing ones to the start of the first seen after)", what, firstAfter.Sub(lastBefore).Round(time.Millisecond))
 	}
 }
 
@@ -257,6 +281,7 @@ func rolloutRestartDaemonSet(ctx context.Context, t *testing.T, cs kubernetes.In
 	old := pods.Items[0]
 	gap.oldPod = old.Name
 	gap.patched = time.Now()
+	gap.oldAlive = gap.patched
 	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`, gap.patched.Format(time.RFC3339))
 	ds, err := cs.AppsV1().DaemonSets(ns).Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
 	if err != nil {
@@ -264,16 +289,19 @@ func rolloutRestartDaemonSet(ctx context.Context, t *testing.T, cs kubernetes.In
 	}
 	gen := ds.Generation
 	natstest.CheckFor(t, 3*time.Minute, 50*time.Millisecond, func() error {
-		now := time.Now()
+		asked := time.Now()
 		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: collectorLabel})
 		if err != nil {
 			return err
 		}
+		now := time.Now()
 		sawOld := false
 		for _, p := range pods.Items {
 			if p.UID == old.UID {
 				sawOld = true
-				if p.DeletionTimestamp != nil && gap.oldDeleting.IsZero() {
+				if p.DeletionTimestamp == nil {
+					gap.oldAlive = asked
+				} else if gap.oldDeleting.IsZero() {
 					gap.oldDeleting = now
 				}
 				for _, st := range p.Status.ContainerStatuses {
@@ -329,9 +357,9 @@ func rolloutRestartDaemonSet(ctx context.Context, t *testing.T, cs kubernetes.In
 
 // pacedCalls reads the paced client's calls from its log so far; a
 // failed call is fatal (its server is always up, called by address).
-func pacedCalls(t *testing.T, cs kubernetes.Interface) []pacedCall {
+func pacedCalls(t *testing.T, cs kubernetes.Interface, pod string) []pacedCall {
 	t.Helper()
-	logs := podLogsOf(cs, appsNS, "tapper", "paced")
+	logs := podLogsOf(cs, appsNS, pod, "paced")
 	var calls []pacedCall
 	for _, l := range strings.Split(strings.TrimSpace(logs), "\n") {
 		m := pacedLine.FindStringSubmatch(strings.TrimSpace(l))
