@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -24,7 +25,12 @@ func (c *Cluster) IPAMDir() string { return filepath.Join(c.Dir, "cni-ipam", cni
 // last_reserved_ip.0 names, so this writes the address before ip there
 // (under host-local's own lock). It is how a test makes a new pod reuse a
 // deleted pod's IP, which host-local would otherwise not do until it has
-// gone round the whole range.
+// gone round the whole range. It also forgets the node's neighbour
+// (ARP) entry for ip on the bridge: the bridge plugin's gratuitous ARP
+// for the new sandbox does not always replace it (the kernel ignores one
+// within locktime of the last update), and the node, which routes every
+// call through a Service VIP, would send the new pod's packets to the
+// old sandbox's MAC until the entry went stale.
 //
 // It fails, saying why, when ip is not in the pod CIDR or is the first
 // address of it, when the IPAM directory or its last_reserved_ip.0 is not
@@ -60,6 +66,9 @@ func (c *Cluster) NextPodIP(ip netip.Addr) error {
 	}
 	if err := os.WriteFile(last, []byte(prev.String()), 0o644); err != nil {
 		return fmt.Errorf("testenv/cluster: NextPodIP %s: %w", ip, err)
+	}
+	if out, err := exec.Command("ip", "neigh", "flush", "to", ip.String(), "dev", Bridge).CombinedOutput(); err != nil {
+		return fmt.Errorf("testenv/cluster: NextPodIP %s: ip neigh flush: %w: %s", ip, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

@@ -632,16 +632,20 @@ func waitUnrouted(ctx context.Context, t *testing.T, svc, podIP string, port int
 }
 
 // routed waits until the Service's chain jumps to podIP:port's endpoint
-// chain (want) or no longer does. Whether the endpoint chain exists says
-// nothing: kube-proxy's nftables mode flushes an unused one at once but
-// deletes it only later.
+// chain, which DNATs to it (want), or until the Service no longer jumps
+// there. Whether the endpoint chain exists says nothing: kube-proxy's
+// nftables mode flushes an unused one at once but deletes it only later.
 func routed(ctx context.Context, t *testing.T, svc, podIP string, port int, want bool) {
 	t.Helper()
-	jump := regexp.MustCompile(fmt.Sprintf(`goto endpoint-[A-Z0-9]+-%s`, regexp.QuoteMeta(fmt.Sprintf("%s/%s/tcp/__%s/%d", appsNS, svc, podIP, port))))
+	jump := regexp.MustCompile(fmt.Sprintf(`goto endpoint-[A-Z0-9]+-%s\b`, regexp.QuoteMeta(fmt.Sprintf("%s/%s/tcp/__%s/%d", appsNS, svc, podIP, port))))
+	dnat := regexp.MustCompile(fmt.Sprintf(`dnat (ip )?to %s\b`, regexp.QuoteMeta(fmt.Sprintf("%s:%d", podIP, port))))
 	natstest.CheckFor(t, time.Minute, 250*time.Millisecond, func() error {
 		out, err := exec.CommandContext(ctx, "nft", "list", "table", "ip", "kube-proxy").Output()
 		if err != nil {
 			return fmt.Errorf("nft list table ip kube-proxy: %w", err)
+		}
+		if want && !dnat.Match(out) {
+			return fmt.Errorf("kube-proxy does not DNAT to %s:%d yet", podIP, port)
 		}
 		if has := jump.Match(out); has != want {
 			return fmt.Errorf("kube-proxy's Service %s sends to endpoint %s:%d: %v, want %v", svc, podIP, port, has, want)
