@@ -182,6 +182,10 @@ func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster
 	}
 	tr.Pods = append(tr.Pods, srvT, cliT)
 	tr.call(cliT, "long", srvT, "pool", "tcp", poolPort, "", edgeTotals{1, sent, recv})
+	if tr.ProgressApart == nil {
+		tr.ProgressApart = map[edgeKey]bool{}
+	}
+	tr.ProgressApart[edgeKey{"Pod:" + cliT.UID, "Pod:" + srvT.UID, "tcp", poolPort, ""}] = true
 	// The paced calls: before the restart and after the new collector,
 	// exactly; in between, unseeable.
 	calls := pacedCalls(t, cs, cliName)

@@ -187,7 +187,7 @@ func TestWeftOnKubernetes(t *testing.T) {
 			time.Sleep(time.Second)
 		}
 		if len(gaps) > 0 {
-			t.Logf("known gap: client containers in the graph by id only (no name, no image): %v", gaps)
+			t.Logf("known gaps (docs/cluster.md): %s", strings.Join(gaps, "; "))
 		}
 		t.Logf("%s: the graph is the workloads' ground truth %s after they finished (%d edges, %d pods checked)",
 			what, time.Since(t3).Round(time.Second), len(tr.Edges), len(tr.Pods))

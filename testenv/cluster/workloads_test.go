@@ -89,6 +89,16 @@ type truth struct {
 	// gap's edge: its open seen, its close not), or not at all; nothing
 	// else.
 	Unseeable map[edgeKey]edgeTotals
+	// ProgressApart are the pod-level edges of connections that were
+	// open long enough to send progress: their server side's progress
+	// goes to another partition than the rest of the connection
+	// (schema.Partition keys a PROGRESS event by its local endpoint
+	// whatever its role), whose joiner emits it again as a partial call
+	// (the client by address, so at pod level only). Such an edge may
+	// hold more bytes than logged, with its count exact, and is a known
+	// gap; the container-level edge must be exact. Remove this once
+	// Partition keys a server's progress by the client's endpoint.
+	ProgressApart map[edgeKey]bool
 }
 
 func (tr *truth) ids() map[string]bool {
@@ -410,6 +420,8 @@ func compareGraph(g *graph.Graph, tr *truth) (gaps []string, err error) {
 		}
 		if g, ok := got[k]; !ok {
 			diffs = append(diffs, fmt.Sprintf("missing %v %+v", k, want))
+		} else if tr.ProgressApart[k] && g.Count == want.Count && g.Sent >= want.Sent && g.Received >= want.Received && g != want {
+			gaps = append(gaps, fmt.Sprintf("pod edge %s → %s:%d counts the server side's progress again: %+v, logged %+v", k.From, k.To, k.Port, g, want))
 		} else if g != want {
 			diffs = append(diffs, fmt.Sprintf("%v: %+v, the workloads logged %+v", k, g, want))
 		}
@@ -466,7 +478,7 @@ func compareGraph(g *graph.Graph, tr *truth) (gaps []string, err error) {
 				if !p.ClientOnly[name] {
 					diffs = append(diffs, fmt.Sprintf("container %s of %s (a server): no name in the graph: %v", name, p.Name, c.Props))
 				} else {
-					gaps = append(gaps, fmt.Sprintf("%s/%s", p.Name, name))
+					gaps = append(gaps, fmt.Sprintf("client container %s/%s in the graph by id only (no name, no image)", p.Name, name))
 				}
 			default:
 				diffs = append(diffs, fmt.Sprintf("container %s of %s: props %v", name, p.Name, c.Props))
