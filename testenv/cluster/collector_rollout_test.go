@@ -75,8 +75,13 @@ type collectorGap struct {
 // or started after the new collector attached, exactly. A call between
 // is made while no collector runs, and nothing can see a call that starts
 // and ends then (the programs and their maps go with the old collector):
-// the truth says each may be missing.
-func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster, ns, name string, tr *truth, graphNow func() (*graph.Graph, error), waitGraph func(string)) {
+// the truth says each may be missing. With surge the DaemonSet is first
+// set to roll out with maxSurge 1 and maxUnavailable 0 (the chart's
+// collector.updateStrategy can say so; set back to the chart's after):
+// the new collector must attach before the old one stops, so there is no
+// gap, and the two collectors' copies of each connection must count
+// once.
+func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster, ns, name string, surge bool, tr *truth, graphNow func() (*graph.Graph, error), waitGraph func(string)) {
 	t.Helper()
 	cs := c.Client
 	srvName, cliName := name+"-srv", name+"-cli"
@@ -135,7 +140,22 @@ func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster
 	})
 	stepsBefore := strings.Count(podLogsOf(cs, appsNS, cliName, "long"), "step ")
 
+	if surge {
+		strategy := func(rolling string) {
+			patch := `{"spec":{"updateStrategy":{"type":"RollingUpdate","rollingUpdate":` + rolling + `}}}`
+			if _, err := cs.AppsV1().DaemonSets(ns).Patch(ctx, collectorDaemonSet, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+				t.Fatalf("daemonset %s: rollingUpdate %s: %v", collectorDaemonSet, rolling, err)
+			}
+		}
+		strategy(`{"maxSurge":1,"maxUnavailable":0}`)
+		// The chart's again, so that a helm upgrade can patch it.
+		defer strategy(`{"maxSurge":0,"maxUnavailable":"10%"}`)
+	}
 	gap := rolloutRestartDaemonSet(ctx, t, cs, ns, collectorDaemonSet)
+	if surge && !gap.attached.Before(gap.oldAlive) {
+		t.Fatalf("with maxSurge the new collector attached %s after the restart, the old one's pod was last seen running %s after it: want the new one attached first",
+			gap.attached.Sub(gap.patched), gap.oldAlive.Sub(gap.patched))
+	}
 
 	// Calls after the new collector attached, and steps of the pooled
 	// connection since then: then it closes.
@@ -203,6 +223,9 @@ func checkCollectorRollout(ctx context.Context, t *testing.T, c *cluster.Cluster
 		t.Fatalf("the server on many ports served %d calls, its client logged %d", served, len(calls))
 	}
 	what := "calls during a rollout restart of the collector"
+	if surge {
+		what += " with maxSurge"
+	}
 	waitGraph(what)
 
 	// What the graph has of the calls in the gap, and the gap as the

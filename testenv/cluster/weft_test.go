@@ -207,8 +207,14 @@ func TestWeftOnKubernetes(t *testing.T) {
 	// after the gap exactly (see checkCollectorRollout).
 	t5 := time.Now()
 	graphNow := func() (*graph.Graph, error) { return getGraph(ctx, url, token) }
-	checkCollectorRollout(ctx, t, c, ns, "tap", tr, graphNow, waitGraph)
+	checkCollectorRollout(ctx, t, c, ns, "tap", false, tr, graphNow, waitGraph)
 	t.Logf("collector rollout restart checked in %s", time.Since(t5).Round(time.Second))
+	// The same with the DaemonSet rolled out with maxSurge: no gap, and
+	// the two collectors' copies of each connection count once. (It also
+	// checks the first round's edges again, later.)
+	t6 := time.Now()
+	checkCollectorRollout(ctx, t, c, ns, "surge", true, tr, graphNow, waitGraph)
+	t.Logf("collector rollout restart with maxSurge checked in %s", time.Since(t6).Round(time.Second))
 
 	// helm upgrade to a Neo4j: the migrations hook runs.
 	checkUpgradeMigrations(ctx, t, c, cfg, chrt, values, bin, ns)
