@@ -124,7 +124,6 @@ type Stage struct {
 	pub       *publish.Publisher
 	enr       *enrich.Enricher
 	pipe      *Pipeline
-	forget    chan string
 	lost      atomic.Uint64
 	untracked atomic.Uint64
 	idle      atomic.Bool
@@ -144,7 +143,7 @@ func New(s stage.Settings, cfg *Config) *Stage {
 	if counters == nil {
 		counters = &stage.Counters{}
 	}
-	return &Stage{set: s, cfg: cfg, log: log, node: NodeName(s.Node), counters: counters, forget: make(chan string, 256)}
+	return &Stage{set: s, cfg: cfg, log: log, node: NodeName(s.Node), counters: counters}
 }
 
 // NodeName is the node this collector reports for: the runner's node, the
@@ -267,11 +266,6 @@ func (s *Stage) read(ctx context.Context) {
 	defer s.wg.Done()
 	var rec ringbuf.Record
 	for {
-		select {
-		case uid := <-s.forget:
-			s.enr.Forget(uid)
-		default:
-		}
 		if err := s.coll.Read(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) || (errors.Is(err, ringbuf.ErrFlushed) && s.draining.Load()) {
 				return
@@ -332,16 +326,16 @@ func (s *Stage) updateLost() {
 	}
 }
 
+// podChanged follows the metadata provider: an announced pod that changed
+// is announced again at once (enrich.Enricher.Changed), a deleted one is
+// announced deleted.
 func (s *Stage) podChanged(ctx context.Context, op metadata.Op, p *schema.Pod) {
-	// Only pods already announced need a follow-up; the reader announces
-	// the rest on first sight.
-	select {
-	case s.forget <- p.GetUid():
-	default:
-	}
 	if op == metadata.Delete {
+		s.enr.Forget(p.GetUid())
 		s.publishPod(ctx, schema.PodEvent_OP_DELETE, p)
+		return
 	}
+	s.enr.Changed(p)
 }
 
 func (s *Stage) publishPod(ctx context.Context, op schema.PodEvent_Op, p *schema.Pod) {

@@ -9,8 +9,11 @@ package enrich
 import (
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftobs/weft/collectors/cgroup"
 	"github.com/weftobs/weft/collectors/metadata"
@@ -30,22 +33,29 @@ type Gaps struct {
 	PodNotInMetadata atomic.Uint64
 }
 
-// Enricher fills in tasks. It is not safe for concurrent use: the
-// collector's one reader goroutine owns it (Gaps may be read from any).
+// Enricher fills in tasks. Task, Exec and Exit are not safe for
+// concurrent use: the collector's one reader goroutine owns them. Changed
+// and Forget may be called from any goroutine (the metadata watcher's), and
+// Gaps read from any.
 type Enricher struct {
 	Gaps Gaps
 
 	cg   *cgroup.Resolver
 	meta metadata.Provider
-	// onPod is called the first time a pod known to the metadata provider
-	// is seen in an event, and again with Forget.
+	// onPod announces a pod: the first time a pod known to the metadata
+	// provider is seen in an event (again after Forget), and at once when
+	// an announced pod changes (Changed). Calls are serialised by mu, on
+	// the reader's hot path: onPod must not block (the collector's
+	// publisher drops when full, publish.OverflowDrop).
 	onPod func(*schema.Pod)
 
 	byCgroup map[uint64]*cgEntry
 	exes     map[uint32]string
 	byPid    map[uint32]cgroup.Attribution
-	seenPods map[string]bool
 	procRoot string
+
+	mu        sync.Mutex
+	announced map[string]*schema.Pod // uid → the pod as last announced
 }
 
 type cgEntry struct {
@@ -75,7 +85,7 @@ func New(cg *cgroup.Resolver, meta metadata.Provider, onPod func(*schema.Pod)) *
 	}
 	return &Enricher{
 		cg: cg, meta: meta, onPod: onPod,
-		byCgroup: map[uint64]*cgEntry{}, exes: map[uint32]string{}, byPid: map[uint32]cgroup.Attribution{}, seenPods: map[string]bool{},
+		byCgroup: map[uint64]*cgEntry{}, exes: map[uint32]string{}, byPid: map[uint32]cgroup.Attribution{}, announced: map[string]*schema.Pod{},
 		procRoot: "/proc",
 	}
 }
@@ -95,8 +105,41 @@ func (e *Enricher) Exit(pid uint32) {
 }
 
 // Forget makes the next event of pod uid announce it again (after the
-// provider reported it deleted or changed).
-func (e *Enricher) Forget(uid string) { delete(e.seenPods, uid) }
+// provider reported it deleted).
+func (e *Enricher) Forget(uid string) {
+	e.mu.Lock()
+	delete(e.announced, uid)
+	e.mu.Unlock()
+}
+
+// Changed announces pod p again at once when it was announced and p says
+// something new about it: a container's name and image (the kubelet
+// reports a container after its process started, so the first
+// announcement of a pod whose first event is its container's first
+// connection often lacks them), labels, addresses. A pod not announced yet
+// is announced by its next event, as it stands then; one whose next event
+// never comes (a client that called once and exited) is thus still named.
+func (e *Enricher) Changed(p *schema.Pod) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	last := e.announced[p.GetUid()]
+	if last == nil {
+		return
+	}
+	if proto.Equal(last, p) {
+		// Nothing new (the informer's resync, a status weft does not
+		// carry): the pod's next event announces it again, so a pod
+		// that runs for days is in EVENTS within its retention, for a
+		// correlator's rebuild to find. The correlator takes the
+		// repeat as no news.
+		delete(e.announced, p.GetUid())
+		return
+	}
+	e.announced[p.GetUid()] = p
+	if e.onPod != nil {
+		e.onPod(p)
+	}
+}
 
 // Task fills t's exe, container id, pod uid and attribution from t.Pid and
 // t.CgroupId, and returns the pod when the metadata provider knows it.
@@ -129,12 +172,24 @@ func (e *Enricher) Task(t *schema.Task) *schema.Pod {
 		return nil
 	}
 	t.Attribution = schema.Attribution_ATTRIBUTION_POD
-	if !e.seenPods[a.PodUID] {
-		e.seenPods[a.PodUID] = true
+	e.mu.Lock()
+	if e.announced[a.PodUID] == nil {
+		// Read again under the lock: a change the provider took after
+		// the read above has either been seen by Changed (which found
+		// the pod not announced and left it to this) or is in it.
+		p, ok := e.meta.Pod(a.PodUID)
+		if !ok {
+			// Deleted meantime: its delete is announced, not it again.
+			e.mu.Unlock()
+			return pod
+		}
+		pod = p
+		e.announced[a.PodUID] = pod
 		if e.onPod != nil {
 			e.onPod(pod)
 		}
 	}
+	e.mu.Unlock()
 	return pod
 }
 

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/weftobs/weft/collectors/cgroup"
 	"github.com/weftobs/weft/streams/schema"
 )
@@ -59,8 +61,9 @@ func TestGaps(t *testing.T) {
 	// pid 15 exited and its cgroup was removed.
 
 	var announced []string
+	var last *schema.Pod
 	meta := pods{pod: {Uid: pod, Name: "app", Namespace: "shop"}}
-	e := New(&cgroup.Resolver{Root: f.root, Proc: f.proc}, meta, func(p *schema.Pod) { announced = append(announced, p.Name) })
+	e := New(&cgroup.Resolver{Root: f.root, Proc: f.proc}, meta, func(p *schema.Pod) { announced, last = append(announced, p.Name), p })
 
 	tests := []struct {
 		name       string
@@ -104,5 +107,36 @@ func TestGaps(t *testing.T) {
 	e.Task(&schema.Task{Pid: 10, CgroupId: idPod})
 	if len(announced) != 2 {
 		t.Errorf("after Forget: announced %v, want app twice", announced)
+	}
+
+	// The provider reports changes (its store already has the pod as it
+	// reports it): an announced pod that changed is announced again at
+	// once, as it now is; one that did not change is announced again by
+	// its next event (the informer's resync keeps pods in EVENTS); one
+	// never announced is not; one deleted is not announced by its next
+	// event.
+	task := func() { e.Task(&schema.Task{Pid: 10, CgroupId: idPod}) }
+	named := &schema.Pod{Uid: pod, Name: "app", Namespace: "shop", Containers: []*schema.Container{{Id: cid, Name: "app", Image: "example/app:1"}}}
+	for _, tc := range []struct {
+		name string
+		do   func()
+		want int // announcements so far
+	}{
+		{"nothing new", func() { e.Changed(proto.Clone(meta[pod]).(*schema.Pod)) }, 2},
+		{"its next event", task, 3},
+		{"its container named", func() { meta[pod] = named; e.Changed(named) }, 4},
+		{"another event", task, 4},
+		{"the same again", func() { e.Changed(proto.Clone(named).(*schema.Pod)) }, 4},
+		{"its next event after the resync", task, 5},
+		{"a pod never announced", func() { e.Changed(&schema.Pod{Uid: "bbbbbbbb-4d5e-4f60-8a9b-0c1d2e3f4a5b", Name: "other"}) }, 5},
+		{"deleted, then an event of its last process", func() { delete(meta, pod); e.Forget(pod); task() }, 5},
+	} {
+		tc.do()
+		if len(announced) != tc.want {
+			t.Errorf("%s: announced %d times, want %d", tc.name, len(announced), tc.want)
+		}
+	}
+	if !proto.Equal(last, named) {
+		t.Errorf("last announced %v, want %v", last, named)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftobs/weft/correlator/join"
 	"github.com/weftobs/weft/streams/consume"
@@ -25,6 +26,10 @@ type part struct {
 	k       int
 	started time.Time
 	podSeq  uint64 // pod events up to this stream sequence came from the rebuild
+	// news is, by stream sequence, what the rebuild's pod events above
+	// partition 0's ack floor say to the graph, published when their
+	// message is delivered (Stage.rebuildPods); nil on other partitions.
+	news map[uint64][]proto.Message
 
 	mu     sync.Mutex
 	j      *join.Joiner
@@ -51,7 +56,7 @@ type held struct {
 // rebuilt (Stage.rebuildPods) before start reads its consumer.
 func (s *Stage) newPart(k int) *part {
 	p := &part{s: s, k: k, done: make(chan struct{}), bySeq: map[uint64]*held{}}
-	p.j = join.New(join.Config{Window: s.cfg.Window, CloseWait: s.cfg.CloseWait, MaxConnections: s.cfg.MaxConnections, Emit: p.emit, Ended: p.ended})
+	p.j = join.New(join.Config{Window: s.cfg.Window, CloseWait: s.cfg.CloseWait, MaxConnections: s.cfg.MaxConnections, Emit: p.emit, Ended: p.ended, Changed: p.changed})
 	return p
 }
 
@@ -131,7 +136,15 @@ func (p *part) handle(ctx context.Context, m jetstream.Msg) error {
 		return consume.Permanent(errors.New("event batch without origin node"))
 	}
 	rebuilt := h.seq != 0 && h.seq <= p.podSeq
+	if rebuilt {
+		if err := p.rebuiltNews(h.seq); err != nil {
+			p.broken = err
+		}
+	}
 	for i, ev := range b.GetEvents() {
+		if p.broken != nil {
+			break
+		}
 		if rebuilt && ev.GetPod() != nil {
 			continue // applied by the rebuild, in stream order
 		}

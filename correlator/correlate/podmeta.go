@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftobs/weft/streams/consume"
 	"github.com/weftobs/weft/streams/schema"
@@ -35,6 +37,14 @@ type rebuild struct {
 // remembers the sequence it was rebuilt to (part.podSeq) and skips pod
 // events at or below it, so every pod event reaches its index once, in
 // stream order.
+//
+// What a pod event says to the graph (a pod ended or changed) partition 0
+// publishes when its consumer delivers the event's message. A message the
+// previous owner had not acked comes again, and its pod events are passed
+// over (the index has them): so for each message above partition 0's ack
+// floor the rebuild keeps that news (part.news) for the delivery to
+// publish. Without it, a change or a delete stored between a partition
+// 0 owner's last ack and its successor's start never reaches CALLS.
 //
 // Under `weft replay` only the pod events before the replayed range are
 // read here; the range's own come through the replay consumer.
@@ -65,6 +75,17 @@ func (s *Stage) rebuildPods(ctx context.Context, parts []*part) (rebuild, error)
 			until = rp.StartTime
 		default:
 			return r, nil // the replay reads every pod event itself
+		}
+	}
+	// News is kept past partition 0's ack floor; none under a replay,
+	// whose range starts after what is read here.
+	newsFrom := uint64(math.MaxUint64)
+	for _, p := range parts {
+		if p.k == 0 && s.set.Replay == nil {
+			if newsFrom, err = s.ackFloor(ctx, st, 0); err != nil {
+				return r, err
+			}
+			p.news = map[uint64][]proto.Message{}
 		}
 	}
 	cons, err := s.js.OrderedConsumer(ctx, s.input.Name, jetstream.OrderedConsumerConfig{
@@ -103,7 +124,10 @@ func (s *Stage) rebuildPods(ctx context.Context, parts []*part) (rebuild, error)
 				}
 				r.events++
 				for _, p := range parts {
-					p.j.Pods().Apply(ev.GetTimeUnixNano(), pe)
+					n := p.j.ApplyPod(ev.GetTimeUnixNano(), pe)
+					if n != nil && p.news != nil && meta.Sequence.Stream > newsFrom {
+						p.news[meta.Sequence.Stream] = append(p.news[meta.Sequence.Stream], n)
+					}
 				}
 			}
 		}
@@ -113,4 +137,21 @@ func (s *Stage) rebuildPods(ctx context.Context, parts []*part) (rebuild, error)
 	}
 	r.took = time.Since(start)
 	return r, nil
+}
+
+// ackFloor is the last stream sequence partition k's consumer acked with
+// every one before it (0 when the consumer does not exist yet).
+func (s *Stage) ackFloor(ctx context.Context, st jetstream.Stream, k int) (uint64, error) {
+	name := s.consumerConfig(k).Durable
+	if name == "" {
+		name = consume.DurableName(s.set.Name, s.input.Name)
+	}
+	c, err := st.Consumer(ctx, name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stage %s: rebuild pod index: consumer %s on %s: %w", s.set.Name, name, s.input.Name, err)
+	}
+	return c.CachedInfo().AckFloor.Stream, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftobs/weft/correlator/internal/scenario"
 	"github.com/weftobs/weft/correlator/internal/stagetest"
@@ -249,4 +250,62 @@ func TestPodEventsAppliedOnce(t *testing.T) {
 		calls, _ := stagetest.Dedupe(stagetest.ReadCalls(t, s.JS))
 		return scenario.Compare(sim.Truth, scenario.Fold(calls))
 	})
+}
+
+// TestPodNewsAfterMove: a pod changed (its container named) and a pod
+// deleted while partition 0 has no owner (between a replica's stop and
+// its successor's start) reach CALLS once each: the successor's rebuild
+// applies them to its index, and its consumer's delivery of their
+// messages publishes what they say, though it passes over their events.
+func TestPodNewsAfterMove(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		parts int
+		kill  bool
+	}{
+		{"restarted after a shutdown", 1, false},
+		{"two partitions, killed", 2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := natstest.Start(t)
+			stagetest.Streams(t, s)
+			c := scenario.NewCluster()
+			sim := scenario.New()
+			c.Up(sim)
+			early := &schema.Pod{Uid: "uid-report", Name: "report-1", Namespace: "batch", Node: "node-a", Ips: []string{"10.0.1.20"}}
+			named := proto.Clone(early).(*schema.Pod)
+			named.Containers = []*schema.Container{{Id: "c-report", Name: "report", Image: "example/report:1"}}
+			sim.PodUp(scenario.T0, early)
+			c.Traffic(sim, 5, 3e6)
+			r := startReplica(t, s, tc.parts, replicaConfig())
+			balanced(t, []*replica{r}, tc.parts)
+			stagetest.PublishPartitioned(t, s.JS, sim.Drain(16), tc.parts)
+			natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error { return drained(s.JS, tc.parts) })
+			if tc.kill {
+				r.kill()
+			} else if err := r.st.Shutdown(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+
+			appEnd := scenario.T0 + 2e9
+			sim.PodUp(scenario.T0+1e9, named)
+			sim.PodDown(appEnd, c.App)
+			stagetest.PublishPartitioned(t, s.JS, sim.Drain(16), tc.parts)
+			r2 := startReplica(t, s, tc.parts, replicaConfig())
+			defer r2.st.Shutdown(context.Background())
+			balanced(t, []*replica{r2}, tc.parts)
+			natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error { return drained(s.JS, tc.parts) })
+			changed := stagetest.ReadItems(t, s.JS, (*schema.CallBatch).GetPodsChanged)
+			if len(changed) != 1 || !proto.Equal(changed[0].GetPod(), named) || changed[0].GetChangedUnixNano() != scenario.T0+1e9 {
+				t.Errorf("pods changed on CALLS: %v; want the report pod once, its container named", changed)
+			}
+			ended := stagetest.ReadItems(t, s.JS, (*schema.CallBatch).GetPodsEnded)
+			if len(ended) != 1 || ended[0].GetPod().GetUid() != c.App.GetUid() || ended[0].GetEndedUnixNano() != appEnd {
+				t.Errorf("pods ended on CALLS: %v; want the app pod once, at %d", ended, appEnd)
+			}
+			if errs := r2.h.Errors; len(errs) > 0 {
+				t.Errorf("replica: %v", errs)
+			}
+		})
+	}
 }

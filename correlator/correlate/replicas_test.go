@@ -127,7 +127,7 @@ func TestReplicasGroundTruth(t *testing.T) {
 				t.Errorf("%d calls emitted twice", dups)
 			}
 			natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-				ended := stagetest.ReadPodsEnded(t, s.JS)
+				ended := stagetest.ReadItems(t, s.JS, (*schema.CallBatch).GetPodsEnded)
 				if len(ended) != 1 || ended[0].GetPod().GetUid() != c.App.GetUid() || ended[0].GetEndedUnixNano() != appEnd ||
 					len(ended[0].GetPod().GetContainers()) != 1 {
 					return fmt.Errorf("pods ended on CALLS: %v; want the app pod once, with its container, at %d", ended, appEnd)

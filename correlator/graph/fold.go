@@ -130,8 +130,8 @@ func (f *Fold) Add(c *schema.Call) bool {
 		}
 	}
 	broker := f.brokers.Match(c)
-	cli := f.endpoint(c.GetClient(), "")
-	srv := f.endpoint(c.GetServer(), broker)
+	cli := f.endpoint(c.GetClient(), "", false)
+	srv := f.endpoint(c.GetServer(), broker, false)
 	transport := "tcp"
 	if c.GetTransport() == schema.Transport_TRANSPORT_UNIX {
 		transport = "unix"
@@ -168,12 +168,19 @@ type resolved struct {
 // end on the pod and each of its containers. A pod ended that no call
 // named is in the graph too, ended: the pods that ran, not only those
 // seen talking, stay queryable for as long as the graph keeps them.
-func (f *Fold) AddEnded(e *schema.PodEnded) {
-	p := e.GetPod()
+func (f *Fold) AddEnded(e *schema.PodEnded) { f.addPod(e.GetPod(), int64(e.GetEndedUnixNano())) }
+
+// AddChanged folds a pod announced again with something new about it: its
+// metadata and containers as now announced (a client container named only
+// once the kubelet reported it, after its one call).
+func (f *Fold) AddChanged(e *schema.PodChanged) { f.addPod(e.GetPod(), 0) }
+
+// addPod folds pod p as a call's endpoint would, once per container, and
+// ends it and its containers at at (Unix nanoseconds) unless at is 0.
+func (f *Fold) addPod(p *schema.Pod, at int64) {
 	if p.GetUid() == "" {
 		return
 	}
-	at := int64(e.GetEndedUnixNano())
 	ep := &schema.Endpoint{Node: p.GetNode(), Pod: p}
 	ctrs := p.GetContainers()
 	if len(ctrs) == 0 {
@@ -181,7 +188,7 @@ func (f *Fold) AddEnded(e *schema.PodEnded) {
 	}
 	for _, c := range ctrs {
 		ep.Container = c
-		r := f.endpoint(ep, "")
+		r := f.endpoint(ep, "", true)
 		f.end(r.top, at)
 		if r.container != nil {
 			f.end(*r.container, at)
@@ -214,7 +221,12 @@ func (f *Fold) link(typ string, from, to Ref) {
 	f.links[Link{Type: typ, From: from, To: to}] = struct{}{}
 }
 
-func (f *Fold) endpoint(e *schema.Endpoint, broker string) resolved {
+// endpoint folds e's pod (or process, or external address) and what it
+// links to. A pod already folded in this window with its metadata is
+// taken as it is unless again is set: a pod's own announcement (an end,
+// a change) writes it again in full, so the graph does not depend on
+// where the window's boundaries fell.
+func (f *Fold) endpoint(e *schema.Endpoint, broker string, again bool) resolved {
 	var out resolved
 	node := e.GetNode()
 	if p := e.GetPod(); p != nil && p.GetUid() != "" {
@@ -222,7 +234,7 @@ func (f *Fold) endpoint(e *schema.Endpoint, broker string) resolved {
 			node = p.GetNode()
 		}
 		out.top = Ref{Label: LabelPod, K1: p.GetUid()}
-		if known := f.entities[out.top]; known != nil && known.Props != nil {
+		if known := f.entities[out.top]; known != nil && known.Props != nil && !again {
 			// Seen in this window already: its links are in too. Only a
 			// broker match can add something.
 			if broker != "" {

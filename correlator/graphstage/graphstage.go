@@ -219,12 +219,13 @@ type heldMsg struct {
 
 // Stats are the stage's figures.
 type Stats struct {
-	Calls      uint64 // calls folded
-	Duplicates uint64 // calls dropped by id
-	PodsEnded  uint64 // ended pods folded
-	Batches    uint64 // batches written
-	Rows       uint64 // row upserts written
-	Skipped    uint64 // messages at or below the store's sequence
+	Calls       uint64 // calls folded
+	Duplicates  uint64 // calls dropped by id
+	PodsEnded   uint64 // ended pods folded
+	PodsChanged uint64 // changed pods folded
+	Batches     uint64 // batches written
+	Rows        uint64 // row upserts written
+	Skipped     uint64 // messages at or below the store's sequence
 	// GapFilled counts messages read from the stream because a later one
 	// came first (a delivery lost on the way: the client cut off as a
 	// slow consumer, a reconnect); their deliveries come again after
@@ -746,7 +747,7 @@ func (s *Stage) handle(ctx context.Context, m jetstream.Msg) error {
 	return consume.ErrAckLater
 }
 
-// add folds the calls and the ended pods of b; s.mu is held.
+// add folds the calls, the ended and the changed pods of b; s.mu is held.
 func (s *Stage) add(b *schema.CallBatch) {
 	for _, c := range b.GetCalls() {
 		if s.fold.Add(c) {
@@ -758,6 +759,10 @@ func (s *Stage) add(b *schema.CallBatch) {
 	for _, e := range b.GetPodsEnded() {
 		s.fold.AddEnded(e)
 		s.stats.PodsEnded++
+	}
+	for _, e := range b.GetPodsChanged() {
+		s.fold.AddChanged(e)
+		s.stats.PodsChanged++
 	}
 }
 

@@ -183,11 +183,19 @@ func TestEndToEnd(t *testing.T) {
 	_ = g3.Shutdown(context.Background())
 
 	// Replay from seq 1 into an empty store.
-	h4 := stagetest.NewHost(s.JS)
-	g4 := startGraph(t, h4, graphSettings(t.TempDir(), &stage.Replay{Durable: "replay-test", StartSeq: 1}))
-	defer g4.Shutdown(context.Background())
+	replayEquals(t, s, "replay-test", live)
+}
+
+// replayEquals replays CALLS from its first message into a new graph stage
+// (embedded store, durable consumer durable) and waits until its graph is
+// live.
+func replayEquals(t *testing.T, s *natstest.Server, durable string, live *graph.Graph) {
+	t.Helper()
+	h := stagetest.NewHost(s.JS)
+	g := startGraph(t, h, graphSettings(t.TempDir(), &stage.Replay{Durable: durable, StartSeq: 1}))
+	defer g.Shutdown(context.Background())
 	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		if got := fetch(t, h4); !reflect.DeepEqual(got, live) {
+		if got := fetch(t, h); !reflect.DeepEqual(got, live) {
 			return fmt.Errorf("replayed graph differs: %d nodes %d edges, want %d %d", len(got.Nodes), len(got.Edges), len(live.Nodes), len(live.Edges))
 		}
 		return nil

@@ -4,16 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/weftobs/weft/correlator/graph"
+	"github.com/weftobs/weft/correlator/graphstage"
 	"github.com/weftobs/weft/correlator/internal/scenario"
 	"github.com/weftobs/weft/correlator/internal/stagetest"
 	"github.com/weftobs/weft/streams/schema"
-	"github.com/weftobs/weft/streams/stage"
 	"github.com/weftobs/weft/testenv/natstest"
 )
 
@@ -42,17 +45,7 @@ func TestPodEnded(t *testing.T) {
 	sim.PodDown(scenario.T0+2e9, idle) // a second delete of an ended pod changes nothing
 	stagetest.PublishEvents(t, s.JS, sim.Interleaved(8))
 
-	h := stagetest.NewHost(s.JS)
-	cor := startCorrelator(t, h)
-	defer cor.Shutdown(context.Background())
-	g := startGraph(t, h, graphSettings(t.TempDir(), nil))
-	defer g.Shutdown(context.Background())
-	var live *graph.Graph
-	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		live = fetch(t, h)
-		if err := scenario.Compare(sim.Truth, podEdges(live)); err != nil {
-			return err
-		}
+	h, g, live := correlateAndFold(t, s, sim, func(g *graphstage.Stage, _ *graph.Graph) error {
 		if g.Stats().PodsEnded < 2 {
 			return fmt.Errorf("%d ended pods folded, want 2", g.Stats().PodsEnded)
 		}
@@ -92,15 +85,7 @@ func TestPodEnded(t *testing.T) {
 	}
 
 	// CALLS alone rebuilds it: EVENTS is not read by a graph replay.
-	h2 := stagetest.NewHost(s.JS)
-	g2 := startGraph(t, h2, graphSettings(t.TempDir(), &stage.Replay{Durable: "replay-ended", StartSeq: 1}))
-	defer g2.Shutdown(context.Background())
-	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		if got := fetch(t, h2); !reflect.DeepEqual(got, live) {
-			return fmt.Errorf("replayed graph differs: %d nodes %d edges, want %d %d", len(got.Nodes), len(got.Edges), len(live.Nodes), len(live.Edges))
-		}
-		return nil
-	})
+	replayEquals(t, s, "replay-ended", live)
 }
 
 // endedNodes are the nodes of h's /api/v1/graph that carry ended_at, with
@@ -124,4 +109,73 @@ func endedNodes(t *testing.T, h *stagetest.Host) map[string]int64 {
 		}
 	}
 	return out
+}
+
+// TestPodChanged: a client pod announced before the kubelet reported its
+// container (no name, no image), which calls once and makes no call after
+// its container is named, is named in the graph all the same: the
+// correlator carries the pod's second announcement to CALLS and the graph
+// stage folds it. An announcement that repeats the last says nothing new
+// and is not carried. A replay of CALLS alone gives the same graph.
+func TestPodChanged(t *testing.T) {
+	s := natstest.Start(t)
+	stagetest.Streams(t, s)
+	c := scenario.NewCluster()
+	sim := scenario.New()
+	c.Up(sim)
+	early := &schema.Pod{Uid: "uid-report", Name: "report-29002", Namespace: "batch", Node: "node-a", Ips: []string{"10.0.1.20"},
+		Workload: &schema.OwnerRef{Kind: "CronJob", Name: "report", Uid: "own-report", Controller: true}}
+	named := proto.Clone(early).(*schema.Pod)
+	named.Containers = []*schema.Container{{Id: "c-report", Name: "report", Image: "example/report:2"}}
+	sim.PodUp(scenario.T0, early)
+	client := scenario.Proc{Node: "node-a", Pod: early, Container: &schema.Container{Id: "c-report"}, Pid: 500, Exe: "/bin/report"}
+	sim.TCP(scenario.Conn{Client: client, Server: c.BrokerProc,
+		ClientAddr: netip.MustParseAddrPort("10.0.1.20:41000"), ServerAddr: netip.AddrPortFrom(c.BrokerAddr, 4222),
+		Dialed: netip.AddrPortFrom(c.VIP, 4222), Start: scenario.T0 + 2e6, Dur: 1e6, Sent: 10, Received: 20})
+	sim.PodUp(scenario.T0+1e9, named)
+	sim.PodUp(scenario.T0+2e9, proto.Clone(named).(*schema.Pod)) // the same again: nothing new
+	c.Traffic(sim, 5, 3e6)
+	stagetest.PublishPartitioned(t, s.JS, sim.Interleaved(8), 1) // pod events on .pod, as a collector publishes them
+
+	_, g, live := correlateAndFold(t, s, sim, func(_ *graphstage.Stage, live *graph.Graph) error {
+		for _, n := range live.Nodes {
+			if n.ID == "Container:c-report" {
+				if n.Props["name"] != "report" || n.Props["image"] != "example/report:2" {
+					return fmt.Errorf("the client's container: %v, want name report, image example/report:2", n.Props)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no Container:c-report in the graph")
+	})
+	if n := g.Stats().PodsChanged; n != 1 {
+		t.Errorf("%d changed pods folded, want 1 (the second announcement; the third repeats it)", n)
+	}
+	if n := len(stagetest.ReadItems(t, s.JS, (*schema.CallBatch).GetPodsChanged)); n != 1 {
+		t.Errorf("%d changed pods on CALLS, want 1", n)
+	}
+
+	replayEquals(t, s, "replay-changed", live)
+}
+
+// correlateAndFold starts a correlator and a graph stage (embedded store)
+// on s, stopped at the test's end, and waits until the graph's pod edges
+// are sim's truth and done holds; it returns the graph stage's host, the
+// stage and that graph.
+func correlateAndFold(t *testing.T, s *natstest.Server, sim *scenario.Sim, done func(*graphstage.Stage, *graph.Graph) error) (*stagetest.Host, *graphstage.Stage, *graph.Graph) {
+	t.Helper()
+	h := stagetest.NewHost(s.JS)
+	cor := startCorrelator(t, h)
+	t.Cleanup(func() { cor.Shutdown(context.Background()) })
+	g := startGraph(t, h, graphSettings(t.TempDir(), nil))
+	t.Cleanup(func() { g.Shutdown(context.Background()) })
+	var live *graph.Graph
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		live = fetch(t, h)
+		if err := scenario.Compare(sim.Truth, podEdges(live)); err != nil {
+			return err
+		}
+		return done(g, live)
+	})
+	return h, g, live
 }

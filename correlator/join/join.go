@@ -36,6 +36,8 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/weftobs/weft/correlator/podindex"
 	"github.com/weftobs/weft/streams/schema"
 )
@@ -58,6 +60,10 @@ type Config struct {
 	// as it was last announced, with the delete's time. Its error is
 	// returned by Feed as Emit's is.
 	Ended func(*schema.PodEnded) error
+	// Changed, when set, receives every pod announced again with
+	// something new about it (podindex.Index.Apply), with the
+	// announcement's time. Its error is returned by Feed as Emit's is.
+	Changed func(*schema.PodChanged) error
 }
 
 func (c *Config) setDefaults() {
@@ -246,6 +252,20 @@ func (j *Joiner) Watermark() uint64 { return j.mark }
 // Pods is the pod history the joiner resolves with.
 func (j *Joiner) Pods() *podindex.Index { return j.pods }
 
+// ApplyPod applies pod event pe, seen at t, to the pod index as Feed does,
+// and returns the news Feed gives Config.Ended or Config.Changed (a
+// *schema.PodEnded or a *schema.PodChanged), or nil, without giving it.
+func (j *Joiner) ApplyPod(t uint64, pe *schema.PodEvent) proto.Message {
+	changed, ended := j.pods.Apply(t, pe)
+	switch {
+	case ended != nil:
+		return &schema.PodEnded{Pod: ended, EndedUnixNano: t}
+	case changed != nil:
+		return &schema.PodChanged{Pod: changed, ChangedUnixNano: t}
+	}
+	return nil
+}
+
 // Feed processes one event from node. A close that cannot become a call yet
 // is parked and counted in h until it does. Feed returns an error wrapping
 // ErrMalformed for an event it cannot use; the joiner's state is unchanged
@@ -264,8 +284,15 @@ func (j *Joiner) Feed(node string, ev *schema.Event, h *Hold) error {
 			break
 		}
 		j.stats.Pods++
-		if p := j.pods.Apply(t, b.Pod); p != nil && j.cfg.Ended != nil {
-			err = j.cfg.Ended(&schema.PodEnded{Pod: p, EndedUnixNano: t})
+		switch n := j.ApplyPod(t, b.Pod).(type) {
+		case *schema.PodEnded:
+			if j.cfg.Ended != nil {
+				err = j.cfg.Ended(n)
+			}
+		case *schema.PodChanged:
+			if j.cfg.Changed != nil {
+				err = j.cfg.Changed(n)
+			}
 		}
 	case nil:
 		err = fmt.Errorf("%w: event without body", ErrMalformed)

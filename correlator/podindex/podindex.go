@@ -10,6 +10,8 @@ package podindex
 import (
 	"net/netip"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/weftobs/weft/streams/schema"
 )
 
@@ -32,6 +34,7 @@ type Index struct {
 type entry struct {
 	pod      *schema.Pod // as announced, with containers
 	endpoint *schema.Pod // trimmed copy for call endpoints (no containers)
+	at       uint64      // time of the announcement (or delete) it holds
 	deleted  bool
 }
 
@@ -60,38 +63,53 @@ func New(maxDeleted, maxSpans int) *Index {
 	}
 }
 
-// Apply records a pod event seen at time t (Unix nanoseconds). For a
-// delete that ends a pod it returns the pod as last announced, with its
-// containers (the delete's own pod when none was announced); for any other
-// event, and a delete of a pod already ended, nil.
-func (x *Index) Apply(t uint64, ev *schema.PodEvent) (ended *schema.Pod) {
+// Apply records a pod event seen at time t (Unix nanoseconds).
+//
+// For a delete that ends a pod it returns, as ended, the pod as last
+// announced, with its containers (the delete's own pod when none was
+// announced, which is then kept as ended: a late upsert of it changes
+// nothing); a delete of a pod already ended returns nothing.
+//
+// For an upsert of a pod already announced that says something new about
+// it (a container's name and image, once the kubelet reported them; new
+// labels, owners or addresses) it returns, as changed, the pod as now
+// announced. A first announcement, or one that repeats the last, returns
+// nothing: the calls' endpoints bring what it says. An upsert older than
+// the pod's last announcement (a redelivered message) changes nothing.
+func (x *Index) Apply(t uint64, ev *schema.PodEvent) (changed, ended *schema.Pod) {
 	p := ev.GetPod()
 	if p.GetUid() == "" {
-		return nil
+		return nil, nil
 	}
 	switch ev.GetOp() {
 	case schema.PodEvent_OP_DELETE:
 		e := x.pods[p.GetUid()]
+		if e != nil && e.deleted {
+			return nil, nil
+		}
 		if e == nil {
-			return p
+			e = &entry{pod: p, endpoint: trim(p)}
+			x.pods[p.GetUid()] = e
 		}
-		if e.deleted {
-			return nil
-		}
-		e.deleted = true
+		e.deleted, e.at = true, t
 		x.closeSpans(e.pod, t)
 		x.deleted = append(x.deleted, p.GetUid())
 		for len(x.deleted) > x.maxDeleted {
 			x.forget(x.deleted[0])
 			x.deleted = x.deleted[1:]
 		}
-		return e.pod
+		return nil, e.pod
 	default:
 		old := x.pods[p.GetUid()]
-		if old != nil && old.deleted {
-			return nil // a late upsert of a deleted pod must not reopen its IPs
+		if old != nil && (old.deleted || t < old.at) {
+			// A late upsert of a deleted pod must not reopen its IPs;
+			// an older announcement must not undo a newer one.
+			return nil, nil
 		}
-		e := &entry{pod: p, endpoint: trim(p)}
+		if old != nil && !proto.Equal(old.pod, p) {
+			changed = p
+		}
+		e := &entry{pod: p, endpoint: trim(p), at: t}
 		x.pods[p.GetUid()] = e
 		for _, c := range p.GetContainers() {
 			if c.GetId() != "" {
@@ -99,7 +117,7 @@ func (x *Index) Apply(t uint64, ev *schema.PodEvent) (ended *schema.Pod) {
 			}
 		}
 		if p.GetHostNetwork() {
-			return nil // the node's address: shared by many pods, names none
+			return changed, nil // the node's address: shared by many pods, names none
 		}
 		for _, s := range p.GetIps() {
 			a, err := netip.ParseAddr(s)
@@ -108,8 +126,8 @@ func (x *Index) Apply(t uint64, ev *schema.PodEvent) (ended *schema.Pod) {
 			}
 			x.open(a.Unmap(), p.GetUid(), t)
 		}
+		return changed, nil
 	}
-	return nil
 }
 
 func trim(p *schema.Pod) *schema.Pod {

@@ -54,6 +54,11 @@ func TestPerBatchCompaction(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if i%10 == 4 {
+				if err := p.Publish(ctx, schema.CallSubject(c.Client.Node), &schema.PodChanged{Pod: c.Server.Pod, ChangedUnixNano: uint64(i)}); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 		if err := p.Close(ctx); err != nil {
 			t.Fatal(err)
@@ -61,6 +66,7 @@ func TestPerBatchCompaction(t *testing.T) {
 		info, _ := st.Info(ctx)
 		got := map[string]*schema.Call{}
 		var ended []*schema.PodEnded
+		var changed []*schema.PodChanged
 		for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
 			m, err := st.GetMsg(ctx, seq)
 			if err != nil {
@@ -74,6 +80,16 @@ func TestPerBatchCompaction(t *testing.T) {
 				got[c.GetId()] = c
 			}
 			ended = append(ended, b.GetPodsEnded()...)
+			changed = append(changed, b.GetPodsChanged()...)
+		}
+		if len(changed) != len(calls)/10 {
+			t.Fatalf("%d changed pods stored, want %d", len(changed), len(calls)/10)
+		}
+		for _, e := range changed {
+			i := int(e.GetChangedUnixNano())
+			if !proto.Equal(e.GetPod(), calls[i].Server.Pod) {
+				t.Fatalf("changed pod %d stored as %v, want %v", i, e.GetPod(), calls[i].Server.Pod)
+			}
 		}
 		if len(ended) != len(calls)/10 {
 			t.Fatalf("%d ended pods stored, want %d", len(ended), len(calls)/10)

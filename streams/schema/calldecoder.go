@@ -108,6 +108,13 @@ func (d *CallDecoder) batch(data []byte) (*CallBatch, bool) {
 				return false
 			}
 			b.PodsEnded = append(b.PodsEnded, e)
+		case num == PodsChangedField && typ == protowire.BytesType:
+			// Rare too (a pod's metadata changed).
+			e := &PodChanged{}
+			if proto.Unmarshal(raw, e) != nil {
+				return false
+			}
+			b.PodsChanged = append(b.PodsChanged, e)
 		default:
 			return false
 		}

@@ -84,6 +84,9 @@ func TestCallDecoderAsDecodeCallBatch(t *testing.T) {
 	ended := &schema.PodEnded{Pod: all[0].GetClient().GetPod(), EndedUnixNano: 7}
 	withEnded, _ := proto.Marshal(&schema.CallBatch{SchemaVersion: schema.Version, Calls: all[:3], PodsEnded: []*schema.PodEnded{ended, {Pod: &schema.Pod{Uid: "x"}}}})
 	onlyEnded, _ := proto.Marshal(&schema.CallBatch{SchemaVersion: schema.Version, PodsEnded: []*schema.PodEnded{ended}})
+	changed := &schema.PodChanged{Pod: all[1].GetServer().GetPod(), ChangedUnixNano: 9}
+	allKinds, _ := proto.Marshal(&schema.CallBatch{SchemaVersion: schema.Version, Calls: all[:2], PodsEnded: []*schema.PodEnded{ended}, PodsChanged: []*schema.PodChanged{changed, {Pod: &schema.Pod{Uid: "y"}}}})
+	onlyChanged, _ := proto.Marshal(&schema.CallBatch{SchemaVersion: schema.Version, PodsChanged: []*schema.PodChanged{changed}})
 	for _, tc := range []struct {
 		name string
 		data []byte
@@ -94,6 +97,9 @@ func TestCallDecoderAsDecodeCallBatch(t *testing.T) {
 		{"calls and ended pods", withEnded},
 		{"only ended pods", onlyEnded},
 		{"ended pod that does not decode", append(append([]byte{}, head...), protowire.AppendBytes(protowire.AppendTag(nil, schema.PodsEndedField, protowire.BytesType), []byte{0xff})...)},
+		{"calls, ended and changed pods", allKinds},
+		{"only changed pods", onlyChanged},
+		{"changed pod that does not decode", append(append([]byte{}, head...), protowire.AppendBytes(protowire.AppendTag(nil, schema.PodsChangedField, protowire.BytesType), []byte{0xff})...)},
 		{"empty body (no version)", nil},
 		{"future version", future},
 		{"origin written twice, as the publisher does", append(append([]byte{}, head...), secondOrigin...)},

@@ -67,15 +67,23 @@ const (
 // at this number and its version at 1 and origin at 2.
 const BatchItemsField = 3
 
-// PodsEndedField is the field number of CallBatch.pods_ended: the other
-// kind of item a CALLS message holds.
-const PodsEndedField = 4
+// PodsEndedField and PodsChangedField are the field numbers of
+// CallBatch.pods_ended and pods_changed: the other kinds of item a CALLS
+// message holds.
+const (
+	PodsEndedField   = 4
+	PodsChangedField = 5
+)
 
 // ItemField is the field number item goes at in a batch: PodsEndedField
-// for a *PodEnded, BatchItemsField for any other item (an event, a call).
+// for a *PodEnded, PodsChangedField for a *PodChanged, BatchItemsField for
+// any other item (an event, a call).
 func ItemField(item proto.Message) protowire.Number {
-	if _, ok := item.(*PodEnded); ok {
+	switch item.(type) {
+	case *PodEnded:
 		return PodsEndedField
+	case *PodChanged:
+		return PodsChangedField
 	}
 	return BatchItemsField
 }

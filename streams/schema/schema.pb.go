@@ -1591,7 +1591,12 @@ type CallBatch struct {
 	// the nodes' PodEvents (EVENTS keeps those only for a day; the graph,
 	// rebuilt from CALLS, needs them as long as the calls). A message may
 	// hold calls, ended pods, or both; readers of calls ignore them.
-	PodsEnded     []*PodEnded `protobuf:"bytes,4,rep,name=pods_ended,json=podsEnded,proto3" json:"pods_ended,omitempty"`
+	PodsEnded []*PodEnded `protobuf:"bytes,4,rep,name=pods_ended,json=podsEnded,proto3" json:"pods_ended,omitempty"`
+	// pods_changed are pods announced again with new metadata (a container
+	// that got its name and image once the kubelet reported it, new labels):
+	// the graph learns a pod's metadata from the calls' endpoints, and a
+	// client that called once at start makes no call after the change.
+	PodsChanged   []*PodChanged `protobuf:"bytes,5,rep,name=pods_changed,json=podsChanged,proto3" json:"pods_changed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1654,6 +1659,13 @@ func (x *CallBatch) GetPodsEnded() []*PodEnded {
 	return nil
 }
 
+func (x *CallBatch) GetPodsChanged() []*PodChanged {
+	if x != nil {
+		return x.PodsChanged
+	}
+	return nil
+}
+
 // PodEnded is a pod deleted: the pod as it was last announced (with its
 // containers) and when the delete was seen.
 type PodEnded struct {
@@ -1705,6 +1717,61 @@ func (x *PodEnded) GetPod() *Pod {
 func (x *PodEnded) GetEndedUnixNano() uint64 {
 	if x != nil {
 		return x.EndedUnixNano
+	}
+	return 0
+}
+
+// PodChanged is a pod as announced again after a change, and when the
+// change was seen.
+type PodChanged struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pod   *Pod                   `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
+	// changed_unix_nano is the time of the announcement (the node's clock).
+	ChangedUnixNano uint64 `protobuf:"fixed64,2,opt,name=changed_unix_nano,json=changedUnixNano,proto3" json:"changed_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PodChanged) Reset() {
+	*x = PodChanged{}
+	mi := &file_weft_schema_v1_schema_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodChanged) ProtoMessage() {}
+
+func (x *PodChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_schema_v1_schema_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodChanged.ProtoReflect.Descriptor instead.
+func (*PodChanged) Descriptor() ([]byte, []int) {
+	return file_weft_schema_v1_schema_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PodChanged) GetPod() *Pod {
+	if x != nil {
+		return x.Pod
+	}
+	return nil
+}
+
+func (x *PodChanged) GetChangedUnixNano() uint64 {
+	if x != nil {
+		return x.ChangedUnixNano
 	}
 	return 0
 }
@@ -1766,7 +1833,7 @@ type Call struct {
 
 func (x *Call) Reset() {
 	*x = Call{}
-	mi := &file_weft_schema_v1_schema_proto_msgTypes[14]
+	mi := &file_weft_schema_v1_schema_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1845,7 @@ func (x *Call) String() string {
 func (*Call) ProtoMessage() {}
 
 func (x *Call) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_schema_v1_schema_proto_msgTypes[14]
+	mi := &file_weft_schema_v1_schema_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1858,7 @@ func (x *Call) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Call.ProtoReflect.Descriptor instead.
 func (*Call) Descriptor() ([]byte, []int) {
-	return file_weft_schema_v1_schema_proto_rawDescGZIP(), []int{14}
+	return file_weft_schema_v1_schema_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Call) GetId() string {
@@ -1965,7 +2032,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_weft_schema_v1_schema_proto_msgTypes[15]
+	mi := &file_weft_schema_v1_schema_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2044,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_schema_v1_schema_proto_msgTypes[15]
+	mi := &file_weft_schema_v1_schema_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2057,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_weft_schema_v1_schema_proto_rawDescGZIP(), []int{15}
+	return file_weft_schema_v1_schema_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Endpoint) GetNode() string {
@@ -2193,16 +2260,21 @@ const file_weft_schema_v1_schema_proto_rawDesc = "" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
-	"\x05image\x18\x03 \x01(\tR\x05image\"\xc7\x01\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\"\x86\x02\n" +
 	"\tCallBatch\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12.\n" +
 	"\x06origin\x18\x02 \x01(\v2\x16.weft.schema.v1.OriginR\x06origin\x12*\n" +
 	"\x05calls\x18\x03 \x03(\v2\x14.weft.schema.v1.CallR\x05calls\x127\n" +
 	"\n" +
-	"pods_ended\x18\x04 \x03(\v2\x18.weft.schema.v1.PodEndedR\tpodsEnded\"Y\n" +
+	"pods_ended\x18\x04 \x03(\v2\x18.weft.schema.v1.PodEndedR\tpodsEnded\x12=\n" +
+	"\fpods_changed\x18\x05 \x03(\v2\x1a.weft.schema.v1.PodChangedR\vpodsChanged\"Y\n" +
 	"\bPodEnded\x12%\n" +
 	"\x03pod\x18\x01 \x01(\v2\x13.weft.schema.v1.PodR\x03pod\x12&\n" +
-	"\x0fended_unix_nano\x18\x02 \x01(\x06R\rendedUnixNano\"\xda\x05\n" +
+	"\x0fended_unix_nano\x18\x02 \x01(\x06R\rendedUnixNano\"_\n" +
+	"\n" +
+	"PodChanged\x12%\n" +
+	"\x03pod\x18\x01 \x01(\v2\x13.weft.schema.v1.PodR\x03pod\x12*\n" +
+	"\x11changed_unix_nano\x18\x02 \x01(\x06R\x0fchangedUnixNano\"\xda\x05\n" +
 	"\x04Call\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\ttransport\x18\x02 \x01(\x0e2\x19.weft.schema.v1.TransportR\ttransport\x120\n" +
@@ -2288,7 +2360,7 @@ func file_weft_schema_v1_schema_proto_rawDescGZIP() []byte {
 }
 
 var file_weft_schema_v1_schema_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_weft_schema_v1_schema_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_weft_schema_v1_schema_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_weft_schema_v1_schema_proto_goTypes = []any{
 	(Attribution)(0),    // 0: weft.schema.v1.Attribution
 	(TCPPhase)(0),       // 1: weft.schema.v1.TCPPhase
@@ -2311,9 +2383,10 @@ var file_weft_schema_v1_schema_proto_goTypes = []any{
 	(*Container)(nil),   // 18: weft.schema.v1.Container
 	(*CallBatch)(nil),   // 19: weft.schema.v1.CallBatch
 	(*PodEnded)(nil),    // 20: weft.schema.v1.PodEnded
-	(*Call)(nil),        // 21: weft.schema.v1.Call
-	(*Endpoint)(nil),    // 22: weft.schema.v1.Endpoint
-	nil,                 // 23: weft.schema.v1.Pod.LabelsEntry
+	(*PodChanged)(nil),  // 21: weft.schema.v1.PodChanged
+	(*Call)(nil),        // 22: weft.schema.v1.Call
+	(*Endpoint)(nil),    // 23: weft.schema.v1.Endpoint
+	nil,                 // 24: weft.schema.v1.Pod.LabelsEntry
 }
 var file_weft_schema_v1_schema_proto_depIdxs = []int32{
 	7,  // 0: weft.schema.v1.EventBatch.origin:type_name -> weft.schema.v1.Origin
@@ -2332,26 +2405,28 @@ var file_weft_schema_v1_schema_proto_depIdxs = []int32{
 	10, // 13: weft.schema.v1.UnixEvent.peer:type_name -> weft.schema.v1.Task
 	6,  // 14: weft.schema.v1.PodEvent.op:type_name -> weft.schema.v1.PodEvent.Op
 	16, // 15: weft.schema.v1.PodEvent.pod:type_name -> weft.schema.v1.Pod
-	23, // 16: weft.schema.v1.Pod.labels:type_name -> weft.schema.v1.Pod.LabelsEntry
+	24, // 16: weft.schema.v1.Pod.labels:type_name -> weft.schema.v1.Pod.LabelsEntry
 	17, // 17: weft.schema.v1.Pod.owners:type_name -> weft.schema.v1.OwnerRef
 	18, // 18: weft.schema.v1.Pod.containers:type_name -> weft.schema.v1.Container
 	17, // 19: weft.schema.v1.Pod.workload:type_name -> weft.schema.v1.OwnerRef
 	7,  // 20: weft.schema.v1.CallBatch.origin:type_name -> weft.schema.v1.Origin
-	21, // 21: weft.schema.v1.CallBatch.calls:type_name -> weft.schema.v1.Call
+	22, // 21: weft.schema.v1.CallBatch.calls:type_name -> weft.schema.v1.Call
 	20, // 22: weft.schema.v1.CallBatch.pods_ended:type_name -> weft.schema.v1.PodEnded
-	16, // 23: weft.schema.v1.PodEnded.pod:type_name -> weft.schema.v1.Pod
-	4,  // 24: weft.schema.v1.Call.transport:type_name -> weft.schema.v1.Transport
-	22, // 25: weft.schema.v1.Call.client:type_name -> weft.schema.v1.Endpoint
-	22, // 26: weft.schema.v1.Call.server:type_name -> weft.schema.v1.Endpoint
-	5,  // 27: weft.schema.v1.Call.state:type_name -> weft.schema.v1.CallState
-	10, // 28: weft.schema.v1.Endpoint.task:type_name -> weft.schema.v1.Task
-	16, // 29: weft.schema.v1.Endpoint.pod:type_name -> weft.schema.v1.Pod
-	18, // 30: weft.schema.v1.Endpoint.container:type_name -> weft.schema.v1.Container
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	21, // 23: weft.schema.v1.CallBatch.pods_changed:type_name -> weft.schema.v1.PodChanged
+	16, // 24: weft.schema.v1.PodEnded.pod:type_name -> weft.schema.v1.Pod
+	16, // 25: weft.schema.v1.PodChanged.pod:type_name -> weft.schema.v1.Pod
+	4,  // 26: weft.schema.v1.Call.transport:type_name -> weft.schema.v1.Transport
+	23, // 27: weft.schema.v1.Call.client:type_name -> weft.schema.v1.Endpoint
+	23, // 28: weft.schema.v1.Call.server:type_name -> weft.schema.v1.Endpoint
+	5,  // 29: weft.schema.v1.Call.state:type_name -> weft.schema.v1.CallState
+	10, // 30: weft.schema.v1.Endpoint.task:type_name -> weft.schema.v1.Task
+	16, // 31: weft.schema.v1.Endpoint.pod:type_name -> weft.schema.v1.Pod
+	18, // 32: weft.schema.v1.Endpoint.container:type_name -> weft.schema.v1.Container
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_weft_schema_v1_schema_proto_init() }
@@ -2372,7 +2447,7 @@ func file_weft_schema_v1_schema_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_schema_v1_schema_proto_rawDesc), len(file_weft_schema_v1_schema_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -87,7 +87,9 @@ func checkPodSecurity(ctx context.Context, t *testing.T, c *cluster.Cluster, ns 
 // checkUninstall uninstalls the release and waits until nothing of it is
 // left but PersistentVolumeClaims, what the chart marks
 // helm.sh/resource-policy: keep (its README: the NATS CA and the API
-// token) and hooks' objects (which Helm leaves, logged): every namespaced resource the API server lists in ns (except
+// token) and the one hook object its README says Helm leaves (the Neo4j
+// password Secret; the migrations Job and its ServiceAccount are deleted
+// when the Job succeeds): every namespaced resource the API server lists in ns (except
 // what Kubernetes itself keeps there: the default ServiceAccount,
 // kube-root-ca.crt, events), and the release's cluster-scoped objects
 // (its ClusterRoles and bindings).
@@ -128,6 +130,7 @@ func checkUninstall(ctx context.Context, t *testing.T, c *cluster.Cluster, cfg *
 		}
 	}
 	keep := map[string]bool{"serviceaccounts/default": true, "configmaps/kube-root-ca.crt": true}
+	leftHooks := map[string]bool{"secrets/" + release + "-neo4j": true}
 	kept := map[string]bool{}
 	hooks := map[string]string{}
 	natstest.CheckFor(t, 3*time.Minute, time.Second, func() error {
@@ -156,9 +159,9 @@ func checkUninstall(ctx context.Context, t *testing.T, c *cluster.Cluster, cfg *
 					kept[r.gvr.Resource+"/"+o.GetName()] = true
 					continue
 				}
-				if h := o.GetAnnotations()["helm.sh/hook"]; h != "" {
+				if h := o.GetAnnotations()["helm.sh/hook"]; h != "" && leftHooks[r.gvr.Resource+"/"+o.GetName()] {
 					// Helm never deletes a hook's objects at uninstall;
-					// their delete policy may have already.
+					// the others' delete policy has.
 					hooks[r.gvr.Resource+"/"+o.GetName()] = h
 					continue
 				}

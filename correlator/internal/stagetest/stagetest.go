@@ -111,11 +111,19 @@ func PublishRaw(t testing.TB, ctx context.Context, js jetstream.JetStream, subje
 // ReadCalls returns every call on CALLS so far, in stream order.
 func ReadCalls(t testing.TB, js jetstream.JetStream) []*schema.Call {
 	t.Helper()
-	var calls []*schema.Call
+	return ReadItems(t, js, (*schema.CallBatch).GetCalls)
+}
+
+// ReadItems returns the items of one kind (calls, ended or changed pods:
+// (*schema.CallBatch).GetPodsEnded) of every batch on CALLS so far, in
+// stream order.
+func ReadItems[T any](t testing.TB, js jetstream.JetStream, items func(*schema.CallBatch) []T) []T {
+	t.Helper()
+	var out []T
 	for _, b := range ReadCallBatches(t, js) {
-		calls = append(calls, b.GetCalls()...)
+		out = append(out, items(b)...)
 	}
-	return calls
+	return out
 }
 
 // ReadCallBatches is every batch on CALLS, in stream order.
@@ -142,16 +150,6 @@ func ReadCallBatches(t testing.TB, js jetstream.JetStream) []*schema.CallBatch {
 			t.Fatal(err)
 		}
 		out = append(out, b)
-	}
-	return out
-}
-
-// ReadPodsEnded returns every ended pod on CALLS so far, in stream order.
-func ReadPodsEnded(t testing.TB, js jetstream.JetStream) []*schema.PodEnded {
-	t.Helper()
-	var out []*schema.PodEnded
-	for _, b := range ReadCallBatches(t, js) {
-		out = append(out, b.GetPodsEnded()...)
 	}
 	return out
 }
