@@ -203,12 +203,20 @@ type Joiner struct {
 	byClient map[clientKey][]*side
 	unixDone map[unixKey]struct{}
 	unixFIFO []unixKey
+	tcpDone  map[sideKey]doneSide // TCP sides whose close is in a call; see over
+	tcpFIFO  []doneSide
 	dl       deadlines
 	lru      side // sentinel of the LRU list; lru.next is the oldest
 	mark     uint64
 	stats    Stats
 	call     schema.Call
 	cli, srv schema.Endpoint
+}
+
+// doneSide is a side that is over, and when it closed.
+type doneSide struct {
+	key    sideKey
+	closed uint64
 }
 
 type unixKey struct {
@@ -225,6 +233,7 @@ func New(cfg Config) *Joiner {
 		sides:    map[sideKey]*side{},
 		byClient: map[clientKey][]*side{},
 		unixDone: map[unixKey]struct{}{},
+		tcpDone:  map[sideKey]doneSide{},
 	}
 	j.lru.prev, j.lru.next = &j.lru, &j.lru
 	return j
@@ -347,6 +356,10 @@ func (j *Joiner) tcp(node string, t uint64, task *schema.Task, e *schema.TCPEven
 	prior := [2]uint64{e.GetPriorBytesSent(), e.GetPriorBytesReceived()}
 	key := sideKey{node, e.GetSockCookie()}
 	s := j.sides[key]
+	if s == nil && j.isOver(key, t) {
+		j.stats.Duplicates++
+		return nil
+	}
 	if s == nil {
 		start := e.GetStartUnixNano()
 		if start == 0 {
@@ -433,7 +446,7 @@ func (j *Joiner) tcp(node string, t uint64, task *schema.Task, e *schema.TCPEven
 	switch {
 	case s.emitted:
 		j.stats.LateCloses++
-		j.remove(s)
+		j.over(s, t)
 		return nil
 	case s.closed:
 		j.stats.Duplicates++
@@ -585,10 +598,10 @@ func (j *Joiner) closeOpen(s, p *side) error {
 	s.cur = [2]uint64{s.sent, s.recv}
 	j.stats.ClosedOpen++
 	err := j.emitOpen(s, p, schema.CallState_CALL_STATE_CLOSE, prior, s.closeTime)
-	j.remove(s)
+	j.over(s, s.closeTime)
 	if p != nil {
 		if p.closed {
-			j.remove(p)
+			j.over(p, p.closeTime)
 		} else {
 			p.emitted = true
 		}
@@ -739,6 +752,48 @@ func (j *Joiner) remove(s *side) {
 	delete(j.sides, s.key)
 }
 
+// over forgets closed side s, whose close (at t) is in a call, and
+// remembers it: another copy of one of its events, of any time up to
+// CloseWait after its close, is then a duplicate, not a new connection.
+// Two collectors on one node (a DaemonSet's rollout with maxSurge: the
+// new one runs before the old one stops) report every socket twice, each
+// copy under its own start time (so its own call id), in two publishers'
+// messages that reach the joiner in any order. While a side is held its
+// copies are swallowed (Duplicates); once its call is out, this does it.
+// Socket cookies are unique within a node's boot only, hence the time
+// bound: a cookie seen again after a reboot is a new connection. Sides
+// are remembered overKeep behind the watermark (one collector's messages
+// may lag the other's by that much), never more than MaxConnections.
+func (j *Joiner) over(s *side, t uint64) {
+	j.remove(s)
+	d := doneSide{s.key, t}
+	j.tcpDone[s.key] = d
+	j.tcpFIFO = append(j.tcpFIFO, d)
+	for len(j.tcpFIFO) > 0 {
+		d := j.tcpFIFO[0]
+		if len(j.tcpFIFO) <= j.cfg.MaxConnections && d.closed+overKeep >= j.mark {
+			break
+		}
+		if j.tcpDone[d.key] == d {
+			delete(j.tcpDone, d.key)
+		}
+		j.tcpFIFO = j.tcpFIFO[1:]
+	}
+}
+
+// overKeep is how long (event time, behind the watermark) a side that is
+// over is remembered.
+const overKeep = uint64(30 * time.Second)
+
+// isOver says whether an event at t for a side not held is a copy of an
+// event of side key, which is over (see over): t no later than CloseWait
+// after its close. (The copies' starts differ: a collector that found the
+// socket open at its start-up scan starts it then.)
+func (j *Joiner) isOver(key sideKey, t uint64) bool {
+	d, ok := j.tcpDone[key]
+	return ok && t <= d.closed+j.wait
+}
+
 func (j *Joiner) schedule(s *side, at uint64) {
 	s.deadline = at
 	if s.hidx >= 0 {
@@ -811,8 +866,11 @@ func (j *Joiner) emit(s, p *side) error {
 	if tot.dur == 0 {
 		c.EndUnixNano = tot.closeTime
 	}
-	j.remove(s)
-	if p != nil && (p.closed || !p.emitted) {
+	j.over(s, s.closeTime)
+	switch {
+	case p != nil && p.closed:
+		j.over(p, p.closeTime)
+	case p != nil && !p.emitted:
 		j.remove(p)
 	}
 	return j.send(c)
@@ -942,7 +1000,7 @@ func (j *Joiner) failed(node string, t uint64, task *schema.Task, e *schema.TCPE
 		cookie = ^start
 	}
 	key := sideKey{node, cookie}
-	if j.sides[key] != nil {
+	if j.sides[key] != nil || j.isOver(key, t) {
 		j.stats.Duplicates++
 		return nil
 	}

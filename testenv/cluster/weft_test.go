@@ -145,7 +145,7 @@ func TestWeftOnKubernetes(t *testing.T) {
 
 	t2 := time.Now()
 	u0 := snapshot(ctx, t, c, ns)
-	tr := runWorkloads(ctx, t, c.Client)
+	tr := runWorkloads(ctx, t, c)
 	t.Logf("workloads done in %s", time.Since(t2).Round(time.Second))
 
 	svc, err := c.Client.CoreV1().Services(ns).Get(ctx, "weft-graph", metav1.GetOptions{})
@@ -167,6 +167,7 @@ func TestWeftOnKubernetes(t *testing.T) {
 	waitGraph := func(what string) {
 		t.Helper()
 		var last *graph.Graph
+		var gaps []string
 		t3 := time.Now()
 		check := func() error {
 			g, err := getGraph(ctx, url, token)
@@ -174,7 +175,8 @@ func TestWeftOnKubernetes(t *testing.T) {
 				return err
 			}
 			last = g
-			return compareGraph(g, tr)
+			gaps, err = compareGraph(g, tr)
+			return err
 		}
 		deadline := time.Now().Add(2 * time.Minute)
 		for err := check(); err != nil; err = check() {
@@ -183,6 +185,9 @@ func TestWeftOnKubernetes(t *testing.T) {
 				t.Fatalf("%s: %v\n(after 2m; the last graph:\n%s)", what, err, b)
 			}
 			time.Sleep(time.Second)
+		}
+		if len(gaps) > 0 {
+			t.Logf("known gaps (docs/cluster.md): %s", strings.Join(gaps, "; "))
 		}
 		t.Logf("%s: the graph is the workloads' ground truth %s after they finished (%d edges, %d pods checked)",
 			what, time.Since(t3).Round(time.Second), len(tr.Edges), len(tr.Pods))
@@ -196,6 +201,20 @@ func TestWeftOnKubernetes(t *testing.T) {
 	callsDuringRollout(ctx, t, c.Client, tr, func() { rolloutRestart(ctx, t, c.Client, ns, "weft-correlator") })
 	waitGraph("calls during a rollout restart of the correlator")
 	t.Logf("rollout restart checked in %s", time.Since(t4).Round(time.Second))
+
+	// A rollout restart of the collector while a pooled connection is
+	// open and calls go on: the connection exactly, the calls before and
+	// after the gap exactly (see checkCollectorRollout).
+	t5 := time.Now()
+	graphNow := func() (*graph.Graph, error) { return getGraph(ctx, url, token) }
+	checkCollectorRollout(ctx, t, c, ns, "tap", false, tr, graphNow, waitGraph)
+	t.Logf("collector rollout restart checked in %s", time.Since(t5).Round(time.Second))
+	// The same with the DaemonSet rolled out with maxSurge: no gap, and
+	// the two collectors' copies of each connection count once. (It also
+	// checks the first round's edges again, later.)
+	t6 := time.Now()
+	checkCollectorRollout(ctx, t, c, ns, "surge", true, tr, graphNow, waitGraph)
+	t.Logf("collector rollout restart with maxSurge checked in %s", time.Since(t6).Round(time.Second))
 
 	// helm upgrade to a Neo4j: the migrations hook runs.
 	checkUpgradeMigrations(ctx, t, c, cfg, chrt, values, bin, ns)

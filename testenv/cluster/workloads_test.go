@@ -1,9 +1,9 @@
 package cluster_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"regexp"
 	"sort"
@@ -47,6 +47,8 @@ const (
 	// busybox nc (a short-lived process per call) before and after.
 	rebornPort, rebornUp, rebornDown = 8080, 10, 100
 	rebornCallsBefore, rebornAfter   = 5, 6
+	// Calls of each of them to the pod's IP (no Service, no name).
+	rebornByIP = 3
 )
 
 // edgeKey is a CALLS edge as /api/v1/graph gives it.
@@ -79,6 +81,22 @@ type podTruth struct {
 type truth struct {
 	Pods  []*podTruth
 	Edges map[edgeKey]edgeTotals
+	// Unseeable are edges of calls made while no collector ran on the
+	// node (a collector's rollout restart): each is in the graph exactly,
+	// or with its count and part of its bytes (a call that straddled the
+	// gap's edge: its open seen, its close not), or not at all; nothing
+	// else.
+	Unseeable map[edgeKey]edgeTotals
+	// ProgressApart are the pod-level edges of connections that were
+	// open long enough to send progress: their server side's progress
+	// goes to another partition than the rest of the connection
+	// (schema.Partition keys a PROGRESS event by its local endpoint
+	// whatever its role), whose joiner emits it again as a partial call
+	// (the client by address, so at pod level only). Such an edge may
+	// hold more bytes than logged, with its count exact, and is a known
+	// gap; the container-level edge must be exact. Remove this once
+	// Partition keys a server's progress by the client's endpoint.
+	ProgressApart map[edgeKey]bool
 }
 
 func (tr *truth) ids() map[string]bool {
@@ -115,8 +133,9 @@ func (tr *truth) call(cli *podTruth, cliCtr string, srv *podTruth, srvCtr, trans
 //   - reborn: a bare pod behind Service reborn, called by a Job with
 //     busybox nc, deleted, created again under the same name, and called
 //     by a second Job.
-func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *truth {
+func runWorkloads(ctx context.Context, t *testing.T, c *cluster.Cluster) *truth {
 	t.Helper()
+	cs := c.Client
 	tr := &truth{Edges: map[edgeKey]edgeTotals{}}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appsNS}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -187,8 +206,11 @@ func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *t
 			}},
 		}
 	}
-	ncJob := func(name string, n int) {
-		script := ncCalls(n, "reborn", rebornPort, rebornUp, "0")
+	// Each Job calls through the Service (the VIP resolved to the pod
+	// that served), then the pod's IP itself (the peer given by its
+	// address only): the same address before and after the delete.
+	ncJob := func(name string, n int, ip string) {
+		script := ncCalls(n, "reborn", rebornPort, rebornUp, "0") + "; " + ncCalls(rebornByIP, ip, rebornPort, rebornUp, "0")
 		j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: appsNS}, Spec: jobSpec(name, corev1.PodSpec{Containers: []corev1.Container{{
 			Name: "calls", Image: cluster.BusyboxImage, ImagePullPolicy: corev1.PullNever, Command: []string{"/bin/sh", "-c", script},
 		}}})}
@@ -202,8 +224,12 @@ func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *t
 	}
 	before := waitPods(ctx, t, cs, "app=reborn", 1)[0]
 	waitRouted(ctx, t, "reborn", before.Status.PodIP, rebornPort)
-	ncJob("reborn-before", rebornCallsBefore)
+	ncJob("reborn-before", rebornCallsBefore, before.Status.PodIP)
 	waitJob(ctx, t, cs, "reborn-before")
+	rebornIP, err := netip.ParseAddr(before.Status.PodIP)
+	if err != nil {
+		t.Fatalf("pod reborn's IP %q: %v", before.Status.PodIP, err)
+	}
 	grace := int64(1)
 	if err := cs.CoreV1().Pods(appsNS).Delete(ctx, "reborn", metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
 		t.Fatal(err)
@@ -215,6 +241,11 @@ func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *t
 		}
 		return fmt.Errorf("pod reborn not gone yet (%v)", err)
 	})
+	// The new pod gets the deleted one's IP: once the old sandbox has
+	// released it (and kube-proxy no longer routes the Service there),
+	// host-local is told to hand it out next.
+	waitUnrouted(ctx, t, "reborn", before.Status.PodIP, rebornPort)
+	natstest.CheckFor(t, time.Minute, 250*time.Millisecond, func() error { return c.NextPodIP(rebornIP) })
 	if _, err := cs.CoreV1().Pods(appsNS).Create(ctx, reborn(), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -222,8 +253,12 @@ func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *t
 	if after.UID == before.UID {
 		t.Fatal("the recreated pod reborn has the deleted one's uid")
 	}
+	if after.Status.PodIP != before.Status.PodIP {
+		t.Fatalf("the recreated pod reborn (uid %s) got IP %s, not the deleted one's (uid %s) %s: the reused IP is not tested", after.UID, after.Status.PodIP, before.UID, before.Status.PodIP)
+	}
+	t.Logf("pod reborn deleted (uid %s) and created again (uid %s) with the same IP %s", before.UID, after.UID, after.Status.PodIP)
 	waitRouted(ctx, t, "reborn", after.Status.PodIP, rebornPort)
-	ncJob("reborn-after", rebornAfter)
+	ncJob("reborn-after", rebornAfter, after.Status.PodIP)
 
 	// Everything done: each workload's log is its ground truth.
 	waitJob(ctx, t, cs, "nightly-manual")
@@ -257,8 +292,8 @@ func runWorkloads(ctx context.Context, t *testing.T, cs kubernetes.Interface) *t
 	tr.call(callerP, "caller", brokerP, "broker", "tcp", brokerPort, "", logTotals(t, cs, "app=caller", callerCalls))
 	tr.call(nightlyP, "report", brokerP, "broker", "tcp", brokerPort, "", logTotals(t, cs, "job-name=nightly-manual", reportCalls))
 	tr.call(shopP, "app", shopP, "crypto-broker", "unix", 0, sockPath, logTotals(t, cs, "app=shop", unixCalls))
-	tr.call(rbBefore, "calls", beforeP, "echo", "tcp", rebornPort, "", logTotals(t, cs, "job-name=reborn-before", rebornCallsBefore))
-	rbTot := logTotals(t, cs, "job-name=reborn-after", rebornAfter)
+	tr.call(rbBefore, "calls", beforeP, "echo", "tcp", rebornPort, "", logTotals(t, cs, "job-name=reborn-before", rebornCallsBefore+rebornByIP))
+	rbTot := logTotals(t, cs, "job-name=reborn-after", rebornAfter+rebornByIP)
 	tr.call(rbAfter, "calls", afterP, "echo", "tcp", rebornPort, "", rbTot)
 	// The servers' own logs agree with their clients'.
 	if served := strings.Count(podLogsOf(cs, appsNS, brokerP.Name, "broker"), "served "); served != callerCalls+reportCalls {
@@ -345,8 +380,9 @@ func truthOf(t *testing.T, cs kubernetes.Interface, p corev1.Pod) *podTruth {
 // CALLS edge that touches a workload pod or container, with its count and
 // bytes; the pods with their name, namespace and IP; their containers;
 // their owners (the top controller, never a ReplicaSet or the Job a
-// CronJob made); the broker marks. nil when it is all there, exactly.
-func compareGraph(g *graph.Graph, tr *truth) error {
+// CronJob made); the broker marks. nil when it is all there, exactly,
+// but for the known gaps it returns (truth.ProgressApart).
+func compareGraph(g *graph.Graph, tr *truth) (gaps []string, err error) {
 	var diffs []string
 	nodes := map[string]graph.GNode{}
 	for _, n := range g.Nodes {
@@ -379,14 +415,23 @@ func compareGraph(g *graph.Graph, tr *truth) error {
 		}
 		if g, ok := got[k]; !ok {
 			diffs = append(diffs, fmt.Sprintf("missing %v %+v", k, want))
+		} else if tr.ProgressApart[k] && g.Count == want.Count && g.Sent >= want.Sent && g.Received >= want.Received && g != want {
+			gaps = append(gaps, fmt.Sprintf("pod edge %s → %s:%d counts the server side's progress again: %+v, logged %+v", k.From, k.To, k.Port, g, want))
 		} else if g != want {
 			diffs = append(diffs, fmt.Sprintf("%v: %+v, the workloads logged %+v", k, g, want))
 		}
 	}
 	for k, g := range got {
-		if _, ok := tr.Edges[k]; !ok {
-			diffs = append(diffs, fmt.Sprintf("unexpected %v %+v", k, g))
+		if _, ok := tr.Edges[k]; ok {
+			continue
 		}
+		if w, ok := tr.Unseeable[k]; ok {
+			if g.Count != w.Count || g.Sent > w.Sent || g.Received > w.Received {
+				diffs = append(diffs, fmt.Sprintf("%v (a call in the collector's gap): %+v, the workloads logged %+v", k, g, w))
+			}
+			continue
+		}
+		diffs = append(diffs, fmt.Sprintf("unexpected %v %+v", k, g))
 	}
 	hasLabel := func(n graph.GNode, l string) bool {
 		for _, x := range n.Labels {
@@ -456,9 +501,10 @@ func compareGraph(g *graph.Graph, tr *truth) error {
 	}
 	if len(diffs) > 0 {
 		sort.Strings(diffs)
-		return fmt.Errorf("the graph is not the workloads' ground truth:\n  %s", strings.Join(diffs, "\n  "))
+		return gaps, fmt.Errorf("the graph is not the workloads' ground truth:\n  %s", strings.Join(diffs, "\n  "))
 	}
-	return nil
+	sort.Strings(gaps)
+	return gaps, nil
 }
 
 func workloadContainer(name string, args []string, readiness *corev1.Probe) corev1.Container {
@@ -572,14 +618,34 @@ func waitDefaultSA(ctx context.Context, t *testing.T, cs kubernetes.Interface, n
 // connection of its own.
 func waitRouted(ctx context.Context, t *testing.T, svc, podIP string, port int) {
 	t.Helper()
-	want := fmt.Sprintf("%s/%s/tcp/__%s/%d", appsNS, svc, podIP, port)
+	routed(ctx, t, svc, podIP, port, true)
+}
+
+// waitUnrouted waits until kube-proxy no longer sends Service svc to
+// podIP:port (a deleted pod's endpoint).
+func waitUnrouted(ctx context.Context, t *testing.T, svc, podIP string, port int) {
+	t.Helper()
+	routed(ctx, t, svc, podIP, port, false)
+}
+
+// routed waits until the Service's chain jumps to podIP:port's endpoint
+// chain, which DNATs to it (want), or until the Service no longer jumps
+// there. Whether the endpoint chain exists says nothing: kube-proxy's
+// nftables mode flushes an unused one at once but deletes it only later.
+func routed(ctx context.Context, t *testing.T, svc, podIP string, port int, want bool) {
+	t.Helper()
+	jump := regexp.MustCompile(fmt.Sprintf(`goto endpoint-[A-Z0-9]+-%s\b`, regexp.QuoteMeta(fmt.Sprintf("%s/%s/tcp/__%s/%d", appsNS, svc, podIP, port))))
+	dnat := regexp.MustCompile(fmt.Sprintf(`dnat (ip )?to %s\b`, regexp.QuoteMeta(fmt.Sprintf("%s:%d", podIP, port))))
 	natstest.CheckFor(t, time.Minute, 250*time.Millisecond, func() error {
 		out, err := exec.CommandContext(ctx, "nft", "list", "table", "ip", "kube-proxy").Output()
 		if err != nil {
 			return fmt.Errorf("nft list table ip kube-proxy: %w", err)
 		}
-		if !bytes.Contains(out, []byte(want)) {
-			return fmt.Errorf("kube-proxy has no endpoint chain %s yet", want)
+		if want && !dnat.Match(out) {
+			return fmt.Errorf("kube-proxy does not DNAT to %s:%d yet", podIP, port)
+		}
+		if has := jump.Match(out); has != want {
+			return fmt.Errorf("kube-proxy's Service %s sends to endpoint %s:%d: %v, want %v", svc, podIP, port, has, want)
 		}
 		return nil
 	})

@@ -11,6 +11,7 @@ package workload
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 const roleEnv = "WEFT_WORKLOAD_ROLE"
@@ -53,6 +55,21 @@ func Main() {
 //	calls   network addr n up down [wait] n connections one after another: write up, read down, close,
 //	                                      print "call I sent S received R" (or "call I error …"), then
 //	                                      "done OK of N"; exit 1 if one failed, or with wait wait for SIGTERM
+//	serveports network host first n up down [ready]
+//	                                      serve (above) on each of the n ports first, first+1, …; prints
+//	                                      "served N on PORT from ADDR"
+//	paced   network host first n up down pause stop
+//	                                      up to n connections one after another, the i-th (from 0) to port
+//	                                      first+i, pause (a Go duration) between them, until the file stop
+//	                                      exists; prints "call I port P start S end E sent S received R" (S, E:
+//	                                      Unix nanoseconds, before the dial and after the close) or "call I port
+//	                                      P start S end E error …", then "done OK of N"; exit 1 if one failed
+//	pool    network addr up down [ready]  accept for ever, each conn: per up bytes read, write down, until
+//	                                      EOF; prints "closed N from ADDR after K requests"
+//	longcall network addr up down pause stop
+//	                                      one connection: write up, read down, every pause, until the file stop
+//	                                      exists, then close; prints "local ADDR", "step K sent S received R"
+//	                                      (totals), and at the end "closed sent S received R"
 func run(role string, a []string) (int, error) {
 	switch role {
 	case "serve":
@@ -122,6 +139,116 @@ func run(role string, a []string) (int, error) {
 		if ok != n {
 			return 1, nil
 		}
+		return 0, nil
+	case "serveports":
+		first, n, up, down := atoi(a[2]), atoi(a[3]), atoi(a[4]), atoi(a[5])
+		errc := make(chan error, n)
+		for i := 0; i < n; i++ {
+			ln, err := net.Listen(a[0], net.JoinHostPort(a[1], strconv.Itoa(first+i)))
+			if err != nil {
+				return 0, err
+			}
+			defer ln.Close()
+			go func() { errc <- serveEach(ln, up, down) }()
+		}
+		if len(a) > 6 && a[6] != "" {
+			if err := os.WriteFile(a[6], nil, 0o644); err != nil {
+				return 0, err
+			}
+		}
+		fmt.Printf("listening on %d ports from %d\n", n, first)
+		return 0, <-errc
+	case "paced":
+		first, n, up, down := atoi(a[2]), atoi(a[3]), atoi(a[4]), atoi(a[5])
+		pause, err := time.ParseDuration(a[6])
+		if err != nil {
+			return 0, err
+		}
+		ok, i := 0, 0
+		for ; i < n; i++ {
+			if _, err := os.Stat(a[7]); err == nil {
+				break
+			}
+			port := first + i
+			start := time.Now()
+			err := exchange(a[0], net.JoinHostPort(a[1], strconv.Itoa(port)), up, down)
+			end := time.Now()
+			if err != nil {
+				fmt.Printf("call %d port %d start %d end %d error %v\n", i, port, start.UnixNano(), end.UnixNano(), err)
+			} else {
+				ok++
+				fmt.Printf("call %d port %d start %d end %d sent %d received %d\n", i, port, start.UnixNano(), end.UnixNano(), up, down)
+			}
+			time.Sleep(pause)
+		}
+		fmt.Printf("done %d of %d\n", ok, i)
+		if ok != i {
+			return 1, nil
+		}
+		return 0, nil
+	case "pool":
+		up, down := atoi(a[2]), atoi(a[3])
+		ln, err := net.Listen(a[0], a[1])
+		if err != nil {
+			return 0, err
+		}
+		defer ln.Close()
+		if len(a) > 4 && a[4] != "" {
+			if err := os.WriteFile(a[4], nil, 0o644); err != nil {
+				return 0, err
+			}
+		}
+		fmt.Printf("listening %s\n", ln.Addr())
+		for n := 1; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return 0, err
+			}
+			go func() {
+				defer c.Close()
+				k := 0
+				for {
+					if _, err := io.ReadFull(c, make([]byte, up)); err != nil {
+						break
+					}
+					if _, err := c.Write(make([]byte, down)); err != nil {
+						break
+					}
+					k++
+				}
+				fmt.Printf("closed %d from %s after %d requests\n", n, c.RemoteAddr(), k)
+			}()
+		}
+	case "longcall":
+		up, down := atoi(a[2]), atoi(a[3])
+		pause, err := time.ParseDuration(a[4])
+		if err != nil {
+			return 0, err
+		}
+		c, err := net.Dial(a[0], a[1])
+		if err != nil {
+			return 0, err
+		}
+		fmt.Printf("local %s\n", c.LocalAddr())
+		var sent, received int
+		for k := 1; ; k++ {
+			if _, err := os.Stat(a[5]); err == nil {
+				break
+			}
+			if _, err := c.Write(make([]byte, up)); err != nil {
+				return 0, err
+			}
+			if _, err := io.ReadFull(c, make([]byte, down)); err != nil {
+				return 0, err
+			}
+			sent, received = sent+up, received+down
+			fmt.Printf("step %d sent %d received %d\n", k, sent, received)
+			time.Sleep(pause)
+		}
+		if err := c.Close(); err != nil {
+			return 0, err
+		}
+		fmt.Printf("closed sent %d received %d\n", sent, received)
 		return 0, nil
 	case "holdserver":
 		up, down := atoi(a[2]), atoi(a[3])
@@ -207,6 +334,43 @@ func run(role string, a []string) (int, error) {
 		return atoi(a[0]), nil
 	}
 	return 0, fmt.Errorf("unknown role %q", role)
+}
+
+// serveEach serves every connection ln accepts as serve does.
+func serveEach(ln net.Listener, up, down int) error {
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	for n := 1; ; n++ {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			if _, err := io.ReadFull(c, make([]byte, up)); err != nil {
+				fmt.Printf("conn %d on %s error %v\n", n, port, err)
+				return
+			}
+			if _, err := c.Write(make([]byte, down)); err != nil {
+				fmt.Printf("conn %d on %s error %v\n", n, port, err)
+				return
+			}
+			fmt.Printf("served %d on %s from %s\n", n, port, c.RemoteAddr())
+		}()
+	}
+}
+
+// exchange makes one connection to addr: writes up bytes, reads down,
+// closes.
+func exchange(network, addr string, up, down int) error {
+	c, err := net.Dial(network, addr)
+	if err != nil {
+		return err
+	}
+	_, err = c.Write(make([]byte, up))
+	if err == nil {
+		_, err = io.ReadFull(c, make([]byte, down))
+	}
+	return errors.Join(err, c.Close())
 }
 
 // Run runs a role with its arguments, as Main does from the environment:
