@@ -87,16 +87,6 @@ type truth struct {
 	// gap's edge: its open seen, its close not), or not at all; nothing
 	// else.
 	Unseeable map[edgeKey]edgeTotals
-	// ProgressApart are the pod-level edges of connections that were
-	// open long enough to send progress: their server side's progress
-	// goes to another partition than the rest of the connection
-	// (schema.Partition keys a PROGRESS event by its local endpoint
-	// whatever its role), whose joiner emits it again as a partial call
-	// (the client by address, so at pod level only). Such an edge may
-	// hold more bytes than logged, with its count exact, and is a known
-	// gap; the container-level edge must be exact. Remove this once
-	// Partition keys a server's progress by the client's endpoint.
-	ProgressApart map[edgeKey]bool
 }
 
 func (tr *truth) ids() map[string]bool {
@@ -380,9 +370,8 @@ func truthOf(t *testing.T, cs kubernetes.Interface, p corev1.Pod) *podTruth {
 // CALLS edge that touches a workload pod or container, with its count and
 // bytes; the pods with their name, namespace and IP; their containers;
 // their owners (the top controller, never a ReplicaSet or the Job a
-// CronJob made); the broker marks. nil when it is all there, exactly,
-// but for the known gaps it returns (truth.ProgressApart).
-func compareGraph(g *graph.Graph, tr *truth) (gaps []string, err error) {
+// CronJob made); the broker marks. nil when it is all there, exactly.
+func compareGraph(g *graph.Graph, tr *truth) error {
 	var diffs []string
 	nodes := map[string]graph.GNode{}
 	for _, n := range g.Nodes {
@@ -415,8 +404,6 @@ func compareGraph(g *graph.Graph, tr *truth) (gaps []string, err error) {
 		}
 		if g, ok := got[k]; !ok {
 			diffs = append(diffs, fmt.Sprintf("missing %v %+v", k, want))
-		} else if tr.ProgressApart[k] && g.Count == want.Count && g.Sent >= want.Sent && g.Received >= want.Received && g != want {
-			gaps = append(gaps, fmt.Sprintf("pod edge %s → %s:%d counts the server side's progress again: %+v, logged %+v", k.From, k.To, k.Port, g, want))
 		} else if g != want {
 			diffs = append(diffs, fmt.Sprintf("%v: %+v, the workloads logged %+v", k, g, want))
 		}
@@ -501,10 +488,9 @@ func compareGraph(g *graph.Graph, tr *truth) (gaps []string, err error) {
 	}
 	if len(diffs) > 0 {
 		sort.Strings(diffs)
-		return gaps, fmt.Errorf("the graph is not the workloads' ground truth:\n  %s", strings.Join(diffs, "\n  "))
+		return fmt.Errorf("the graph is not the workloads' ground truth:\n  %s", strings.Join(diffs, "\n  "))
 	}
-	sort.Strings(gaps)
-	return gaps, nil
+	return nil
 }
 
 func workloadContainer(name string, args []string, readiness *corev1.Probe) corev1.Container {

@@ -74,20 +74,11 @@ func run(role string, a []string) (int, error) {
 	switch role {
 	case "serve":
 		up, down := atoi(a[2]), atoi(a[3])
-		if a[0] == "unix" {
-			_ = os.Remove(a[1])
-		}
-		ln, err := net.Listen(a[0], a[1])
+		ln, err := listenReady(a, 4)
 		if err != nil {
 			return 0, err
 		}
 		defer ln.Close()
-		if len(a) > 4 && a[4] != "" {
-			if err := os.WriteFile(a[4], nil, 0o644); err != nil {
-				return 0, err
-			}
-		}
-		fmt.Printf("listening %s\n", ln.Addr())
 		for n := 1; ; n++ {
 			c, err := ln.Accept()
 			if err != nil {
@@ -151,10 +142,8 @@ func run(role string, a []string) (int, error) {
 			defer ln.Close()
 			go func() { errc <- serveEach(ln, up, down) }()
 		}
-		if len(a) > 6 && a[6] != "" {
-			if err := os.WriteFile(a[6], nil, 0o644); err != nil {
-				return 0, err
-			}
+		if err := markReady(a, 6); err != nil {
+			return 0, err
 		}
 		fmt.Printf("listening on %d ports from %d\n", n, first)
 		return 0, <-errc
@@ -188,17 +177,11 @@ func run(role string, a []string) (int, error) {
 		return 0, nil
 	case "pool":
 		up, down := atoi(a[2]), atoi(a[3])
-		ln, err := net.Listen(a[0], a[1])
+		ln, err := listenReady(a, 4)
 		if err != nil {
 			return 0, err
 		}
 		defer ln.Close()
-		if len(a) > 4 && a[4] != "" {
-			if err := os.WriteFile(a[4], nil, 0o644); err != nil {
-				return 0, err
-			}
-		}
-		fmt.Printf("listening %s\n", ln.Addr())
 		for n := 1; ; n++ {
 			c, err := ln.Accept()
 			if err != nil {
@@ -337,6 +320,33 @@ func run(role string, a []string) (int, error) {
 }
 
 // serveEach serves every connection ln accepts as serve does.
+// listenReady listens on network a[0], address a[1] (a unix socket's path
+// removed first), marks itself ready (markReady a[ready]) and says where
+// it listens.
+func listenReady(a []string, ready int) (net.Listener, error) {
+	if a[0] == "unix" {
+		_ = os.Remove(a[1])
+	}
+	ln, err := net.Listen(a[0], a[1])
+	if err != nil {
+		return nil, err
+	}
+	if err := markReady(a, ready); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	fmt.Printf("listening %s\n", ln.Addr())
+	return ln, nil
+}
+
+// markReady creates the file a[i], a readiness probe's, when it is given.
+func markReady(a []string, i int) error {
+	if len(a) > i && a[i] != "" {
+		return os.WriteFile(a[i], nil, 0o644)
+	}
+	return nil
+}
+
 func serveEach(ln net.Listener, up, down int) error {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	for n := 1; ; n++ {
