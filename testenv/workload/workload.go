@@ -79,24 +79,13 @@ func run(role string, a []string) (int, error) {
 			return 0, err
 		}
 		defer ln.Close()
-		for n := 1; ; n++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return 0, err
+		return 0, acceptEach(ln, func(n int, c net.Conn) {
+			if err := answer(c, up, down); err != nil {
+				fmt.Printf("conn %d error %v\n", n, err)
+				return
 			}
-			go func() {
-				defer c.Close()
-				if _, err := io.ReadFull(c, make([]byte, up)); err != nil {
-					fmt.Printf("conn %d error %v\n", n, err)
-					return
-				}
-				if _, err := c.Write(make([]byte, down)); err != nil {
-					fmt.Printf("conn %d error %v\n", n, err)
-					return
-				}
-				fmt.Printf("served %d from %s\n", n, c.RemoteAddr())
-			}()
-		}
+			fmt.Printf("served %d from %s\n", n, c.RemoteAddr())
+		})
 	case "calls":
 		n, up, down := atoi(a[2]), atoi(a[3]), atoi(a[4])
 		ok := 0
@@ -182,26 +171,13 @@ func run(role string, a []string) (int, error) {
 			return 0, err
 		}
 		defer ln.Close()
-		for n := 1; ; n++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return 0, err
+		return 0, acceptEach(ln, func(n int, c net.Conn) {
+			k := 0
+			for answer(c, up, down) == nil {
+				k++
 			}
-			go func() {
-				defer c.Close()
-				k := 0
-				for {
-					if _, err := io.ReadFull(c, make([]byte, up)); err != nil {
-						break
-					}
-					if _, err := c.Write(make([]byte, down)); err != nil {
-						break
-					}
-					k++
-				}
-				fmt.Printf("closed %d from %s after %d requests\n", n, c.RemoteAddr(), k)
-			}()
-		}
+			fmt.Printf("closed %d from %s after %d requests\n", n, c.RemoteAddr(), k)
+		})
 	case "longcall":
 		up, down := atoi(a[2]), atoi(a[3])
 		pause, err := time.ParseDuration(a[4])
@@ -349,6 +325,18 @@ func markReady(a []string, i int) error {
 
 func serveEach(ln net.Listener, up, down int) error {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return acceptEach(ln, func(n int, c net.Conn) {
+		if err := answer(c, up, down); err != nil {
+			fmt.Printf("conn %d on %s error %v\n", n, port, err)
+			return
+		}
+		fmt.Printf("served %d on %s from %s\n", n, port, c.RemoteAddr())
+	})
+}
+
+// acceptEach accepts connections on ln until it fails, each handled by
+// handle (n counts them from 1) in its own goroutine and closed after.
+func acceptEach(ln net.Listener, handle func(n int, c net.Conn)) error {
 	for n := 1; ; n++ {
 		c, err := ln.Accept()
 		if err != nil {
@@ -356,17 +344,18 @@ func serveEach(ln net.Listener, up, down int) error {
 		}
 		go func() {
 			defer c.Close()
-			if _, err := io.ReadFull(c, make([]byte, up)); err != nil {
-				fmt.Printf("conn %d on %s error %v\n", n, port, err)
-				return
-			}
-			if _, err := c.Write(make([]byte, down)); err != nil {
-				fmt.Printf("conn %d on %s error %v\n", n, port, err)
-				return
-			}
-			fmt.Printf("served %d on %s from %s\n", n, port, c.RemoteAddr())
+			handle(n, c)
 		}()
 	}
+}
+
+// answer reads up bytes from c and writes down bytes back.
+func answer(c net.Conn, up, down int) error {
+	if _, err := io.ReadFull(c, make([]byte, up)); err != nil {
+		return err
+	}
+	_, err := c.Write(make([]byte, down))
+	return err
 }
 
 // exchange makes one connection to addr: writes up bytes, reads down,
